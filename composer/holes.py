@@ -1,0 +1,78 @@
+"""The open choices of a spec: which paths a `search` section may name, and how a
+value is put in at one of them.
+
+`assign(spec, path, value)` is what a search trial uses to turn the spec with holes
+into a concrete spec; the loader uses the same function to check, before any
+training, that every written choice gives a valid spec.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from composer.spec import AttentionMixer, RatioSchedule, Spec
+
+# Hyperparameters of training, not of the architecture: a search may vary them,
+# they leave the spec as it is.
+TRAINING_HOLES = frozenset({"lr", "weight_decay", "batch_size", "steps", "warmup", "seed"})
+SCHEDULE_HOLES = frozenset({"attention_fraction", "placement", "depth"})
+MODEL_HOLES = frozenset({"d_model", "max_len"})
+
+
+class HoleError(ValueError):
+    """A path that names nothing, or a value that does not fit there; the message says why."""
+
+
+def hole_paths(spec: Spec) -> list[str]:
+    """Every path a search may name in this spec (for listings and did-you-mean hints)."""
+    paths = sorted(MODEL_HOLES | TRAINING_HOLES)
+    if isinstance(spec.layers, RatioSchedule):
+        paths += sorted(SCHEDULE_HOLES)
+    for name, block in spec.blocks.items():
+        for part in ("mixer", "channel"):
+            fields = set(type(getattr(block, part)).model_fields) - {"kind"}
+            paths += [f"{name}.{part}.{field}" for field in sorted(fields)]
+    return paths
+
+
+def attention_block_in_ratio(spec: Spec) -> str:
+    ratio = spec.layers.ratio
+    for name in ratio:
+        if name in spec.blocks and isinstance(spec.blocks[name].mixer, AttentionMixer):
+            return name
+    raise HoleError("attention_fraction needs an attention block in the ratio")
+
+
+def _assign_schedule(spec: Spec, data: dict, path: str, value) -> None:
+    if not isinstance(spec.layers, RatioSchedule):
+        raise HoleError(f"`{path}` needs a ratio schedule, e.g. layers = ratio(attn : ssd = 1 : 3) * 24")
+    if path == "attention_fraction":
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise HoleError(f"attention_fraction must be a number from 0 to 1, got {value!r}")
+        attention = attention_block_in_ratio(spec)
+        data["layers"]["ratio"] = {name: (value if name == attention else 1.0 - value)
+                                   for name in spec.layers.ratio}
+    else:
+        data["layers"][path] = value
+
+
+def assign(spec: Spec, path: str, value) -> dict:
+    """The spec's data with `value` put at `path` (to be validated by the caller)."""
+    data = spec.model_dump()
+    if path in TRAINING_HOLES:
+        return data
+    if path in SCHEDULE_HOLES:
+        _assign_schedule(spec, data, path, value)
+        return data
+    if path in MODEL_HOLES:
+        data[path] = value
+        return data
+    parts = path.split(".")
+    if len(parts) == 3 and parts[0] in spec.blocks and parts[1] in ("mixer", "channel"):
+        block, part, field = parts
+        target = data["blocks"][block][part]
+        if field == "kind" or field not in type(getattr(spec.blocks[block], part)).model_fields:
+            raise HoleError(f"`{field}` is not a parameter of block `{block}`'s {part} ({target['kind']})")
+        target[field] = copy.deepcopy(value)
+        return data
+    raise HoleError(f"`{path}` names nothing in this spec")

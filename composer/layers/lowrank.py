@@ -1,0 +1,40 @@
+"""Linear attention: phi(Q) phi(K)^T V with an optional RetNet-style fixed decay per head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from composer.kernels.lowrank.reference import feature_dim_out, feature_map, linear_attention_chunked
+
+
+def retnet_log_decay(heads: int) -> torch.Tensor:
+    """RetNet's fixed decays gamma_h = 1 - 2^(-5-h): one time scale per head, not learned."""
+    return torch.log1p(-torch.exp2(-5.0 - torch.arange(heads, dtype=torch.float32)))
+
+
+class LinearAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, head_dim: int, feature_dim: int, feature_map: str = "elu",
+                 causal: bool = True, normalize: bool = True, decay: str = "none", chunk: int = 64):
+        super().__init__()
+        self.heads, self.head_dim, self.feature_dim = heads, head_dim, feature_dim
+        self.map, self.causal, self.normalize, self.chunk = feature_map, causal, normalize, chunk
+        self.q_proj = nn.Linear(d_model, heads * feature_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, heads * feature_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * head_dim, d_model, bias=False)
+        self.mapped_dim = feature_dim_out(feature_map, feature_dim)
+        if decay == "fixed":
+            self.register_buffer("log_decay", retnet_log_decay(heads), persistent=False)
+        else:
+            self.log_decay = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, L, _ = x.shape
+        q = feature_map(self.q_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
+        k = feature_map(self.k_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
+        v = self.v_proj(x).view(b, L, self.heads, self.head_dim).float()
+        log_a = self.log_decay.expand(b, L, self.heads) if self.log_decay is not None else None
+        y, _ = linear_attention_chunked(q, k, v, self.chunk, causal=self.causal, normalize=self.normalize,
+                                        log_a=log_a)
+        return self.o_proj(y.to(x.dtype).reshape(b, L, self.heads * self.head_dim))

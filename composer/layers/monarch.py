@@ -1,0 +1,45 @@
+"""M2-style sequence mixing with a learned Monarch matrix over the (padded) sequence axis.
+
+y = out_proj(gate * M v), with one Monarch matrix M = P^T L P R of size max_len per channel
+group (`heads` groups). Shorter inputs are zero-padded to max_len: M is defined on the
+full length, and padding at the end leaves earlier outputs of the causal form unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer.kernels.monarch.reference import monarch_causal, monarch_multiply
+
+
+def _near_identity(count: int, size: int) -> torch.Tensor:
+    return torch.eye(size).expand(count, size, size) + 0.02 * torch.randn(count, size, size)
+
+
+class MonarchMixer(nn.Module):
+    def __init__(self, d_model: int, max_len: int, blocks: int, heads: int = 1, causal: bool = False,
+                 gate: bool = True):
+        super().__init__()
+        self.max_len, self.heads, self.causal, self.gate = max_len, heads, causal, gate
+        m1, m2 = blocks, max_len // blocks
+        self.in_proj = nn.Linear(d_model, (2 if gate else 1) * d_model, bias=False)
+        self.L_blocks = nn.Parameter(torch.stack([_near_identity(m2, m1) for _ in range(heads)]))
+        self.R_blocks = nn.Parameter(torch.stack([_near_identity(m1, m2) for _ in range(heads)]))
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, L, d = x.shape
+        if L > self.max_len:
+            raise ValueError(f"sequence length {L} exceeds the Monarch mixer's max_len {self.max_len}")
+        u = self.in_proj(x)
+        v, g = u.chunk(2, dim=-1) if self.gate else (u, None)
+        # (b, L, heads, d/heads) -> (b * d/heads, max_len, heads): each group shares one Monarch matrix.
+        v = F.pad(v.float(), (0, 0, 0, self.max_len - L)).view(b, self.max_len, self.heads, d // self.heads)
+        v = v.permute(0, 3, 1, 2).reshape(-1, self.max_len, self.heads)
+        mix = monarch_causal if self.causal else monarch_multiply
+        y = mix(v, self.L_blocks.float(), self.R_blocks.float())
+        y = y.view(b, d // self.heads, self.max_len, self.heads).permute(0, 2, 3, 1).reshape(b, self.max_len, d)
+        y = y[:, :L].to(x.dtype)
+        return self.out_proj(y * F.silu(g) if g is not None else y)

@@ -1,0 +1,140 @@
+"""Mamba-2 (SSD) and Hydra (quasiseparable) layers on the semiseparable core.
+
+Widths: d_inner = heads * head_dim; B and C have `groups` groups of `state` channels.
+in_proj packs [z (gate), x, B, C, dt] in that order, as mamba_ssm does, so
+parameter counts match the published models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer.kernels.quasiseparable.reference import shift
+from composer.kernels.semiseparable.reference import ssd_chunked
+from composer.layers.norms import GatedRMSNorm
+
+DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
+
+
+def _dt_bias(heads: int) -> torch.Tensor:
+    """Mamba's init: dt log-uniform in [DT_MIN, DT_MAX], stored as softplus^-1(dt)."""
+    dt = torch.exp(torch.rand(heads) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN))
+    dt = dt.clamp(min=DT_FLOOR)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class _StateSpaceBase(nn.Module):
+    """Projections, short conv, decay parameters, skip, gate and output norm shared by both layers."""
+
+    def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int, chunk: int, conv: int,
+                 decay: str, gate: bool, out_norm: bool, skip: bool, bias: bool, directions: int,
+                 causal_conv: bool, eps: float = 1e-5):
+        super().__init__()
+        self.heads, self.head_dim, self.state, self.groups, self.chunk = heads, head_dim, state, groups, chunk
+        self.decay, self.gate, self.causal_conv, self.directions = decay, gate, causal_conv, directions
+        self.d_inner = heads * head_dim
+        self.bc_width = directions * 2 * groups * state
+        self.dt_width = directions * heads if decay == "data" else 0
+        z_width = self.d_inner if gate else 0
+        self.in_proj = nn.Linear(d_model, z_width + self.d_inner + self.bc_width + self.dt_width, bias=bias)
+        conv_channels = self.d_inner + self.bc_width
+        self.conv1d = nn.Conv1d(conv_channels, conv_channels, conv, groups=conv_channels) if conv else None
+        if decay == "data":
+            self.dt_bias = nn.Parameter(_dt_bias(heads))
+        if decay in ("data", "fixed"):
+            self.A_log = nn.Parameter(torch.log(torch.empty(heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(heads)) if skip else None
+        self.norm = GatedRMSNorm(self.d_inner, eps) if out_norm else None
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _short_conv(self, xbc: torch.Tensor) -> torch.Tensor:
+        if self.conv1d is None:
+            return F.silu(xbc)
+        width = self.conv1d.kernel_size[0]
+        left = width - 1 if self.causal_conv else (width - 1) // 2  # causal, or centred (bidirectional)
+        padded = F.pad(xbc.transpose(1, 2), (left, width - 1 - left))
+        return F.silu(self.conv1d(padded).transpose(1, 2))
+
+    def _split(self, u: torch.Tensor):
+        b, L, _ = u.shape
+        z_width = self.d_inner if self.gate else 0
+        z, xbc, dt = torch.split(u, [z_width, self.d_inner + self.bc_width, self.dt_width], dim=-1)
+        xbc = self._short_conv(xbc)
+        x, bc = torch.split(xbc, [self.d_inner, self.bc_width], dim=-1)
+        bc = bc.reshape(b, L, self.directions, 2, self.groups, self.state)
+        return (z if self.gate else None), x.reshape(b, L, self.heads, self.head_dim), bc, dt
+
+    def _decay(self, dt: torch.Tensor, b: int, L: int, direction: int):
+        """(log_a (b, L, H), x scale (b, L, H) or None) for one direction."""
+        if self.decay == "data":
+            dt = F.softplus(dt.reshape(b, L, self.directions, self.heads)[:, :, direction].float() + self.dt_bias)
+            return dt * -torch.exp(self.A_log.float()), dt
+        if self.decay == "fixed":
+            return (-torch.exp(self.A_log.float())).expand(b, L, self.heads), None
+        return torch.zeros(b, L, self.heads, device=dt.device), None
+
+    def _finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        b, L = y.shape[:2]
+        y = y.reshape(b, L, self.d_inner)
+        if self.norm is not None:
+            y = self.norm(y, z)
+        elif z is not None:
+            y = y * F.silu(z)
+        return self.out_proj(y)
+
+
+class Mamba2(_StateSpaceBase):
+    """Mamba-2 SSD mixer (Dao & Gu, 2024): y = SSD(x dt, dt A, B, C) + D x, gated, normed."""
+
+    def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int = 1, chunk: int = 256,
+                 conv: int = 4, decay: str = "data", gate: bool = True, out_norm: bool = True, skip: bool = True,
+                 bias: bool = False, eps: float = 1e-5):
+        super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, decay, gate, out_norm, skip, bias,
+                         directions=1, causal_conv=True, eps=eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        b, L, _ = hidden.shape
+        z, x, bc, dt = self._split(self.in_proj(hidden))
+        log_a, dt_scale = self._decay(dt, b, L, 0)
+        x_in = x * dt_scale[..., None] if dt_scale is not None else x
+        y, _ = ssd_chunked(x_in.float(), log_a, bc[:, :, 0, 0].float(), bc[:, :, 0, 1].float(), self.chunk)
+        if self.D is not None:
+            y = y + x.float() * self.D.float()[:, None]
+        return self._finish(y.to(hidden.dtype), z)
+
+
+class Hydra(_StateSpaceBase):
+    """Hydra (Hwang et al., 2024): shift(SS_fw(x)) + flip(shift(SS_bw(flip x))) + (D + fc_D(x)) x.
+
+    Each direction has its own B, C and dt; dt_bias and A are shared, as in Hydra's code.
+    The two halves scale x by their own dt, so the layer runs the SSD core twice itself.
+    """
+
+    def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int = 1, chunk: int = 256,
+                 conv: int = 7, gate: bool = True, out_norm: bool = True, skip: bool = True, bias: bool = False,
+                 eps: float = 1e-5):
+        super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, "data", gate, out_norm, skip, bias,
+                         directions=2, causal_conv=False, eps=eps)
+        self.fc_D = nn.Linear(self.d_inner, heads, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        b, L, _ = hidden.shape
+        z, x, bc, dt = self._split(self.in_proj(hidden))
+        halves = []
+        for direction in (0, 1):
+            log_a, dt_scale = self._decay(dt, b, L, direction)
+            x_in, B, C = (x.float() * dt_scale[..., None]), bc[:, :, direction, 0].float(), bc[:, :, direction, 1].float()
+            if direction == 1:
+                x_in, log_a, B, C = x_in.flip(1), log_a.flip(1), B.flip(1), C.flip(1)
+            y, _ = ssd_chunked(x_in, log_a, B, C, self.chunk)
+            y = shift(y)
+            halves.append(y.flip(1) if direction == 1 else y)
+        diagonal = self.fc_D(x.reshape(b, L, self.d_inner)).float()
+        if self.D is not None:
+            diagonal = diagonal + self.D.float()
+        y = halves[0] + halves[1] + x.float() * diagonal[..., None]
+        return self._finish(y.to(hidden.dtype), z)
