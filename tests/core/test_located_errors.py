@@ -1,0 +1,83 @@
+"""Every check, whichever stage finds it, points back at the spec's line and column."""
+
+import pytest
+
+import composer
+from composer.grammar.errors import SpecError
+
+SPEC = """model m {
+  d_model = 64
+  vocab   = 100
+  max_len = 128
+  block attn {
+    mixer   = attention(heads = 4)
+    channel = swiglu()
+  }
+  block local extends attn { window = 32 }
+  block ssd {
+    mixer = semiseparable(state = 16, head_dim = 16, chunk = 32)
+  }
+  layers = ratio(attn : ssd = 1 : 3) * 8
+  search {
+    ssd.mixer.state in {16, 32}
+  }
+}
+"""
+
+
+def error_at(old: str, new: str) -> SpecError:
+    text = SPEC.replace(old, new)
+    assert text != SPEC
+    with pytest.raises(SpecError) as info:
+        composer.loads(text, "m.mix")
+    return info.value
+
+
+def only(error: SpecError):
+    assert len(error.diagnostics) == 1, error.render()
+    return error.diagnostics[0]
+
+
+def test_the_example_itself_is_valid():
+    assert composer.loads(SPEC).blocks["local"].mixer.window == 32
+
+
+def test_type_error_points_at_the_value():
+    d = only(error_at("heads = 4", "heads = four"))
+    assert (d.span.line, d.span.column) == (6, 33)
+    assert "heads" in d.message
+
+
+def test_size_inconsistency_points_at_the_parameter():
+    d = only(error_at("heads = 4", "heads = 3"))
+    assert d.span.line == 6 and "heads 3 does not divide d_model 64" in d.message
+
+
+def test_inherited_bare_parameter_error_points_at_where_it_was_written():
+    d = only(error_at("window = 32", "window = 128"))
+    assert (d.span.line, d.span.column) == (9, 39)
+    assert "window 128 must be smaller than max_len 128" in d.message
+
+
+def test_unknown_bare_parameter_in_extending_block():
+    d = only(error_at("window = 32", "windw = 32"))
+    assert d.span.line == 9 and d.hint == "did you mean `window`?"
+
+
+def test_unknown_block_in_ratio_points_at_its_name():
+    d = only(error_at("attn : ssd", "attn : sdd"))
+    assert d.span.line == 13 and "no block named `sdd`" in d.message
+
+
+def test_bad_search_choice_points_at_the_entry():
+    d = only(error_at("{16, 32}", "{16, 12}"))
+    assert d.span.line == 15 and "`ssd.mixer.state = 12` gives an invalid spec" in d.message
+
+
+def test_rendered_error_underlines_the_text():
+    text = error_at("chunk = 32", "chunk = 48").render()
+    assert "m.mix:11:" in text
+    line, underline = text.splitlines()[1:3]
+    assert "chunk = 48" in line
+    start = underline.index("^")
+    assert line[start:start + 2] == "48"
