@@ -19,6 +19,7 @@ from .errors import Span, SpecError, did_you_mean
 
 OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
 CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
+CLOSING_TEXT = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}
 SEPARATORS = ("_NEWLINE", "SEMICOLON")
 # Deeper nesting than this is no hand-written spec; refusing it keeps lowering's recursion bounded.
 MAX_NESTING = 64
@@ -130,9 +131,8 @@ def _unexpected_character(exc: UnexpectedCharacters, text: str, filename: str) -
 
 def _unexpected_end(expected: set[str], unclosed: Token | None, text: str, filename: str) -> tuple:
     if unclosed is not None:
-        closer = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}[unclosed.type]
         return (f"`{unclosed.value}` is never closed", _token_span(unclosed, filename),
-                f"add the matching `{closer}`")
+                f"add the matching `{CLOSING_TEXT[unclosed.type]}`")
     expected_words = _expected_words(expected)
     return ("unexpected end of file" + (f"; expected {expected_words}" if expected_words else ""),
             _end_span(text, filename), None)
@@ -147,18 +147,15 @@ def _describe(token: Token) -> str:
 
 
 def _expected_words(expected: set[str]) -> str:
-    """Terminal names in plain words: `=`, a name, a value, a new line."""
+    """Terminal names in plain words: "`.` or `=`", "a value", "a new line"."""
     names = set(expected)
     words = []
     if VALUE_STARTS <= names:
         names -= VALUE_STARTS
         words.append("a value")
     literals = _literal_terminals()
-    for name in sorted(names):
-        if name in TERMINAL_WORDS:
-            words.append(TERMINAL_WORDS[name])
-        elif name in literals:
-            words.append(f"`{literals[name]}`")
+    words += sorted(f"`{literals[name]}`" for name in names if name in literals)
+    words += [word for name, word in TERMINAL_WORDS.items() if name in names]
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " or " + words[-1]
@@ -209,7 +206,8 @@ def _token_span(token: Token, filename: str) -> Span:
 
 
 def _end_span(text: str, filename: str) -> Span:
-    lines = text.split("\n")
-    line = len(lines)
-    column = len(lines[-1]) + 1
+    """Just past the last written character: a span on a trailing empty line would show nothing."""
+    written = text.rstrip()
+    line = written.count("\n") + 1
+    column = len(written) - (written.rfind("\n") + 1) + 1
     return Span(filename, line, column, line, column + 1)

@@ -22,6 +22,7 @@ UNITS_HINT = "units: k, M, B (powers of 1000) and Ki, Mi, Gi (powers of 1024), a
 NUMBER_PARTS = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(.*)")
 # Repetition builds the list in memory: a cap keeps a typo like `* 24000000` from eating it.
 MAX_ITEMS = 10_000
+RATIO_PARAMETERS = ("placement", "depth")
 RATIO_SYNTAX = "e.g. ratio(attn : ssm = 1 : 3, placement = interleaved) * 24"
 PATTERN_SYNTAX = 'e.g. pattern("SSSA" * 6, S = ssm, A = attn)'
 
@@ -167,9 +168,9 @@ def _ratio(node: Tree, args: list[Tree], source: Source) -> Located:
             raise source.error("after the shares, ratio(...) takes only placement = ... and depth = ...",
                                arg, RATIO_SYNTAX)
         name, value = arg.children
-        if name.value not in ("placement", "depth"):
+        if name.value not in RATIO_PARAMETERS:
             raise source.error(f"ratio(...) has no parameter `{name.value}`", name,
-                               did_you_mean(name.value, ("placement", "depth")) or "it takes placement and depth")
+                               did_you_mean(name.value, RATIO_PARAMETERS) or "it takes placement and depth")
         if name.value in given:
             raise source.error(f"`{name.value}` is given twice", name)
         given.add(name.value)
