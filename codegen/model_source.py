@@ -24,9 +24,18 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+LINE_WIDTH = 100
+CALL_INDENT = 8  # where the template places a block's constructor calls
+
+
 def _call(cls_name: str, **kwargs) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"{cls_name}({args})"
+    """`Name(a=1, b=2)`, one argument a line when that is too long for the template's indent."""
+    args = [f"{k}={v!r}" for k, v in kwargs.items()]
+    one_line = f"{cls_name}({', '.join(args)})"
+    if CALL_INDENT + len("channel=") + len(one_line) <= LINE_WIDTH:
+        return one_line
+    inner = " " * (CALL_INDENT + 4)
+    return f"{cls_name}(\n" + "".join(f"{inner}{arg},\n" for arg in args) + " " * CALL_INDENT + ")"
 
 
 def mixer_call(m, d_model: int, max_len: int, eps: float) -> str:
@@ -77,9 +86,8 @@ class _BlockSource:
 
 
 def _summary(block) -> str:
-    fields = block.mixer.model_dump(exclude={"kind"})
-    inner = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    return f"{block.mixer.kind}({inner}) + {block.channel.kind}"
+    channel = "no channel mixer" if block.channel.kind == "none" else f"{block.channel.kind} channel mixer"
+    return f"{block.mixer.kind} sequence mixer, {channel}, pre-{block.norm.kind}"
 
 
 def _run_length(names: list[str]) -> list[tuple[str, int]]:
