@@ -1,0 +1,160 @@
+"""Check and time composer's generated SSD kernels against mamba_ssm's on one GPU.
+
+    python benchmarks/ssd.py [--quick] [--out DIR]
+
+One run does everything the lease allows: correctness of both implementations in bf16
+against the fp32 reference (forward and every gradient), then do_bench medians of
+forward and forward+backward over the issue's shapes, with achieved bandwidth and
+FLOP rate against the ceilings measured on the machine (copy 3.0 TB/s, bf16 matmul
+708 TFLOP/s on the H100, 2026-11-22). Both sides compute the same function from the
+same inputs: y = SSD(x * dt, dt * A, B, C), dt already positive, no D, no gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import mamba_chunk_scan_combined  # noqa: E402
+
+from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
+
+CHUNK = 256
+COPY_BYTES_PER_S, MATMUL_FLOPS = 3.0e12, 708e12
+
+
+def inputs(b, L, H, P, G, N, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(b, L, H, P, device="cuda", generator=g).to(dtype)
+    dt = torch.nn.functional.softplus(torch.randn(b, L, H, device="cuda", generator=g) - 3.0)
+    A = -torch.exp(torch.rand(H, device="cuda", generator=g) * 2.7)
+    B = torch.randn(b, L, G, N, device="cuda", generator=g).to(dtype)
+    C = torch.randn(b, L, G, N, device="cuda", generator=g).to(dtype)
+    return x, dt, A, B, C
+
+
+def ours(x, dt, A, B, C, tuning=SSDTuning()):
+    y, _ = ssd_chunked_triton(x * dt[..., None].to(x.dtype), dt * A, B, C, CHUNK, return_final_state=False,
+                              tuning=tuning)
+    return y
+
+
+def peer(x, dt, A, B, C):
+    return PEER(x, dt, A, B, C, chunk_size=CHUNK)
+
+
+def reference(x, dt, A, B, C):
+    y, _ = ssd_chunked(x.float() * dt[..., None], dt * A, B.float(), C.float(), CHUNK)
+    return y
+
+
+def rel_err(out, ref) -> float:
+    if not torch.isfinite(out).all():
+        return float("nan")
+    return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def gradients(fn, args, dy):
+    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
+    y = fn(*leaves)
+    y.backward(dy)
+    return y.detach(), [leaf.grad for leaf in leaves]
+
+
+def check(fn, shape, dtype, seed):
+    """Relative errors of y and of each gradient (x, dt, A, B, C) against the fp32 reference."""
+    args = inputs(*shape, dtype=dtype, seed=seed)
+    dy = torch.randn(args[0].shape, device="cuda", generator=torch.Generator("cuda").manual_seed(seed + 1))
+    y, grads = gradients(fn, args, dy.to(dtype))
+    ref_args = [a.float() for a in args]
+    y_ref, grads_ref = gradients(reference, ref_args, dy)
+    return [rel_err(y, y_ref)] + [rel_err(g, r) for g, r in zip(grads, grads_ref)]
+
+
+def bytes_and_flops(b, L, H, P, G, N, elem=2):
+    """Fewest bytes a forward must move, and its FLOPs (the chunked algorithm, causal half counted)."""
+    moved = b * L * (2 * H * P * elem + 2 * G * N * elem + H * 4)
+    flops = 2 * b * L * (CHUNK * N * G + H * (CHUNK * P + 2 * P * N))
+    return moved, flops
+
+
+def time_pair(fn, args, backward: bool):
+    if not backward:
+        return do_bench(lambda: fn(*args), warmup=25, rep=200, return_mode="median")
+    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
+    dy = torch.randn_like(leaves[0])
+
+    def step():
+        fn(*leaves).backward(dy)
+    return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="one timing shape")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    out = Path(args.out)
+    global PEER
+    PEER = mamba_chunk_scan_combined()
+    env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "command": " ".join(sys.argv)}
+    print(env, flush=True)
+
+    results = {"env": env, "checks": [], "timings": []}
+    names = ["y", "dx", "ddt", "dA", "dB", "dC"]
+    for shape in [(2, 1000, 8, 64, 1, 128), (1, 2048, 4, 128, 2, 64), (2, 513, 6, 64, 3, 256)]:
+        for label, fn in (("composer", ours), ("mamba_ssm", peer)):
+            errors = check(fn, shape, torch.bfloat16, seed=hash(shape) % 1000)
+            results["checks"].append({"impl": label, "shape": shape, "dtype": "bf16", **dict(zip(names, errors))})
+            ok = all(e == e and e < 2e-2 for e in errors)
+            print(f"check {label:10s} {shape} bf16 " + " ".join(f"{n}={e:.1e}" for n, e in zip(names, errors))
+                  + ("  OK" if ok else "  FAIL"), flush=True)
+        errors = check(ours, shape, torch.float32, seed=7)
+        results["checks"].append({"impl": "composer", "shape": shape, "dtype": "fp32", **dict(zip(names, errors))})
+        print(f"check composer   {shape} fp32 " + " ".join(f"{n}={e:.1e}" for n, e in zip(names, errors)),
+              flush=True)
+
+    shapes = [(8, 4096, 32, 64, 1, 128)]
+    if not args.quick:
+        shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
+                   if (L, P, N) != (4096, 64, 128)]
+    for shape in shapes:
+        a = inputs(*shape, dtype=torch.bfloat16, seed=0)
+        start = time.perf_counter()
+        ours(*a)
+        torch.cuda.synchronize()
+        first_call = time.perf_counter() - start
+        row = {"shape": shape, "first_call_s": first_call}
+        for label, fn in (("composer", ours), ("mamba_ssm", peer)):
+            row[f"{label}_fwd_ms"] = time_pair(fn, a, backward=False)
+            row[f"{label}_fwdbwd_ms"] = time_pair(fn, a, backward=True)
+        moved, flops = bytes_and_flops(*shape)
+        row["fwd_speedup"] = row["mamba_ssm_fwd_ms"] / row["composer_fwd_ms"]
+        row["fwdbwd_speedup"] = row["mamba_ssm_fwdbwd_ms"] / row["composer_fwdbwd_ms"]
+        row["composer_fwd_GBps"] = moved / row["composer_fwd_ms"] / 1e6
+        row["composer_fwd_TFLOPs"] = flops / row["composer_fwd_ms"] / 1e9
+        results["timings"].append(row)
+        print(f"time {shape} fwd {row['composer_fwd_ms']:.3f} vs {row['mamba_ssm_fwd_ms']:.3f} ms "
+              f"(x{row['fwd_speedup']:.2f}), fwd+bwd {row['composer_fwdbwd_ms']:.3f} vs "
+              f"{row['mamba_ssm_fwdbwd_ms']:.3f} ms (x{row['fwdbwd_speedup']:.2f}), "
+              f"{row['composer_fwd_GBps']:.0f} GB/s of {COPY_BYTES_PER_S / 1e9:.0f}, "
+              f"{row['composer_fwd_TFLOPs']:.0f} TFLOP/s of {MATMUL_FLOPS / 1e12:.0f}, "
+              f"first call {first_call:.1f} s", flush=True)
+        del a
+        torch.cuda.empty_cache()
+    (out / "ssd_results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
