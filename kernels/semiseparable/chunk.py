@@ -1,0 +1,211 @@
+"""Triton path of the Mamba-2 SSD chunked scan: specialise, launch, differentiate.
+
+`ssd_chunked_triton` has the signature and semantics of `reference.ssd_chunked`. The kernels are
+rendered from codegen/templates/ssd_{forward,backward}.py.jinja for the constants a call implies
+(head dim, state size, chunk, heads per group, decay kind, initial/final state, tile sizes), and
+each specialisation is rendered and imported once per process. The templates' header comments
+define the notation used here (b, L, H, P, G, N, Q, c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+from typing import NamedTuple
+
+import torch
+import triton
+
+from composer.codegen.render import load_kernel
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
+
+
+@dataclass(frozen=True)
+class SSDTuning:
+    """Launch choices that change speed, not results (dot_precision aside, which changes rounding).
+
+    block_p: head-dim tile, capped at P. block_q: tile of a chunk's steps, capped at Q; a program
+    holds at most (block_q, block_q) of the chunk's (Q, Q) matrix and (block_q, N) of B or C, so
+    registers and shared memory do not grow with the chunk length. num_warps: warps per program.
+    dot_precision: fp32 operand precision of tl.dot; None picks "tf32x3" when x or B is fp32 (fp32-accurate on tensor cores; "ieee" is
+    exact but several times slower) and "tf32" for 16-bit inputs, which tf32 holds exactly (the
+    operands computed in fp32, such as decayed scores, round to tf32).
+    """
+
+    block_p: int = 32
+    block_q: int = 32
+    num_warps: int = 4
+    dot_precision: str | None = None
+
+
+def is_tile_size(n: int) -> bool:
+    """tl.arange needs powers of two and tl.dot tiles of at least 16."""
+    return n >= 16 and n & (n - 1) == 0
+
+
+@lru_cache(maxsize=None)
+def _load(template_name: str, constants: tuple) -> ModuleType:
+    """In-process cache over load_kernel, keyed by the constants' items."""
+    return load_kernel(template_name, dict(constants), HEADER)
+
+
+def launch(kernel, grid: tuple, num_warps: int, **args) -> None:
+    """Launch `kernel`, leaving out the arguments given as None: those the specialisation's
+    template did not emit (log_a without decay, the initial/final state when absent)."""
+    kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps)
+
+
+def check_inputs(x, log_a, B, C, chunk_len, initial_state) -> None:
+    """Raise ValueError for what the kernels cannot take: a wrong shape reads out of bounds there."""
+    if x.dim() != 4 or B.dim() != 4 or B.shape != C.shape:
+        raise ValueError(f"expected x (b, L, H, P) and B, C (b, L, G, N); got {tuple(x.shape)}, "
+                         f"{tuple(B.shape)}, {tuple(C.shape)}")
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    if B.shape[:2] != (b, L) or H % G or L == 0:
+        raise ValueError(f"B and C must be (b={b}, L={L}, G, N) with H={H} a multiple of G={G}, L >= 1")
+    if log_a is not None and log_a.shape != (b, L, H):
+        raise ValueError(f"log_a must be (b, L, H) = {(b, L, H)}; got {tuple(log_a.shape)}")
+    if initial_state is not None and initial_state.shape != (b, H, P, N):
+        raise ValueError(f"initial_state must be (b, H, P, N) = {(b, H, P, N)}; got {tuple(initial_state.shape)}")
+    for name, size in (("head dim P", P), ("state size N", N), ("chunk_len", chunk_len)):
+        if not is_tile_size(size):
+            raise ValueError(f"{name} = {size} must be a power of two >= 16 for the Triton kernels")
+    for t in (x, log_a, B, C, initial_state):
+        if t is not None and (t.dtype not in FLOAT_DTYPES or t.device != x.device):
+            raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")
+
+
+def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning) -> dict:
+    """The template constants of one call: everything the rendered kernels are specialised on."""
+    head_dim, state_size = x.shape[3], B.shape[3]
+    block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
+    if not (is_tile_size(block_p) and is_tile_size(block_q)):
+        raise ValueError(f"tuning.block_p = {tuning.block_p} and block_q = {tuning.block_q} must be powers of two >= 16")
+    fp32_operand = torch.float32 in (x.dtype, B.dtype)
+    return dict(
+        P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
+        DECAY="none" if log_a is None else "data",
+        HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
+        DOT_PRECISION=tuning.dot_precision or ("tf32x3" if fp32_operand else "tf32"),
+        BLOCK_P=block_p, BLOCK_Q=block_q, NUM_WARPS=tuning.num_warps,
+    )
+
+
+class Grids(NamedTuple):
+    """Launch grids, named by what one program covers (the templates' docstrings give each kernel's)."""
+
+    chunk: tuple  # one chunk of one head
+    chunk_p_tile: tuple  # one chunk, BLOCK_P columns of P
+    head_p_tile: tuple  # all chunks in sequence, BLOCK_P columns of P
+    chunk_q_tile: tuple  # BLOCK_Q steps of one chunk
+    chunk_q_p_tile: tuple  # BLOCK_Q steps of one chunk, BLOCK_P columns of P
+
+    @classmethod
+    def of(cls, constants: dict, batch_heads: int, n_chunks: int) -> "Grids":
+        p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
+        return cls((n_chunks, batch_heads), (n_chunks, batch_heads, p_tiles), (batch_heads, p_tiles),
+                   (n_chunks, batch_heads, q_tiles), (n_chunks, batch_heads, q_tiles * p_tiles))
+
+
+def _forward(constants: dict, x, log_a, B, C, initial_state):
+    """Run the forward kernels. Returns y, the final state (or None), `states`, the fp32 state
+    entering each chunk (b, c, H, P, N), and `cum`, the chunk-local cumulative log decay
+    (b, H, c, Q) fp32 (None without decay): the backward reads both."""
+    kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
+    b, L, H, P = x.shape
+    Q, N, warps = constants["Q"], constants["N"], constants["NUM_WARPS"]
+    n_chunks = triton.cdiv(L, Q)
+    sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
+    grids = Grids.of(constants, b * H, n_chunks)
+
+    states = x.new_empty(b, n_chunks, H, P, N, dtype=torch.float32)
+    y = torch.empty_like(x)
+    final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
+    cum = None
+    if log_a is not None:
+        cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, warps, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+    launch(kernels.chunk_state_fwd, grids.chunk_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, states_ptr=states,
+           **sizes)
+    launch(kernels.state_passing_fwd, grids.head_p_tile, warps, states_ptr=states, cum_ptr=cum,
+           initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
+    launch(kernels.chunk_scan_fwd, grids.chunk_q_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, C_ptr=C,
+           states_ptr=states, y_ptr=y, **sizes)
+    return y, final_state, states, cum
+
+
+def _backward(constants: dict, x, B, C, initial_state, states, cum, dy, final_state_grad):
+    """Run the backward kernels. Returns dx, dlog_a (fp32), dB, dC, d(initial_state); None where absent."""
+    kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    n_chunks, warps = states.shape[1], constants["NUM_WARPS"]
+    sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
+    grids = Grids.of(constants, b * H, n_chunks)
+
+    state_grads = torch.empty_like(states)
+    dx = torch.empty_like(x)
+    dB_per_head = x.new_empty(b, L, H, N, dtype=torch.float32)
+    dC_per_head = torch.empty_like(dB_per_head)
+    initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
+    dcum, leaving_share, dlog_a = (None, None, None) if cum is None else (
+        torch.empty_like(cum), torch.empty_like(cum), x.new_empty(b, L, H, dtype=torch.float32))
+    launch(kernels.chunk_state_bwd, grids.chunk_p_tile, warps, dy_ptr=dy, cum_ptr=cum, C_ptr=C,
+           state_grads_ptr=state_grads, **sizes)
+    launch(kernels.state_passing_bwd, grids.head_p_tile, warps, state_grads_ptr=state_grads, cum_ptr=cum,
+           final_state_grad_ptr=final_state_grad, initial_state_grad_ptr=initial_state_grad, **sizes)
+    launch(kernels.chunk_scan_bwd_dx, grids.chunk_q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, C_ptr=C,
+           state_grads_ptr=state_grads, dx_ptr=dx, **sizes)
+    launch(kernels.chunk_scan_bwd_dBdC, grids.chunk_q_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, C_ptr=C,
+           states_ptr=states, state_grads_ptr=state_grads, dy_ptr=dy, dB_ptr=dB_per_head, dC_ptr=dC_per_head,
+           dcum_ptr=dcum, leaving_share_ptr=leaving_share, **sizes)
+    if cum is not None:
+        launch(kernels.chunk_cumsum_bwd, grids.chunk, warps, cum_ptr=cum, dcum_ptr=dcum,
+               leaving_share_ptr=leaving_share, states_ptr=states, state_grads_ptr=state_grads, dlog_a_ptr=dlog_a,
+               **sizes)
+
+    def sum_group_heads(per_head: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return per_head.view(b, L, G, H // G, N).sum(3).to(like.dtype)
+
+    return dx, dlog_a, sum_group_heads(dB_per_head, B), sum_group_heads(dC_per_head, C), initial_state_grad
+
+
+class SSDChunked(torch.autograd.Function):
+    """Autograd over the rendered kernels; saves the inputs, the fp32 states entering each chunk
+    and the chunk-local cumulative log decay."""
+
+    @staticmethod
+    def forward(ctx, x, log_a, B, C, initial_state, constants: dict):
+        y, final_state, states, cum = _forward(constants, x, log_a, B, C, initial_state)
+        ctx.save_for_backward(x, B, C, initial_state, states, cum)
+        ctx.constants = constants
+        ctx.log_a_dtype = None if log_a is None else log_a.dtype
+        return y, final_state
+
+    @staticmethod
+    def backward(ctx, dy, final_state_grad):
+        x, B, C, initial_state, states, cum = ctx.saved_tensors
+        final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
+        dx, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, B, C, initial_state, states, cum,
+                                                           dy.contiguous(), final_state_grad)
+        dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
+        return dx, dlog_a, dB, dC, initial_state_grad, None
+
+
+def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
+                       tuning: SSDTuning = SSDTuning()):
+    """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
+    or None when return_final_state is False. Shapes and semantics as `reference.ssd_chunked`.
+
+    log_a=None means no decay (a = 1, the `none` kind): the kernels are rendered without decay
+    code. A `fixed` decay (one per head) is passed as log_a broadcast to (b, L, H). Inputs may be
+    fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype.
+    """
+    check_inputs(x, log_a, B, C, chunk_len, initial_state)
+    constants = ssd_constants(x, log_a, B, chunk_len, initial_state is not None, return_final_state, tuning)
+    contiguous = [None if t is None else t.contiguous() for t in (x, log_a, B, C, initial_state)]
+    return SSDChunked.apply(*contiguous, constants)
