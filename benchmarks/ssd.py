@@ -26,7 +26,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mamba_chunk_scan_combined  # noqa: E402
 
-from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.chunk import DEFAULT_TUNING, SSDTuning, ssd_chunked_triton  # noqa: E402
 from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
 
 CHUNK = 256
@@ -43,7 +43,7 @@ def inputs(b, L, H, P, G, N, dtype, seed):
     return x, dt, A, B, C
 
 
-def ours(x, dt, A, B, C, tuning=SSDTuning()):
+def ours(x, dt, A, B, C, tuning=None):
     y, _ = ssd_chunked_triton(x * dt[..., None].to(x.dtype), dt * A, B, C, CHUNK, return_final_state=False,
                               tuning=tuning)
     return y
@@ -72,7 +72,16 @@ def gradients(fn, args, dy):
 
 
 def check(fn, shape, dtype, seed):
-    """Relative errors of y and of each gradient (x, dt, A, B, C) against the fp32 reference."""
+    """Relative errors of y and of each gradient (x, dt, A, B, C) against the fp32 reference;
+    NaN for all of them when the call fails (a failure is a result to report, not a crash)."""
+    try:
+        return _check(fn, shape, dtype, seed)
+    except Exception as exc:  # noqa: BLE001
+        print(f"check failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        return [float("nan")] * 6
+
+
+def _check(fn, shape, dtype, seed):
     args = inputs(*shape, dtype=dtype, seed=seed)
     dy = torch.randn(args[0].shape, device="cuda", generator=torch.Generator("cuda").manual_seed(seed + 1))
     y, grads = gradients(fn, args, dy.to(dtype))
@@ -99,9 +108,77 @@ def time_pair(fn, args, backward: bool):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
+TUNINGS = [SSDTuning(block_p=p, block_q=q, num_warps=w)
+           for p, q, w in [(32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 32, 4), (64, 128, 8)]]
+
+
+def sweep(shape, results) -> SSDTuning:
+    """Check each tuning on a small odd shape, time it at `shape`; the fastest correct fwd+bwd wins."""
+    a = inputs(*shape, dtype=torch.bfloat16, seed=0)
+    best, best_ms = None, float("inf")
+    for tuning in TUNINGS:
+        row = {"tuning": str(tuning)}
+        try:
+            errors = check(lambda *t: ours(*t, tuning=tuning), (2, 777, 4, shape[3], 1, shape[5]), torch.bfloat16, 3)
+            row["max_rel_err"] = max(errors)
+            row["fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=False)
+            row["fwdbwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=True)
+        except Exception as exc:  # a tile too large for shared memory is a result, not a crash
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        results.setdefault("sweep", []).append(row)
+        print("sweep", row, flush=True)
+        ok = row.get("max_rel_err", float("nan")) < 2e-2
+        if ok and row["fwdbwd_ms"] < best_ms:
+            best, best_ms = tuning, row["fwdbwd_ms"]
+    print(f"sweep picked {best}", flush=True)
+    return best
+
+
+def profile(shape, tuning) -> None:
+    """Per-kernel CUDA time of one forward+backward of each implementation (after a warm-up)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    a = inputs(*shape, dtype=torch.bfloat16, seed=0)
+    for label, fn in (("composer", lambda *t: ours(*t, tuning=tuning)), ("mamba_ssm", peer)):
+        leaves = [t.detach().clone().requires_grad_() for t in a]
+        for _ in range(2):
+            fn(*leaves).backward(torch.ones_like(leaves[0]))
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn(*leaves).backward(torch.ones_like(leaves[0]))
+            torch.cuda.synchronize()
+        print(f"profile {label} {shape}\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=14,
+                                                                      max_name_column_width=48), flush=True)
+
+
+def time_shape(shape, a, tuned, results) -> None:
+    start = time.perf_counter()
+    tuned(*a)
+    torch.cuda.synchronize()
+    first_call = time.perf_counter() - start
+    row = {"shape": shape, "first_call_s": first_call}
+    for label, fn in (("composer", tuned), ("mamba_ssm", peer)):
+        row[f"{label}_fwd_ms"] = time_pair(fn, a, backward=False)
+        row[f"{label}_fwdbwd_ms"] = time_pair(fn, a, backward=True)
+    moved, flops = bytes_and_flops(*shape)
+    row["fwd_speedup"] = row["mamba_ssm_fwd_ms"] / row["composer_fwd_ms"]
+    row["fwdbwd_speedup"] = row["mamba_ssm_fwdbwd_ms"] / row["composer_fwdbwd_ms"]
+    row["composer_fwd_GBps"] = moved / row["composer_fwd_ms"] / 1e6
+    row["composer_fwd_TFLOPs"] = flops / row["composer_fwd_ms"] / 1e9
+    results["timings"].append(row)
+    print(f"time {shape} fwd {row['composer_fwd_ms']:.3f} vs {row['mamba_ssm_fwd_ms']:.3f} ms "
+          f"(x{row['fwd_speedup']:.2f}), fwd+bwd {row['composer_fwdbwd_ms']:.3f} vs "
+          f"{row['mamba_ssm_fwdbwd_ms']:.3f} ms (x{row['fwdbwd_speedup']:.2f}), "
+          f"{row['composer_fwd_GBps']:.0f} GB/s of {COPY_BYTES_PER_S / 1e9:.0f}, "
+          f"{row['composer_fwd_TFLOPs']:.0f} TFLOP/s of {MATMUL_FLOPS / 1e12:.0f}, "
+          f"first call {first_call:.1f} s", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one timing shape")
+    parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
+    parser.add_argument("--sweep", action="store_true", help="try the tunings below at the main shape first, "
+                        "then time every shape with the fastest forward+backward")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     out = Path(args.out)
@@ -112,6 +189,9 @@ def main():
     print(env, flush=True)
 
     results = {"env": env, "checks": [], "timings": []}
+    main_shape = (8, 4096, 32, 64, 1, 128)
+    if args.profile:
+        profile(main_shape, None)
     names = ["y", "dx", "ddt", "dA", "dB", "dC"]
     for shape in [(2, 1000, 8, 64, 1, 128), (1, 2048, 4, 128, 2, 64), (2, 513, 6, 64, 3, 256)]:
         for label, fn in (("composer", ours), ("mamba_ssm", peer)):
@@ -125,35 +205,28 @@ def main():
         print(f"check composer   {shape} fp32 " + " ".join(f"{n}={e:.1e}" for n, e in zip(names, errors)),
               flush=True)
 
-    shapes = [(8, 4096, 32, 64, 1, 128)]
+    tuning = None  # the kernels' own default for the inputs' types
+    if args.sweep:
+        tuning = sweep(main_shape, results)
+    results["tuning"] = str(tuning or DEFAULT_TUNING)
+
+    def tuned(*a):
+        return ours(*a, tuning=tuning)
+
+    shapes = [main_shape]
     if not args.quick:
         shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
                    if (L, P, N) != (4096, 64, 128)]
     for shape in shapes:
         a = inputs(*shape, dtype=torch.bfloat16, seed=0)
-        start = time.perf_counter()
-        ours(*a)
-        torch.cuda.synchronize()
-        first_call = time.perf_counter() - start
-        row = {"shape": shape, "first_call_s": first_call}
-        for label, fn in (("composer", ours), ("mamba_ssm", peer)):
-            row[f"{label}_fwd_ms"] = time_pair(fn, a, backward=False)
-            row[f"{label}_fwdbwd_ms"] = time_pair(fn, a, backward=True)
-        moved, flops = bytes_and_flops(*shape)
-        row["fwd_speedup"] = row["mamba_ssm_fwd_ms"] / row["composer_fwd_ms"]
-        row["fwdbwd_speedup"] = row["mamba_ssm_fwdbwd_ms"] / row["composer_fwdbwd_ms"]
-        row["composer_fwd_GBps"] = moved / row["composer_fwd_ms"] / 1e6
-        row["composer_fwd_TFLOPs"] = flops / row["composer_fwd_ms"] / 1e9
-        results["timings"].append(row)
-        print(f"time {shape} fwd {row['composer_fwd_ms']:.3f} vs {row['mamba_ssm_fwd_ms']:.3f} ms "
-              f"(x{row['fwd_speedup']:.2f}), fwd+bwd {row['composer_fwdbwd_ms']:.3f} vs "
-              f"{row['mamba_ssm_fwdbwd_ms']:.3f} ms (x{row['fwdbwd_speedup']:.2f}), "
-              f"{row['composer_fwd_GBps']:.0f} GB/s of {COPY_BYTES_PER_S / 1e9:.0f}, "
-              f"{row['composer_fwd_TFLOPs']:.0f} TFLOP/s of {MATMUL_FLOPS / 1e12:.0f}, "
-              f"first call {first_call:.1f} s", flush=True)
+        try:
+            time_shape(shape, a, tuned, results)
+        except Exception as exc:  # noqa: BLE001  (a shape that does not run is a result too)
+            results["timings"].append({"shape": shape, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            print(f"time {shape} failed: {results['timings'][-1]['error']}", flush=True)
         del a
         torch.cuda.empty_cache()
-    (out / "ssd_results.json").write_text(json.dumps(results, indent=2))
+        (out / "ssd_results.json").write_text(json.dumps(results, indent=2))  # each shape kept if cut off
 
 
 if __name__ == "__main__":

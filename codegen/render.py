@@ -24,6 +24,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 WORD_CONSTANTS: dict[str, frozenset[str]] = {
     "DECAY": frozenset({"data", "fixed", "none"}),
     "DOT_PRECISION": frozenset({"ieee", "tf32", "tf32x3"}),
+    "OPERAND": frozenset({"fp32", "bf16", "fp16"}),
 }
 
 _CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")

@@ -20,6 +20,8 @@ import triton
 from composer.codegen.render import load_kernel
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+STATE_BLOCK = 1024  # flattened state elements per state-passing program: P * N / 1024 programs per head
+OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
 
 
@@ -30,15 +32,20 @@ class SSDTuning:
     block_p: head-dim tile, capped at P. block_q: tile of a chunk's steps, capped at Q; a program
     holds at most (block_q, block_q) of the chunk's (Q, Q) matrix and (block_q, N) of B or C, so
     registers and shared memory do not grow with the chunk length. num_warps: warps per program.
-    dot_precision: fp32 operand precision of tl.dot; None picks "tf32x3" when x or B is fp32 (fp32-accurate on tensor cores; "ieee" is
-    exact but several times slower) and "tf32" for 16-bit inputs, which tf32 holds exactly (the
-    operands computed in fp32, such as decayed scores, round to tf32).
+    dot_precision: precision of fp32 operands in tl.dot; None picks "tf32x3" (fp32-accurate on tensor
+    cores; "ieee" is exact but several times slower). 16-bit inputs are multiplied as 16-bit operands
+    (the rendered OPERAND), as mamba_ssm does: operands computed in fp32, such as decayed scores and
+    states, round to the input type before the tensor cores see them. operand: "fp32" multiplies
+    16-bit inputs as fp32 instead (slower, one rounding fewer); None takes the inputs' type.
+    backward: the backward kernels' own tiles and warps (they hold more tiles at once); None: these.
     """
 
-    block_p: int = 32
-    block_q: int = 32
+    block_p: int = 64
+    block_q: int = 64
     num_warps: int = 4
     dot_precision: str | None = None
+    operand: str | None = None
+    backward: "SSDTuning | None" = None
 
 
 def is_tile_size(n: int) -> bool:
@@ -85,13 +92,14 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     if not (is_tile_size(block_p) and is_tile_size(block_q)):
         raise ValueError(f"tuning.block_p = {tuning.block_p} and block_q = {tuning.block_q} must be powers of two >= 16")
-    fp32_operand = torch.float32 in (x.dtype, B.dtype)
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data",
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
-        DOT_PRECISION=tuning.dot_precision or ("tf32x3" if fp32_operand else "tf32"),
-        BLOCK_P=block_p, BLOCK_Q=block_q, NUM_WARPS=tuning.num_warps,
+        OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
+        DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
+        BLOCK_P=block_p, BLOCK_Q=block_q, STATE_BLOCK=min(head_dim * state_size, STATE_BLOCK),
+        NUM_WARPS=tuning.num_warps,
     )
 
 
@@ -100,14 +108,15 @@ class Grids(NamedTuple):
 
     chunk: tuple  # one chunk of one head
     chunk_p_tile: tuple  # one chunk, BLOCK_P columns of P
-    head_p_tile: tuple  # all chunks in sequence, BLOCK_P columns of P
+    head_state_slice: tuple  # all chunks in sequence, STATE_BLOCK elements of the flattened state
     chunk_q_tile: tuple  # BLOCK_Q steps of one chunk
     chunk_q_p_tile: tuple  # BLOCK_Q steps of one chunk, BLOCK_P columns of P
 
     @classmethod
     def of(cls, constants: dict, batch_heads: int, n_chunks: int) -> "Grids":
         p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
-        return cls((n_chunks, batch_heads), (n_chunks, batch_heads, p_tiles), (batch_heads, p_tiles),
+        state_slices = constants["P"] * constants["N"] // constants["STATE_BLOCK"]
+        return cls((n_chunks, batch_heads), (n_chunks, batch_heads, p_tiles), (batch_heads, state_slices),
                    (n_chunks, batch_heads, q_tiles), (n_chunks, batch_heads, q_tiles * p_tiles))
 
 
@@ -131,7 +140,7 @@ def _forward(constants: dict, x, log_a, B, C, initial_state):
         launch(kernels.chunk_cumsum_fwd, grids.chunk, warps, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     launch(kernels.chunk_state_fwd, grids.chunk_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, states_ptr=states,
            **sizes)
-    launch(kernels.state_passing_fwd, grids.head_p_tile, warps, states_ptr=states, cum_ptr=cum,
+    launch(kernels.state_passing_fwd, grids.head_state_slice, warps, states_ptr=states, cum_ptr=cum,
            initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
     launch(kernels.chunk_scan_fwd, grids.chunk_q_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, C_ptr=C,
            states_ptr=states, y_ptr=y, **sizes)
@@ -156,7 +165,7 @@ def _backward(constants: dict, x, B, C, initial_state, states, cum, dy, final_st
         torch.empty_like(cum), torch.empty_like(cum), x.new_empty(b, L, H, dtype=torch.float32))
     launch(kernels.chunk_state_bwd, grids.chunk_p_tile, warps, dy_ptr=dy, cum_ptr=cum, C_ptr=C,
            state_grads_ptr=state_grads, **sizes)
-    launch(kernels.state_passing_bwd, grids.head_p_tile, warps, state_grads_ptr=state_grads, cum_ptr=cum,
+    launch(kernels.state_passing_bwd, grids.head_state_slice, warps, state_grads_ptr=state_grads, cum_ptr=cum,
            final_state_grad_ptr=final_state_grad, initial_state_grad_ptr=initial_state_grad, **sizes)
     launch(kernels.chunk_scan_bwd_dx, grids.chunk_q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, C_ptr=C,
            state_grads_ptr=state_grads, dx_ptr=dx, **sizes)
@@ -179,10 +188,10 @@ class SSDChunked(torch.autograd.Function):
     and the chunk-local cumulative log decay."""
 
     @staticmethod
-    def forward(ctx, x, log_a, B, C, initial_state, constants: dict):
+    def forward(ctx, x, log_a, B, C, initial_state, constants: dict, backward_constants: dict):
         y, final_state, states, cum = _forward(constants, x, log_a, B, C, initial_state)
         ctx.save_for_backward(x, B, C, initial_state, states, cum)
-        ctx.constants = constants
+        ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
         return y, final_state
 
@@ -193,19 +202,33 @@ class SSDChunked(torch.autograd.Function):
         dx, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, B, C, initial_state, states, cum,
                                                            dy.contiguous(), final_state_grad)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
-        return dx, dlog_a, dB, dC, initial_state_grad, None
+        return dx, dlog_a, dB, dC, initial_state_grad, None, None
+
+
+# The fastest on an H100 at b=8, L=4096, H=32, P=64, N=128, chunk 256 (benchmarks/results/); fp32
+# operands take twice the shared memory of 16-bit ones, so they keep the smaller tiles.
+DEFAULT_TUNING = SSDTuning(backward=SSDTuning(block_p=64, block_q=32, num_warps=4))
+FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
+
+
+def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
+    return DEFAULT_TUNING if x.dtype == B.dtype and x.dtype != torch.float32 else FP32_TUNING
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
-                       tuning: SSDTuning = SSDTuning()):
+                       tuning: SSDTuning | None = None):
     """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
     or None when return_final_state is False. Shapes and semantics as `reference.ssd_chunked`.
 
     log_a=None means no decay (a = 1, the `none` kind): the kernels are rendered without decay
     code. A `fixed` decay (one per head) is passed as log_a broadcast to (b, L, H). Inputs may be
-    fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype.
+    fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype. tuning: None picks
+    `default_tuning` for the inputs' types.
     """
     check_inputs(x, log_a, B, C, chunk_len, initial_state)
-    constants = ssd_constants(x, log_a, B, chunk_len, initial_state is not None, return_final_state, tuning)
+    tuning = tuning or default_tuning(x, B)
+    flags = (initial_state is not None, return_final_state)
+    constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning)
+    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning.backward or tuning)
     contiguous = [None if t is None else t.contiguous() for t in (x, log_a, B, C, initial_state)]
-    return SSDChunked.apply(*contiguous, constants)
+    return SSDChunked.apply(*contiguous, constants, backward_constants)
