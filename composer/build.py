@@ -7,10 +7,11 @@ from torch import nn
 
 from composer.codegen.cache import load_source
 from composer.codegen.model_source import render_model_source
+from composer.layers.state_space import triton_supports
 from composer.resolve import resolve
-from composer.spec import Spec
+from composer.spec import QuasiseparableMixer, SemiseparableMixer, Spec
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "reference", "triton")
 
 
 def model_source(spec: Spec, origin: str | None = None) -> str:
@@ -22,11 +23,27 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
           dtype: torch.dtype | None = None) -> nn.Module:
     """A freshly initialised module for `spec`. Parameters are fp32 unless `dtype` says otherwise.
 
-    backend "reference" runs the plain-PyTorch definitions everywhere; "auto" will pick
-    generated kernels on CUDA tensors once they exist, the reference elsewhere.
+    backend "reference" runs the plain-PyTorch definitions everywhere; "triton" runs the generated
+    kernels of the families that have them (semiseparable, quasiseparable) on any device (on a CPU,
+    only under TRITON_INTERPRET=1); "auto" uses them on CUDA tensors where their sizes fit.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    module = load_source(model_source(spec), f"composer_model_{spec.name}")
+    resolved = resolve(spec)
+    if backend == "triton":
+        _check_triton_sizes(resolved)
+    module = load_source(render_model_source(resolved), f"composer_model_{spec.name}")
     model = module.make_model()
+    for layer in model.modules():
+        if hasattr(layer, "backend"):
+            layer.backend = backend
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
+
+
+def _check_triton_sizes(spec: Spec) -> None:
+    for name, block in spec.blocks.items():
+        mixer = block.mixer
+        if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)) and not triton_supports(
+                mixer.head_dim, mixer.state, mixer.chunk):
+            raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, state and chunk to be powers of "
+                             f"two >= 16 (got {mixer.head_dim}, {mixer.state}, {mixer.chunk}); use backend 'auto'")

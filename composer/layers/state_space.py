@@ -20,6 +20,24 @@ from composer.layers.norms import GatedRMSNorm
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
 
+def triton_supports(head_dim: int, state: int, chunk: int) -> bool:
+    """The generated SSD kernels tile P, N and the chunk with tl.arange: powers of two >= 16."""
+    return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, state, chunk))
+
+
+def ssd_scan(x, log_a, B, C, chunk: int, backend: str) -> torch.Tensor:
+    """The SSD core y: the generated Triton kernels for backend "triton", and for "auto" on CUDA
+    tensors when the sizes suit them; the plain-PyTorch reference otherwise."""
+    use_triton = backend == "triton" or (
+        backend == "auto" and x.is_cuda and triton_supports(x.shape[-1], B.shape[-1], chunk))
+    if use_triton:
+        from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
+        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False)
+    else:
+        y, _ = ssd_chunked(x, log_a, B, C, chunk)
+    return y
+
+
 def _dt_bias(heads: int) -> torch.Tensor:
     """Mamba's init: dt log-uniform in [DT_MIN, DT_MAX], stored as softplus^-1(dt)."""
     dt = torch.exp(torch.rand(heads) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN))
@@ -28,7 +46,12 @@ def _dt_bias(heads: int) -> torch.Tensor:
 
 
 class _StateSpaceBase(nn.Module):
-    """Projections, short conv, decay parameters, skip, gate and output norm shared by both layers."""
+    """Projections, short conv, decay parameters, skip, gate and output norm shared by both layers.
+
+    `backend` ("auto", "reference" or "triton") picks the SSD core; `composer.build` sets it.
+    """
+
+    backend = "auto"
 
     def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int, chunk: int, conv: int,
                  decay: str, gate: bool, out_norm: bool, skip: bool, bias: bool, directions: int,
@@ -101,7 +124,7 @@ class Mamba2(_StateSpaceBase):
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
         x_in = x * dt_scale[..., None] if dt_scale is not None else x
-        y, _ = ssd_chunked(x_in.float(), log_a, bc[:, :, 0, 0].float(), bc[:, :, 0, 1].float(), self.chunk)
+        y = ssd_scan(x_in.float(), log_a, bc[:, :, 0, 0].float(), bc[:, :, 0, 1].float(), self.chunk, self.backend)
         if self.D is not None:
             y = y + x.float() * self.D.float()[:, None]
         return self._finish(y.to(hidden.dtype), z)
@@ -130,7 +153,7 @@ class Hydra(_StateSpaceBase):
             x_in, B, C = (x.float() * dt_scale[..., None]), bc[:, :, direction, 0].float(), bc[:, :, direction, 1].float()
             if direction == 1:
                 x_in, log_a, B, C = x_in.flip(1), log_a.flip(1), B.flip(1), C.flip(1)
-            y, _ = ssd_chunked(x_in, log_a, B, C, self.chunk)
+            y = ssd_scan(x_in, log_a, B, C, self.chunk, self.backend)
             y = shift(y)
             halves.append(y.flip(1) if direction == 1 else y)
         diagonal = self.fc_D(x.reshape(b, L, self.d_inner)).float()

@@ -1,7 +1,7 @@
 """The generated SSD Triton kernels (chunked forward and backward, decoding step) against the reference.
 
-Runs on CPU through Triton's interpreter (TRITON_INTERPRET=1, set here before any kernel is
-loaded); with TRITON_INTERPRET=0 and a GPU the same tests run compiled on the GPU. The reference
+Runs on CPU through Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before any
+kernel is loaded); with TRITON_INTERPRET=0 and a GPU the same tests run compiled on the GPU. The reference
 runs in fp64, so the fp32 tolerance measures the kernels' own rounding. Shapes are a chosen
 subset of the grid (batch/heads, groups, P, N, chunk, ragged lengths, decay kind, initial state):
 the interpreter runs every program in Python.
@@ -10,39 +10,18 @@ the interpreter runs every program in Python.
 import ast
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
+import triton
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import triton  # noqa: E402
-
-from composer.codegen.render import load_kernel, render_kernel  # noqa: E402
-from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton  # noqa: E402
-from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step  # noqa: E402
-from composer.kernels.semiseparable.step import ssd_step_triton  # noqa: E402
+from composer.codegen.render import load_kernel, render_kernel
+from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton
+from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step
+from composer.kernels.semiseparable.step import ssd_step_triton
 
 INTERPRETED = os.environ["TRITON_INTERPRET"] == "1"
 DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 F32 = dict(rtol=1e-4, atol=1e-4)
-
-
-def _fix_interpreter_loop_bounds():
-    """triton 3.6.0's interpreter holds a runtime int as a 1-element array and calls int() on it,
-    which numpy >= 2.4 refuses, so `range(n_chunks)` fails (triton#9171, fixed upstream by
-    triton#9172). Read the element explicitly; drop this once a fixed Triton is pinned."""
-    from triton.runtime import interpreter
-
-    patch_tensor = interpreter._patch_lang_tensor
-
-    def patch_tensor_with_scalar_index(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interpreter._patch_lang_tensor = patch_tensor_with_scalar_index
-
-
-if INTERPRETED:
-    _fix_interpreter_loop_bounds()
 
 
 def make_inputs(b, L, H, P, G, N, log_a_range=(0.0, 1.0)):
