@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
-
+from composer.codegen.render import render_template
 from composer.schedule import layer_names
 from composer.spec import (AttentionMixer, LowrankMixer, MLPChannel, MonarchMixer, MonarchMLPChannel,
                            QuasiseparableMixer, SemiseparableMixer, Spec, SwiGLUChannel)
 
 RUNTIME = "composer.layers"
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-)
 
 
 LINE_WIDTH = 100
@@ -109,7 +103,8 @@ def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RU
                           "MonarchMLP", "RMSNorm", "LayerNorm") if f"{word}(" in source_text})
     runs = _run_length(schedule)
     rows = [f'*["{name}"] * {count},' if count > 1 else f'"{name}",' for name, count in runs]
-    return _TEMPLATES.get_template("model.py.jinja").render(
+    return render_template(
+        "model.py.jinja",
         name=spec.name, origin=origin, d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),

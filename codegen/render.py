@@ -1,6 +1,6 @@
 """Render a kernel template with plan-time constants, and load the result as a module.
 
-One renderer serves every kernel family: a template under codegen/templates receives only
+One renderer serves every kernel family and the model source: a kernel template under codegen/templates receives only
 checked constants (ints, bools, and words from a fixed allow-list), so no spec text can reach
 generated code. The rendered source opens with a comment header naming the template, what it
 was rendered for, the Triton version and every constant; the disk cache keys on the whole text,
@@ -77,11 +77,16 @@ def header_comment(template_name: str, constants: dict, header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_template(template_name: str, **context) -> str:
+    """Any template under codegen/templates (kernels and model source share this one environment)."""
+    return _ENVIRONMENT.get_template(template_name).render(**context)
+
+
 def render_kernel(template_name: str, constants: dict, header: dict) -> str:
     """Source of `template_name` rendered with `constants`, after the header comment."""
     check_constants(constants)
     check_header(header)
-    body = _ENVIRONMENT.get_template(template_name).render(**constants)
+    body = render_template(template_name, **constants)
     return header_comment(template_name, constants, header) + "\n" + body
 
 

@@ -73,6 +73,25 @@ def cmd_source(args) -> int:
     return 0
 
 
+def cmd_kernels(args) -> int:
+    from composer.codegen.kernel_plan import kernel_plan
+    from composer.resolve import resolve
+    spec = resolve(_load(args))
+    specialisations, on_reference = kernel_plan(spec)
+    for item in specialisations:
+        constants = " ".join(f"{k}={v}" for k, v in item.constants)
+        console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
+    if on_reference:
+        console.print(f"reference PyTorch (no generated kernel yet): {', '.join(on_reference)}")
+    if args.emit:
+        out = Path(args.emit)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in specialisations:
+            (out / item.file_name).write_text(item.source(spec.name))
+        console.print(f"wrote {len(specialisations)} kernel modules to {out}")
+    return 0
+
+
 def cmd_schema(args) -> int:
     from composer.spec import Spec
     sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
@@ -116,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--pairs", type=int, default=8)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--seed", type=int, default=0)
+    kernels = command("kernels", "list the generated kernel specialisations the spec needs", cmd_kernels)
+    kernels.add_argument("--emit", metavar="DIR", help="write their rendered source there, for reading")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

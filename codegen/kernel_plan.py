@@ -1,0 +1,72 @@
+"""Which kernel specialisations a spec needs: one per distinct set of constants, whatever the
+number of layers or blocks that share it.
+
+The constants come from the same function the launcher calls (`ssd_constants`), fed meta
+tensors shaped and typed as the layers feed the kernels at run time, so this listing is the
+set of modules a training run renders, not an estimate of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from composer.codegen.render import render_kernel
+from composer.layers.state_space import triton_supports
+from composer.schedule import layer_names
+from composer.spec import QuasiseparableMixer, SemiseparableMixer, Spec
+
+SSD_TEMPLATES = ("ssd_forward.py.jinja", "ssd_backward.py.jinja")
+LAYER_DTYPE = torch.float32  # the Mamba-2 and Hydra layers run their core in fp32
+
+
+@dataclass(frozen=True)
+class Specialisation:
+    template: str
+    constants: tuple  # sorted (name, value) pairs
+    blocks: tuple     # names of the blocks that use it
+
+    @property
+    def file_name(self) -> str:
+        c = dict(self.constants)
+        stem = self.template.split(".", 1)[0]
+        return f"{stem}_P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}_{c['DECAY']}_{c['OPERAND']}.py"
+
+    def source(self, spec_name: str) -> str:
+        return render_kernel(self.template, dict(self.constants),
+                             {"spec": spec_name, "blocks": ", ".join(self.blocks)})
+
+
+def _ssd_constants(mixer) -> list[tuple[str, dict]]:
+    from composer.kernels.semiseparable.chunk import default_tuning, ssd_constants  # imports triton
+
+    meta = dict(device="meta", dtype=LAYER_DTYPE)
+    x = torch.empty(1, mixer.chunk, mixer.heads, mixer.head_dim, **meta)
+    B = torch.empty(1, mixer.chunk, mixer.groups, mixer.state, **meta)
+    decays = isinstance(mixer, QuasiseparableMixer) or mixer.decay != "none"
+    log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if decays else None
+    tuning = default_tuning(x, B)
+    forward = ssd_constants(x, log_a, B, mixer.chunk, False, False, tuning)
+    backward = ssd_constants(x, log_a, B, mixer.chunk, False, False, tuning.backward or tuning)
+    return list(zip(SSD_TEMPLATES, (forward, backward)))
+
+
+def kernel_plan(spec: Spec) -> tuple[list[Specialisation], list[str]]:
+    """(specialisations, blocks that run on the reference because no kernel fits them);
+    `spec` must be resolved."""
+    users: dict[tuple, list[str]] = {}
+    on_reference = []
+    for name in dict.fromkeys(layer_names(spec)):
+        mixer = spec.blocks[name].mixer
+        if not isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
+            on_reference.append(name)
+            continue
+        if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
+            on_reference.append(name)
+            continue
+        for template, constants in _ssd_constants(mixer):
+            users.setdefault((template, tuple(sorted(constants.items()))), []).append(name)
+    specialisations = [Specialisation(template, constants, tuple(blocks))
+                       for (template, constants), blocks in users.items()]
+    return specialisations, on_reference
