@@ -105,7 +105,23 @@ def cmd_train(args) -> int:
                         pairs=args.pairs, lr=args.lr, seed=args.seed, console=console)
     console.print(f"final loss {result.loss:.4f}, held-out recall accuracy {result.accuracy:.3f} "
                   f"({result.tokens_per_second:,.0f} tokens/s)")
+    # What the accuracy means: a uniform guess over the value tokens, and a guess among the context's values.
+    console.print(f"chance {1 / (spec.vocab - spec.vocab // 2):.3f}; picking one of the {args.pairs} values "
+                  f"in context without matching its key {1 / args.pairs:.3f}")
     return 0
+
+
+def cmd_search(args) -> int:
+    from composer.search.run import SearchOptions, run_search
+    from composer.search.study import StudyError
+    options = SearchOptions(Path(args.spec), model=args.model, trials=args.trials, workers=args.workers,
+                            storage=args.storage, study_name=args.study, out=Path(args.out) if args.out else None,
+                            resume=args.resume, device=args.device, heartbeat_s=args.heartbeat)
+    try:
+        return run_search(options, console)
+    except StudyError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        return 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,11 +146,26 @@ def parser() -> argparse.ArgumentParser:
     train = command("train", "train the spec's model on multi-query associative recall (MQAR), CPU or GPU",
                     cmd_train)
     train.add_argument("--steps", type=int, default=300)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--seq-len", type=int, default=64)
-    train.add_argument("--pairs", type=int, default=8)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--seq-len", type=int, default=32)
+    train.add_argument("--pairs", type=int, default=4)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--seed", type=int, default=0)
+    search = command("search", "search the spec's open choices with Optuna: trials, live progress, a Pareto "
+                     "report and the best specs as .mix files", cmd_search)
+    search.add_argument("--trials", type=int, help="trials the study should have in all (default: the spec's "
+                        "`trials` setting, else 32); with --resume, more are queued up to this count")
+    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    search.add_argument("--storage", metavar="URL", help="where the study lives: a SQLite file path, an Optuna "
+                        "RDB URL (postgresql://...) or journal:PATH; default OUT/study.db")
+    search.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the model's)")
+    search.add_argument("--out", metavar="DIR", help="report.html, best/*.mix and the default storage "
+                        "(default: MODEL.search/ beside the spec)")
+    search.add_argument("--resume", action="store_true", help="continue the stored study, or join it as one "
+                        "more worker from another process or machine")
+    search.add_argument("--device", help="torch device for training (default: cuda when present, else cpu)")
+    search.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS", help="how often a running "
+                        "trial signals it is alive; one silent for 3 beats is put back in the queue")
     kernels = command("kernels", "list the generated kernel specialisations the spec needs", cmd_kernels)
     kernels.add_argument("--emit", metavar="DIR", help="write their rendered source there, for reading")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")

@@ -1,18 +1,50 @@
-"""Train a built model on a synthetic task and report accuracy on a held-out split."""
+"""Train a built model on a synthetic task and score it on a held-out stream.
+
+One recipe for `mixc train` and for every search trial, so that a trial's accuracy is
+what a person reproduces by hand: AdamW, linear warmup then cosine decay to a tenth of
+the peak, gradient clipping at 1, fresh batches every step from the seed's stream, and
+held-out batches from a stream no training step ever draws from.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from composer import build
-from composer.search.tasks import IGNORE, MQAR, accuracy
+from composer import SpecError, build
+from composer.search.tasks import IGNORE, MQAR, Task, TaskError, accuracy
 from composer.spec import Spec
+
+# Forward passes a latency measure takes the median of (after one warm-up pass).
+LATENCY_REPEATS = 5
+# The held-out stream's seed is the training seed plus this: far from any seed a person picks.
+HELD_OUT_SEED_OFFSET = 1_000_003
+FINAL_LR_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a search may vary as `lr`, `weight_decay`, `batch_size`, `steps`, `warmup`, `seed`."""
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: int | None = None  # steps; None: a tenth of `steps`
+    seed: int = 0
+    eval_batches: int = 8
+    # Score on held-out data every this many steps (0: only at the end): what a pruner reads.
+    eval_every: int = 0
+
+    def warmup_steps(self) -> int:
+        return self.steps // 10 if self.warmup is None else min(self.warmup, self.steps)
 
 
 @dataclass(frozen=True)
@@ -21,43 +53,82 @@ class TrainResult:
     accuracy: float
     tokens_per_second: float
     steps: int
+    latency_ms: float  # forward time of one task-length sequence after training, no gradients
 
 
-def evaluate(model: torch.nn.Module, task: MQAR, batches: int, batch_size: int, seed: int) -> float:
-    """Held-out accuracy: its own seed stream, never seen in training."""
-    generator = torch.Generator().manual_seed(10_000 + seed)
+def lr_factor(step: int, settings: TrainSettings) -> float:
+    """Multiplier of the peak lr at `step`: linear warmup, then cosine down to FINAL_LR_FRACTION."""
+    warmup = settings.warmup_steps()
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, settings.steps - warmup)
+    return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def evaluate(model: torch.nn.Module, task: Task, settings: TrainSettings) -> float:
+    """Held-out accuracy: the same batches at every call, from a stream training never sees."""
+    generator = torch.Generator().manual_seed(settings.seed + HELD_OUT_SEED_OFFSET)
+    device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     scores = []
     with torch.no_grad():
-        for _ in range(batches):
-            inputs, targets = task.batch(batch_size, generator)
-            device = next(model.parameters()).device
+        for _ in range(settings.eval_batches):
+            inputs, targets = task.batch(settings.batch_size, generator)
             scores.append(accuracy(model(inputs.to(device)), targets.to(device)))
-    model.train()
+    model.train(was_training)
     return sum(scores) / len(scores)
 
 
-def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 32, seq_len: int = 64, pairs: int = 8,
-               lr: float = 3e-3, seed: int = 0, device: str | None = None,
-               console: Console | None = None) -> TrainResult:
-    if seq_len > spec.max_len:
-        raise ValueError(f"seq_len {seq_len} exceeds the spec's max_len {spec.max_len}")
+def measure_latency_ms(model: torch.nn.Module, seq_len: int) -> float:
+    """Median forward time of one sequence of `seq_len` tokens, no gradients."""
+    device = next(model.parameters()).device
+    tokens = torch.zeros(1, seq_len, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for repeat in range(LATENCY_REPEATS + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            begin = time.perf_counter()
+            model(tokens)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:  # the first pass warms caches and allocators
+                times.append((time.perf_counter() - begin) * 1e3)
+    model.train(was_training)
+    return sorted(times)[len(times) // 2]
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(TextColumn("[bold]train[/] {task.fields[name]}"), BarColumn(),
+                    TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+                    TimeRemainingColumn(), console=console, disable=console is None, transient=True)
+
+
+def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = None,
+          console: Console | None = None,
+          on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Build `spec`, train it on `task`, return its final loss and held-out accuracy.
+
+    `on_eval(step, accuracy)` is called every `settings.eval_every` steps; a search's pruner
+    raises from it to stop a bad trial early.
+    """
+    if task.seq_len > spec.max_len:
+        raise ValueError(f"the task's seq_len {task.seq_len} exceeds the spec's max_len {spec.max_len}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(seed)
-    task = MQAR(seq_len=seq_len, pairs=pairs, vocab=spec.vocab)
+    torch.manual_seed(settings.seed)
     model = build(spec, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, settings))
+    generator = torch.Generator().manual_seed(settings.seed)
     loss = torch.tensor(float("nan"))
-    start = time.perf_counter()
-    progress = Progress(TextColumn("[bold]train[/] {task.fields[name]}"), BarColumn(),
-                        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-                        TimeRemainingColumn(), console=console, disable=console is None, transient=True)
-    with progress:
-        bar = progress.add_task("train", total=steps, name=spec.name, loss=float("nan"))
-        for _ in range(steps):
-            inputs, targets = (t.to(device) for t in task.batch(batch_size, generator))
+    start, evaluating_s = time.perf_counter(), 0.0
+    with _progress(console) as progress:
+        bar = progress.add_task("train", total=settings.steps, name=spec.name, loss=float("nan"))
+        for step in range(1, settings.steps + 1):
+            inputs, targets = (t.to(device) for t in task.batch(settings.batch_size, generator))
             logits = model(inputs)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
             optimizer.zero_grad(set_to_none=True)
@@ -66,6 +137,27 @@ def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 32, seq_len: int 
             optimizer.step()
             schedule.step()
             progress.update(bar, advance=1, loss=loss.item())
-    elapsed = time.perf_counter() - start
-    return TrainResult(loss.item(), evaluate(model, task, 4, batch_size, seed),
-                       steps * batch_size * seq_len / elapsed, steps)
+            if on_eval is not None and settings.eval_every and step % settings.eval_every == 0 \
+                    and step < settings.steps:
+                evaluation_start = time.perf_counter()
+                score = evaluate(model, task, settings)
+                evaluating_s += time.perf_counter() - evaluation_start
+                on_eval(step, score)
+    elapsed = time.perf_counter() - start - evaluating_s  # throughput of training alone
+    return TrainResult(loss.item(), evaluate(model, task, settings),
+                       settings.steps * settings.batch_size * task.seq_len / elapsed, settings.steps,
+                       measure_latency_ms(model, task.seq_len))
+
+
+def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int = 32, pairs: int = 4,
+               lr: float = 3e-3, seed: int = 0, device: str | None = None,
+               console: Console | None = None) -> TrainResult:
+    """`mixc train`: MQAR over the model's whole vocabulary, with the search's recipe."""
+    if seq_len > spec.max_len:
+        raise SpecError.single(f"seq_len {seq_len} exceeds the spec's max_len {spec.max_len}")
+    try:
+        task = MQAR(seq_len=seq_len, pairs=pairs, vocab=spec.vocab)
+    except TaskError as exc:
+        raise SpecError.single(str(exc), hint=exc.hint) from None
+    return train(spec, task, TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+                 device=device, console=console)

@@ -1,0 +1,196 @@
+"""`mixc search`: check the spec and its settings, open the study, run workers, report.
+
+    mixc search examples/mqar_search.mix --trials 64 [--workers N] [--storage URL] [--resume]
+
+The steps, in order: load the spec (SpecError: exit 2) and its search settings (also a
+SpecError, pointing at the setting's line); create the study, or with --resume load it;
+queue trials up to --trials; run the workers (this process, or N worker processes that
+each open the storage themselves) under a live view; then report from the storage.
+Ctrl-C at any point leaves the study resumable: each worker puts its trial back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import torch
+from rich.console import Console
+
+from composer import SpecError, load
+from composer.grammar.parser import parse_file
+from composer.search.monitor import Monitor
+from composer.search.report import (front_table, importance_table, importances, outcomes, problems_table,
+                                    write_best_specs, write_html)
+from composer.search.settings import SearchSettings, SettingsError, read_settings
+from composer.search.study import (SharedStudy, StudyConfig, StudyError, create_study, load_study,
+                                   storage_url_for)
+from composer.search.trial import TrialRunner
+from composer.spec import Spec
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    spec_path: Path
+    model: str | None = None
+    trials: int | None = None          # None: the spec's `trials` setting
+    workers: int = 1
+    storage: str | None = None         # None: a SQLite file in `out`
+    study_name: str | None = None      # None: the model's name
+    out: Path | None = None            # None: <model>.search/ beside the spec
+    resume: bool = False
+    device: str | None = None          # None: cuda when there is one, else cpu
+    heartbeat_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker process needs; it loads the spec and opens the storage itself."""
+
+    spec_path: Path
+    model: str | None
+    config: StudyConfig
+    device: str
+    threads: int
+
+
+def load_search(spec_path: Path, model: str | None) -> tuple[Spec, SearchSettings]:
+    """The spec and its search settings; a bad setting is a SpecError at the setting's line."""
+    spec = load(spec_path, model=model)
+    try:
+        return spec, read_settings(spec)
+    except SettingsError as exc:
+        raise _located(exc, spec_path, spec.name) from None
+
+
+def _located(exc: SettingsError, spec_path: Path, model: str) -> SpecError:
+    if Path(spec_path).suffix != ".mix":
+        where = ".".join(str(p) for p in ("search", "settings") + exc.path)
+        return SpecError.single(f"{where}: {exc}", hint=exc.hint)
+    source_map = parse_file(spec_path).source_map
+    span = source_map.span_at((model, "search", "settings") + exc.path) or source_map.span_at((model, "search"))
+    return SpecError.single(str(exc), span, exc.hint, source_map.sources)
+
+
+def _device(requested: str | None, worker_index: int) -> str:
+    if requested is not None:
+        return requested
+    if torch.cuda.is_available():
+        return f"cuda:{worker_index % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def _interrupt_once(signum, frame) -> None:
+    """The first Ctrl-C interrupts; later ones are ignored, so the put-back after it completes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupt_once_handler() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def worker_main(job: WorkerJob) -> None:
+    """A worker process: run the study's waiting trials until none are left; Ctrl-C puts its trial back."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    torch.set_num_threads(job.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec, settings = load_search(job.spec_path, job.model)
+    study = load_study(job.config, settings)
+    try:
+        study.run_worker(TrialRunner(spec, settings, job.device))
+    except KeyboardInterrupt:
+        pass
+
+
+def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions) -> None:
+    if options.workers == 1:
+        study.run_worker(TrialRunner(spec, settings, _device(options.device, 0)))
+        return
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
+    processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
+        options.spec_path, options.model, study.config, _device(options.device, i), threads),))
+        for i in range(options.workers)]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches the workers too; a SIGINT sent to this process alone does not.
+        # Either way each worker puts its trial back (a second SIGINT is ignored) before we go.
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            process.join()
+        raise
+
+
+def _task_data(settings: SearchSettings) -> dict:
+    return {"kind": settings.task.kind, **dataclasses.asdict(settings.task)}
+
+
+def report(study: SharedStudy, settings: SearchSettings, out: Path, console: Console) -> None:
+    """The tables on the console; the HTML page and the best specs under `out`."""
+    objectives, summary = settings.objectives, outcomes(study.study)
+    console.print(f"study `{study.config.study_name}` in {study.config.storage_url}: {summary}")
+    console.print(front_table(study.study, objectives))
+    problems = problems_table(study.study, objectives)
+    if problems is not None:
+        console.print(problems)
+    console.print(importance_table(importances(study.study, objectives)))
+    write_html(study.study, objectives, out / "report.html", summary)
+    console.print(f"wrote {out / 'report.html'}")
+    for path in write_best_specs(study.study, objectives, _task_data(settings), out / "best"):
+        console.print(f"wrote {path}")
+
+
+def _resume_flags(options: SearchOptions) -> str:
+    flags = [("--model", options.model), ("--storage", options.storage), ("--study", options.study_name),
+             ("--out", options.out if not options.storage else None)]
+    return "".join(f" {flag} {value}" for flag, value in flags if value is not None)
+
+
+def run_search(options: SearchOptions, console: Console) -> int:
+    """The whole command; returns its exit code (SpecError and StudyError go up to the CLI)."""
+    if options.workers < 1:
+        raise StudyError(f"--workers must be at least 1, got {options.workers}")
+    spec, settings = load_search(options.spec_path, options.model)
+    out = options.out or Path(options.spec_path).parent / f"{spec.name}.search"
+    config = StudyConfig(storage_url_for(options.storage or str(out / "study.db")),
+                         options.study_name or spec.name, options.heartbeat_s)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load_study(config, settings) if options.resume else create_study(config, settings)
+    target = options.trials or study.target or settings.trials
+    added = study.fill_queue(target)
+    console.print(f"study `{config.study_name}` in {config.storage_url}: {target} trials"
+                  f" ({added} queued now), objectives {', '.join(o.name for o in settings.objectives)}, "
+                  f"{options.workers} worker{'s' if options.workers > 1 else ''}")
+    if spec.search is None or not spec.search.space:
+        console.print("note: the spec's search section names no holes: every trial trains the same model")
+    monitor = Monitor(config, settings.objectives, console, options.workers)
+    try:
+        with _interrupt_once_handler(), monitor.live():
+            _run_workers(study, spec, settings, options)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: {outcomes(study.study)}; the study is saved in {config.storage_url}.\n"
+                      f"Continue it with: mixc search {options.spec_path} --resume" + _resume_flags(options))
+        return EXIT_INTERRUPTED
+    report(study, settings, out, console)
+    return 0

@@ -1,0 +1,89 @@
+"""`mixc search` as a person runs it: report, best specs, Ctrl-C and --resume."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+import composer
+from composer.cli import main
+from composer.search.study import counted_trials
+from search_specs import trained, write_spec
+
+
+def test_search_prints_the_front_and_writes_the_report_and_best_specs(tmp_path, capsys):
+    spec = write_spec(tmp_path, trained(steps=4))
+    assert main(["search", str(spec), "--trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 complete" in out and "Pareto front of study `tiny`" in out
+    assert "hole importances" in out
+    assert len(re.findall(r"^trial +\d+ +complete", out, re.M)) == 4  # one live line a trial
+
+    html = (tmp_path / "tiny.search" / "report.html").read_text()
+    assert html.count("* plotly.js v") == 1 and "<script src=" not in html  # inlined once: works offline
+    for title in ("Pareto front", "optimisation history: accuracy", "hole importances: accuracy",
+                  "parallel coordinates: state_bytes"):
+        assert f"<h2>{title}</h2><div style=" in html  # a figure, not "not available"
+
+    best = sorted((tmp_path / "tiny.search" / "best").glob("*.mix"))
+    assert best
+    for path in best:
+        written = composer.load(path)
+        assert written.search is None and written.name.startswith("tiny_trial")
+        assert "# trial" in path.read_text() and "trained on mqar(" in path.read_text()
+
+
+def test_second_start_of_the_same_study_needs_resume(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    assert main(["search", str(spec), "--trials", "2"]) == 0
+    assert main(["search", str(spec), "--trials", "2"]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["search", str(spec), "--trials", "3", "--resume"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.search' / 'study.db'}")
+    assert len(study.trials) == 3
+
+
+def _wait_for(predicate, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(tmp_path, capsys):
+    spec = write_spec(tmp_path, trained(steps=250))  # trials of a few seconds: the signal lands inside one
+    storage = f"sqlite:///{tmp_path / 'tiny.search' / 'study.db'}"
+    process = subprocess.Popen([sys.executable, "-m", "composer.cli", "search", str(spec), "--trials", "3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def one_done_and_one_running():
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        except (KeyError, Exception):
+            return False
+        states = [t.state for t in trials]
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    _wait_for(one_done_and_one_running)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "--resume" in output
+
+    before = optuna.load_study(study_name="tiny", storage=storage).trials
+    completed = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
+    interrupted = [t for t in before if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+
+    assert main(["search", str(spec), "--resume"]) == 0  # no --trials: the stored count, 3
+    after = optuna.load_study(study_name="tiny", storage=storage).trials
+    counted = counted_trials(after)
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert {t.number: t.values for t in after if t.number in completed} == completed
+    assert len(after) == 4  # the three counted, and the interrupted one its retry replaced

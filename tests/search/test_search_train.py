@@ -1,0 +1,66 @@
+"""The training recipe shared by `mixc train` and every search trial."""
+
+import pytest
+import torch
+
+import composer
+from composer.search.tasks import MQAR
+from composer.search.train import HELD_OUT_SEED_OFFSET, TrainSettings, evaluate, lr_factor, train, train_mqar
+from search_specs import TINY_SPEC, PLANNED
+
+TINY = composer.loads(TINY_SPEC.format(settings=PLANNED)).model_copy(update={"search": None})
+TASK = MQAR(seq_len=16, pairs=2, vocab=32)
+
+
+def test_same_seed_trains_to_the_same_loss_and_accuracy():
+    settings = TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5)
+    first, again = train(TINY, TASK, settings, device="cpu"), train(TINY, TASK, settings, device="cpu")
+    assert (first.loss, first.accuracy) == (again.loss, again.accuracy)
+    assert train(TINY, TASK, TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=6), device="cpu").loss \
+        != first.loss
+
+
+def test_lr_warms_up_linearly_then_decays_to_a_tenth():
+    settings = TrainSettings(steps=100, warmup=10)
+    factors = [lr_factor(step, settings) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_held_out_batches_come_from_their_own_stream():
+    settings = TrainSettings(batch_size=4, seed=0)
+    training = TASK.batch(4, torch.Generator().manual_seed(0))[0]
+    held_out = TASK.batch(4, torch.Generator().manual_seed(HELD_OUT_SEED_OFFSET))[0]
+    assert not torch.equal(training, held_out)
+    model = composer.build(TINY)
+    assert evaluate(model, TASK, settings) == evaluate(model, TASK, settings)  # the same batches each call
+
+
+def test_intermediate_scores_reach_the_callback_every_eval_every_steps():
+    seen = []
+    train(TINY, TASK, TrainSettings(steps=6, batch_size=4, eval_batches=1, eval_every=2), device="cpu",
+          on_eval=lambda step, acc: seen.append((step, 0.0 <= acc <= 1.0)))
+    assert seen == [(2, True), (4, True)]  # the last step is the final score, not an intermediate one
+
+
+def test_result_reports_throughput_and_latency():
+    result = train(TINY, TASK, TrainSettings(steps=2, batch_size=4, eval_batches=1), device="cpu")
+    assert result.steps == 2 and result.tokens_per_second > 0 and result.latency_ms > 0
+
+
+def test_train_mqar_rejects_a_task_the_model_cannot_take_with_a_spec_error():
+    with pytest.raises(composer.SpecError, match="seq_len >= 4 \\* pairs"):
+        train_mqar(TINY, steps=1, seq_len=16, pairs=8)
+    with pytest.raises(composer.SpecError, match="exceeds the spec's max_len"):
+        train_mqar(TINY, steps=1, seq_len=64)
+
+
+@pytest.mark.slow
+def test_readme_one_minute_run_recalls_well_above_chance():
+    """`mixc train examples/tiny_mqar.mix --steps 300` with the CLI's defaults (about 35 s on 2 cores)."""
+    from pathlib import Path
+    spec = composer.load(Path(__file__).parents[2] / "examples" / "tiny_mqar.mix")
+    result = train_mqar(spec, steps=300, device="cpu")
+    chance = 1 / (spec.vocab - spec.vocab // 2)
+    assert result.accuracy > 10 * chance
