@@ -102,7 +102,7 @@ def cmd_train(args) -> int:
     from composer.search.train import train_mqar
     spec = _load(args)
     result = train_mqar(spec, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                        pairs=args.pairs, lr=args.lr, seed=args.seed, console=console)
+                        pairs=args.pairs, lr=args.lr, seed=args.seed, console=console, noise=args.noise)
     console.print(f"final loss {result.loss:.4f}, held-out recall accuracy {result.accuracy:.3f} "
                   f"({result.tokens_per_second:,.0f} tokens/s)")
     # What the accuracy means: a uniform guess over the value tokens, and a guess among the context's values.
@@ -145,12 +145,14 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("-o", "--output", help="write it to a file instead")
     train = command("train", "train the spec's model on multi-query associative recall (MQAR), CPU or GPU",
                     cmd_train)
-    train.add_argument("--steps", type=int, default=300)
+    train.add_argument("--steps", type=int, default=600)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--seq-len", type=int, default=32)
     train.add_argument("--pairs", type=int, default=4)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--noise", action="store_true",
+                       help="random tokens between queries (Zoology's random_non_queries) instead of token 0")
     search = command("search", "search the spec's open choices with Optuna: trials, live progress, a Pareto "
                      "report and the best specs as .mix files", cmd_search)
     search.add_argument("--trials", type=int, help="trials the study should have in all (default: the spec's "

@@ -151,12 +151,13 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
 
 def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int = 32, pairs: int = 4,
                lr: float = 3e-3, seed: int = 0, device: str | None = None,
-               console: Console | None = None) -> TrainResult:
-    """`mixc train`: MQAR over the model's whole vocabulary, with the search's recipe."""
+               console: Console | None = None, noise: bool = False) -> TrainResult:
+    """`mixc train`: MQAR over the model's whole vocabulary, with the search's recipe; gaps hold
+    token 0 unless `noise`, which makes the task harder for small models."""
     if seq_len > spec.max_len:
         raise SpecError.single(f"seq_len {seq_len} exceeds the spec's max_len {spec.max_len}")
     try:
-        task = MQAR(seq_len=seq_len, pairs=pairs, vocab=spec.vocab)
+        task = MQAR(seq_len=seq_len, pairs=pairs, vocab=spec.vocab, noise=noise)
     except TaskError as exc:
         raise SpecError.single(str(exc), hint=exc.hint) from None
     return train(spec, task, TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed),

@@ -19,7 +19,7 @@ BAD_SPEC = """model broken {
 
 def test_check_valid_spec_exits_zero(capsys):
     assert main(["check", str(EXAMPLES / "tiny_mqar.mix")]) == 0
-    assert "is valid: 4 layers" in capsys.readouterr().out
+    assert "is valid: 2 layers" in capsys.readouterr().out
 
 
 def test_check_invalid_spec_exits_two_with_location_and_hint(tmp_path, capsys):

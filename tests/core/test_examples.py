@@ -18,7 +18,7 @@ MIRRORS = {
     "griffin_local": ("Griffin's 2 recurrent : 1 local-attention pattern (De et al., 2024)", None),
     "hydra_encoder": ("Hydra bidirectional encoder at BERT-base width (Hwang et al., 2024)", None),
     "m2_bert": ("M2-BERT's Monarch sequence and channel mixing (Fu et al., 2023)", None),
-    "tiny_mqar": ("a 4-layer 1:3 attention:SSD hybrid for CPU (Zoology-scale MQAR)", 256_872),
+    "tiny_mqar": ("a 2-layer SSD + attention hybrid for CPU (Zoology-scale MQAR)", 120_568),
     "mqar_search": ("a search over the tiny hybrid's ratio, placement and state size", None),
 }
 

@@ -21,7 +21,7 @@ def _settings(lines: str):
 def test_a_spec_without_settings_searches_accuracy_on_mqar_with_tpe_and_median_pruning():
     settings = read_settings(composer.load(EXAMPLES / "tiny_mqar.mix"))
     assert [o.name for o in settings.objectives] == ["accuracy"]
-    assert (settings.task.kind, settings.task.vocab, settings.task.seq_len) == ("mqar", 128, 64)
+    assert (settings.task.kind, settings.task.vocab, settings.task.seq_len) == ("mqar", 32, 64)  # the spec's vocab
     assert (settings.sampler, settings.pruner, settings.trials) == ("tpe", "median", 32)
     assert settings.prunes and settings.needs_training
 

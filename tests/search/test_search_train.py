@@ -58,9 +58,9 @@ def test_train_mqar_rejects_a_task_the_model_cannot_take_with_a_spec_error():
 
 @pytest.mark.slow
 def test_readme_one_minute_run_recalls_well_above_chance():
-    """`mixc train examples/tiny_mqar.mix --steps 300` with the CLI's defaults (about 35 s on 2 cores)."""
+    """`mixc train examples/tiny_mqar.mix --steps 600` with the CLI's defaults (about 40 s on 2 cores):
+    real recall, well above the 1/pairs of copying any value from the context."""
     from pathlib import Path
     spec = composer.load(Path(__file__).parents[2] / "examples" / "tiny_mqar.mix")
-    result = train_mqar(spec, steps=300, device="cpu")
-    chance = 1 / (spec.vocab - spec.vocab // 2)
-    assert result.accuracy > 10 * chance
+    result = train_mqar(spec, steps=600, device="cpu")
+    assert result.accuracy > 0.9
