@@ -8,7 +8,6 @@ and a status line below them shows progress, the best so far and the time left.
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -21,6 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.text import Text
 
 from composer.search.objectives import Objective
+from composer.search.periodic import periodically
 from composer.search.study import StudyConfig, counted_trials, open_storage
 
 POLL_S = 1.0
@@ -107,20 +107,8 @@ class Monitor:
 
     @contextmanager
     def live(self) -> Iterator[None]:
-        stop = threading.Event()
-
-        def keep_polling() -> None:
-            while not stop.wait(POLL_S):
-                self.poll()
-
-        self.poll()
         with Live(self, console=self.console, refresh_per_second=2, transient=True):
-            thread = threading.Thread(target=keep_polling, name="search-monitor", daemon=True)
-            thread.start()
-            try:
+            with periodically(self.poll, POLL_S, "search-monitor"):
                 yield
-            finally:
-                stop.set()
-                thread.join()
-                self.poll()
+            self.poll()
         self.console.print(self.status)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from composer.search.periodic import periodically
 from composer.search.settings import SearchSettings
 
 HEARTBEAT_ATTR = "composer:heartbeat"
@@ -140,24 +140,16 @@ def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 @contextmanager
 def heartbeat(storage: BaseStorage, trial_id: int, interval_s: float) -> Iterator[None]:
     """Write the time into the trial every `interval_s` seconds while the block runs."""
-    stop = threading.Event()
 
-    def beat() -> None:
-        while True:
-            try:
-                storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-            except UpdateFinishedTrialError:
-                return  # declared lost by another worker: nothing left to keep alive
-            if stop.wait(interval_s):
-                return
+    def beat() -> bool:
+        try:
+            storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:
+            return False  # declared lost by another worker: nothing left to keep alive
+        return True
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
+    with periodically(beat, interval_s, f"heartbeat-{trial_id}"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 class SharedStudy:
