@@ -108,28 +108,44 @@ def time_pair(fn, args, backward: bool):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
-TUNINGS = [SSDTuning(block_p=p, block_q=q, num_warps=w)
-           for p, q, w in [(32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 32, 4), (64, 128, 8)]]
+# (block_p, block_q, block_n, num_warps): the forward's are timed alone, then the backward's under the
+# fastest forward.
+FORWARD_TUNINGS = [(64, 64, 64, 4), (64, 64, 128, 4), (32, 64, 64, 4), (64, 64, 64, 8), (64, 128, 64, 8),
+                   (64, 32, 64, 4), (32, 32, 32, 4)]
+BACKWARD_TUNINGS = [(64, 32, 64, 4), (64, 64, 64, 4), (64, 64, 64, 8), (32, 32, 64, 4), (32, 64, 64, 4),
+                    (64, 64, 32, 4), (64, 32, 32, 8)]
+
+
+def tuning_of(forward, backward=None) -> SSDTuning:
+    p, q, n, w = forward
+    return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w,
+                     backward=None if backward is None else tuning_of(backward))
+
+
+def try_tuning(tuning, shape, a, results, backward: bool) -> float:
+    """Check `tuning` on a small odd shape and time it at `shape`; its time, or inf when it fails."""
+    row = {"tuning": str(tuning)}
+    try:
+        errors = check(lambda *t: ours(*t, tuning=tuning), (2, 777, 4, shape[3], 1, shape[5]), torch.bfloat16, 3)
+        row["max_rel_err"] = max(errors)
+        row["fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=False)
+        if backward:
+            row["fwdbwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=True)
+    except Exception as exc:  # noqa: BLE001  (a tile too large for shared memory is a result, not a crash)
+        row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    results.setdefault("sweep", []).append(row)
+    print("sweep", row, flush=True)
+    if not row.get("max_rel_err", float("nan")) < 2e-2:
+        return float("inf")
+    return row["fwdbwd_ms" if backward else "fwd_ms"]
 
 
 def sweep(shape, results) -> SSDTuning:
-    """Check each tuning on a small odd shape, time it at `shape`; the fastest correct fwd+bwd wins."""
+    """The fastest correct forward tiles, then the fastest correct backward tiles under them."""
     a = inputs(*shape, dtype=torch.bfloat16, seed=0)
-    best, best_ms = None, float("inf")
-    for tuning in TUNINGS:
-        row = {"tuning": str(tuning)}
-        try:
-            errors = check(lambda *t: ours(*t, tuning=tuning), (2, 777, 4, shape[3], 1, shape[5]), torch.bfloat16, 3)
-            row["max_rel_err"] = max(errors)
-            row["fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=False)
-            row["fwdbwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=True)
-        except Exception as exc:  # a tile too large for shared memory is a result, not a crash
-            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        results.setdefault("sweep", []).append(row)
-        print("sweep", row, flush=True)
-        ok = row.get("max_rel_err", float("nan")) < 2e-2
-        if ok and row["fwdbwd_ms"] < best_ms:
-            best, best_ms = tuning, row["fwdbwd_ms"]
+    forward = min(FORWARD_TUNINGS, key=lambda f: try_tuning(tuning_of(f), shape, a, results, backward=False))
+    backward = min(BACKWARD_TUNINGS, key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
+    best = tuning_of(forward, backward)
     print(f"sweep picked {best}", flush=True)
     return best
 
@@ -173,25 +189,8 @@ def time_shape(shape, a, tuned, results) -> None:
           f"first call {first_call:.1f} s", flush=True)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one timing shape")
-    parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
-    parser.add_argument("--sweep", action="store_true", help="try the tunings below at the main shape first, "
-                        "then time every shape with the fastest forward+backward")
-    parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    args = parser.parse_args()
-    out = Path(args.out)
-    global PEER
-    PEER = mamba_chunk_scan_combined()
-    env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "command": " ".join(sys.argv)}
-    print(env, flush=True)
-
-    results = {"env": env, "checks": [], "timings": []}
-    main_shape = (8, 4096, 32, 64, 1, 128)
-    if args.profile:
-        profile(main_shape, None)
+def run_checks(results) -> None:
+    """bf16 (both implementations) and fp32 (ours) errors against the fp32 reference at odd shapes."""
     names = ["y", "dx", "ddt", "dA", "dB", "dC"]
     for shape in [(2, 1000, 8, 64, 1, 128), (1, 2048, 4, 128, 2, 64), (2, 513, 6, 64, 3, 256)]:
         for label, fn in (("composer", ours), ("mamba_ssm", peer)):
@@ -205,10 +204,31 @@ def main():
         print(f"check composer   {shape} fp32 " + " ".join(f"{n}={e:.1e}" for n, e in zip(names, errors)),
               flush=True)
 
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="one timing shape")
+    parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
+    parser.add_argument("--sweep", action="store_true", help="try the tunings below at the main shape first, "
+                        "then time every shape with the fastest forward+backward")
+    parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    out = Path(args.out)
+    global PEER
+    PEER = mamba_chunk_scan_combined()
+    env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "command": " ".join(sys.argv)}
+    print(env, flush=True)
+
+    results = {"env": env, "checks": [], "timings": []}
+    main_shape = (8, 4096, 32, 64, 1, 128)
     tuning = None  # the kernels' own default for the inputs' types
     if args.sweep:
         tuning = sweep(main_shape, results)
     results["tuning"] = str(tuning or DEFAULT_TUNING)
+    if args.profile:
+        profile(main_shape, tuning)
 
     def tuned(*a):
         return ours(*a, tuning=tuning)
@@ -227,6 +247,9 @@ def main():
         del a
         torch.cuda.empty_cache()
         (out / "ssd_results.json").write_text(json.dumps(results, indent=2))  # each shape kept if cut off
+    if not args.no_checks:
+        run_checks(results)
+        (out / "ssd_results.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import triton
 from composer.codegen.render import load_kernel
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-STATE_BLOCK = 1024  # flattened state elements per state-passing program: P * N / 1024 programs per head
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
 
@@ -31,7 +30,9 @@ class SSDTuning:
 
     block_p: head-dim tile, capped at P. block_q: tile of a chunk's steps, capped at Q; a program
     holds at most (block_q, block_q) of the chunk's (Q, Q) matrix and (block_q, N) of B or C, so
-    registers and shared memory do not grow with the chunk length. num_warps: warps per program.
+    registers and shared memory do not grow with the chunk length. block_n: state-size tile of the
+    sequential state-passing kernels, capped at N (smaller tiles: more programs in parallel, each
+    reading x or dy more often). num_warps: warps per program.
     dot_precision: precision of fp32 operands in tl.dot; None picks "tf32x3" (fp32-accurate on tensor
     cores; "ieee" is exact but several times slower). 16-bit inputs are multiplied as 16-bit operands
     (the rendered OPERAND), as mamba_ssm does: operands computed in fp32, such as decayed scores and
@@ -42,6 +43,7 @@ class SSDTuning:
 
     block_p: int = 64
     block_q: int = 64
+    block_n: int = 64
     num_warps: int = 4
     dot_precision: str | None = None
     operand: str | None = None
@@ -90,47 +92,53 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     """The template constants of one call: everything the rendered kernels are specialised on."""
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
-    if not (is_tile_size(block_p) and is_tile_size(block_q)):
-        raise ValueError(f"tuning.block_p = {tuning.block_p} and block_q = {tuning.block_q} must be powers of two >= 16")
+    block_n = min(tuning.block_n, state_size)
+    if not all(is_tile_size(block) for block in (block_p, block_q, block_n)):
+        raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q} and block_n = "
+                         f"{tuning.block_n} must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data",
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
         OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
         DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
-        BLOCK_P=block_p, BLOCK_Q=block_q, STATE_BLOCK=min(head_dim * state_size, STATE_BLOCK),
+        BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n,
         NUM_WARPS=tuning.num_warps,
     )
 
 
 class Grids(NamedTuple):
-    """Launch grids, named by what one program covers (the templates' docstrings give each kernel's)."""
+    """Launch grids, named by what one program covers (the templates' docstrings give each kernel's).
+    The first axis varies fastest: programs sharing a chunk's scores or state run side by side."""
 
     chunk: tuple  # one chunk of one head
-    chunk_p_tile: tuple  # one chunk, BLOCK_P columns of P
-    head_state_slice: tuple  # all chunks in sequence, STATE_BLOCK elements of the flattened state
-    chunk_q_tile: tuple  # BLOCK_Q steps of one chunk
-    chunk_q_p_tile: tuple  # BLOCK_Q steps of one chunk, BLOCK_P columns of P
+    state_tile: tuple  # all chunks in sequence, one (BLOCK_P, BLOCK_N) tile of one head's state
+    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of one head
+    group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
+    group_block: tuple  # one (BLOCK_Q, BLOCK_Q) block of one chunk's scores of one group
 
     @classmethod
-    def of(cls, constants: dict, batch_heads: int, n_chunks: int) -> "Grids":
+    def of(cls, constants: dict, batch: int, heads: int, groups: int, n_chunks: int) -> "Grids":
         p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
-        state_slices = constants["P"] * constants["N"] // constants["STATE_BLOCK"]
-        return cls((n_chunks, batch_heads), (n_chunks, batch_heads, p_tiles), (batch_heads, state_slices),
-                   (n_chunks, batch_heads, q_tiles), (n_chunks, batch_heads, q_tiles * p_tiles))
+        state_tiles = p_tiles * (constants["N"] // constants["BLOCK_N"])
+        return cls((n_chunks, batch * heads), (state_tiles, batch * heads), (q_tiles * p_tiles, batch * heads, n_chunks),
+                   (q_tiles, batch * groups, n_chunks), (q_tiles * q_tiles, batch * groups, n_chunks))
 
 
 def _forward(constants: dict, x, log_a, B, C, initial_state):
-    """Run the forward kernels. Returns y, the final state (or None), `states`, the fp32 state
-    entering each chunk (b, c, H, P, N), and `cum`, the chunk-local cumulative log decay
-    (b, H, c, Q) fp32 (None without decay): the backward reads both."""
+    """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
+    `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the fp32 state entering each
+    chunk (b, c, H, P, N); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
+    without decay)."""
     kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
-    Q, N, warps = constants["Q"], constants["N"], constants["NUM_WARPS"]
+    G, N = B.shape[2:]
+    Q, warps = constants["Q"], constants["NUM_WARPS"]
     n_chunks = triton.cdiv(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
-    grids = Grids.of(constants, b * H, n_chunks)
+    grids = Grids.of(constants, b, H, G, n_chunks)
 
+    scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=torch.float32)
     states = x.new_empty(b, n_chunks, H, P, N, dtype=torch.float32)
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
@@ -138,68 +146,76 @@ def _forward(constants: dict, x, log_a, B, C, initial_state):
     if log_a is not None:
         cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, warps, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-    launch(kernels.chunk_state_fwd, grids.chunk_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, states_ptr=states,
-           **sizes)
-    launch(kernels.state_passing_fwd, grids.head_state_slice, warps, states_ptr=states, cum_ptr=cum,
+    launch(kernels.chunk_scores_fwd, grids.group_block, warps, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
+    launch(kernels.state_passing_fwd, grids.state_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, states_ptr=states,
            initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    launch(kernels.chunk_scan_fwd, grids.chunk_q_p_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, C_ptr=C,
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, warps, x_ptr=x, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
            states_ptr=states, y_ptr=y, **sizes)
-    return y, final_state, states, cum
+    return y, final_state, scores, states, cum
 
 
-def _backward(constants: dict, x, B, C, initial_state, states, cum, dy, final_state_grad):
+def _backward(constants: dict, x, B, C, initial_state, scores, states, cum, dy, final_state_grad):
     """Run the backward kernels. Returns dx, dlog_a (fp32), dB, dC, d(initial_state); None where absent."""
     kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     n_chunks, warps = states.shape[1], constants["NUM_WARPS"]
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
-    grids = Grids.of(constants, b * H, n_chunks)
+    grids = Grids.of(constants, b, H, G, n_chunks)
 
     state_grads = torch.empty_like(states)
-    dx = torch.empty_like(x)
-    dB_per_head = x.new_empty(b, L, H, N, dtype=torch.float32)
-    dC_per_head = torch.empty_like(dB_per_head)
+    dscores = torch.empty_like(scores)
+    dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
     initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
-    dcum, leaving_share, dlog_a = (None, None, None) if cum is None else (
-        torch.empty_like(cum), torch.empty_like(cum), x.new_empty(b, L, H, dtype=torch.float32))
-    launch(kernels.chunk_state_bwd, grids.chunk_p_tile, warps, dy_ptr=dy, cum_ptr=cum, C_ptr=C,
-           state_grads_ptr=state_grads, **sizes)
-    launch(kernels.state_passing_bwd, grids.head_state_slice, warps, state_grads_ptr=state_grads, cum_ptr=cum,
-           final_state_grad_ptr=final_state_grad, initial_state_grad_ptr=initial_state_grad, **sizes)
-    launch(kernels.chunk_scan_bwd_dx, grids.chunk_q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, C_ptr=C,
-           state_grads_ptr=state_grads, dx_ptr=dx, **sizes)
-    launch(kernels.chunk_scan_bwd_dBdC, grids.chunk_q_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, C_ptr=C,
-           states_ptr=states, state_grads_ptr=state_grads, dy_ptr=dy, dB_ptr=dB_per_head, dC_ptr=dC_per_head,
-           dcum_ptr=dcum, leaving_share_ptr=leaving_share, **sizes)
+    decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_share_ptr",
+                                   "state_dot_grad_ptr"))
+    dlog_a = None
     if cum is not None:
-        launch(kernels.chunk_cumsum_bwd, grids.chunk, warps, cum_ptr=cum, dcum_ptr=dcum,
-               leaving_share_ptr=leaving_share, states_ptr=states, state_grads_ptr=state_grads, dlog_a_ptr=dlog_a,
+        q_tiles = constants["Q"] // constants["BLOCK_Q"]
+        decay_scratch = dict(
+            row_part_ptr=cum.new_empty(b, H, n_chunks, q_tiles, constants["Q"]),
+            column_part_ptr=cum.new_empty(b, H, n_chunks, q_tiles, constants["Q"]),
+            entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
+            state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
+        dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
+    launch(kernels.state_passing_bwd, grids.state_tile, warps, dy_ptr=dy, cum_ptr=cum,
+           states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
+           C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
+           initial_state_grad_ptr=initial_state_grad, **sizes)
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
+           state_grads_ptr=state_grads, dx_ptr=dx, **sizes)
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, warps, x_ptr=x, dy_ptr=dy, cum_ptr=cum,
+           scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
+           column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
+    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, warps, dy_ptr=dy, cum_ptr=cum,
+           entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
+           states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
+    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, warps, x_ptr=x, cum_ptr=cum,
+           leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
+           dscores_ptr=dscores, dB_ptr=dB, **sizes)
+    if cum is not None:
+        launch(kernels.chunk_cumsum_bwd, grids.chunk, warps, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
                **sizes)
-
-    def sum_group_heads(per_head: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return per_head.view(b, L, G, H // G, N).sum(3).to(like.dtype)
-
-    return dx, dlog_a, sum_group_heads(dB_per_head, B), sum_group_heads(dC_per_head, C), initial_state_grad
+    return dx, dlog_a, dB, dC, initial_state_grad
 
 
 class SSDChunked(torch.autograd.Function):
-    """Autograd over the rendered kernels; saves the inputs, the fp32 states entering each chunk
-    and the chunk-local cumulative log decay."""
+    """Autograd over the rendered kernels; saves the inputs, the per-group C . B scores, the fp32
+    states entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
     def forward(ctx, x, log_a, B, C, initial_state, constants: dict, backward_constants: dict):
-        y, final_state, states, cum = _forward(constants, x, log_a, B, C, initial_state)
-        ctx.save_for_backward(x, B, C, initial_state, states, cum)
+        y, final_state, scores, states, cum = _forward(constants, x, log_a, B, C, initial_state)
+        ctx.save_for_backward(x, B, C, initial_state, scores, states, cum)
         ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
         return y, final_state
 
     @staticmethod
     def backward(ctx, dy, final_state_grad):
-        x, B, C, initial_state, states, cum = ctx.saved_tensors
+        x, B, C, initial_state, scores, states, cum = ctx.saved_tensors
         final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
-        dx, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, B, C, initial_state, states, cum,
+        dx, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, B, C, initial_state, scores, states, cum,
                                                            dy.contiguous(), final_state_grad)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
         return dx, dlog_a, dB, dC, initial_state_grad, None, None

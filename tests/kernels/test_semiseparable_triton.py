@@ -75,7 +75,8 @@ def assert_matches(got, want, what):
 GRAD_NAMES = ("x", "log_a", "B", "C", "initial_state")
 
 # b, H, G, L, P, N, chunk_len, decay, initial state, (block_p, block_q): tiles below P and Q make the
-# kernels loop over head-dim tiles and over blocks of a chunk's steps.
+# kernels loop over head-dim tiles and over blocks of a chunk's steps; block_n = block_q splits the state
+# size across state-passing programs where N is larger.
 # Every (length, decay, initial state) pair once, with batch/heads, groups, P, N, chunk and tiles varied.
 CASES = [
     (2, 4, 2, 37, 32, 16, 16, "data", True, (16, 16)),
@@ -100,7 +101,7 @@ def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, 
     torch.manual_seed(1000 * L + 10 * P + N)
     inputs = make_inputs(b, L, H, P, G, N)
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, chunk_len, decay, use_h0,
-                                                    SSDTuning(block_p=tiles[0], block_q=tiles[1]))
+                                                    SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1]))
     assert_matches(y, y_ref, "y")
     assert_matches(s, s_ref, "final_state")
     for name, got, want in zip(GRAD_NAMES, g, g_ref):
@@ -182,7 +183,7 @@ def test_steps_continue_a_chunked_prefill():
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, DECAY="none", HAS_INITIAL_STATE=True,
                  RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
-                 STATE_BLOCK=1024, NUM_WARPS=4)
+                 BLOCK_N=32, NUM_WARPS=4)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
