@@ -25,16 +25,24 @@ def triton_supports(head_dim: int, state: int, chunk: int) -> bool:
     return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, state, chunk))
 
 
-def ssd_scan(x, log_a, B, C, chunk: int, backend: str) -> torch.Tensor:
-    """The SSD core y: the generated Triton kernels for backend "triton", and for "auto" on CUDA
-    tensors when the sizes suit them; the plain-PyTorch reference otherwise."""
+def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None) -> torch.Tensor:
+    """The SSD core y (fp32) of input x * dt (x alone when dt is None) and decay log_a (None: no
+    decay). The generated Triton kernels run for backend "triton", and for "auto" on CUDA tensors
+    when the sizes suit them; the plain-PyTorch reference otherwise, in fp32.
+
+    x, B and C keep the activations' dtype: under bf16 autocast the kernels multiply bf16 operands
+    on the tensor cores (fp32 accumulation), as mamba_ssm does; dt scales x inside the kernels and
+    log_a=None renders them without decay code.
+    """
     use_triton = backend == "triton" or (
         backend == "auto" and x.is_cuda and triton_supports(x.shape[-1], B.shape[-1], chunk))
     if use_triton:
         from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
-        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False)
-    else:
-        y, _ = ssd_chunked(x, log_a, B, C, chunk)
+        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt)
+        return y.float()
+    x = x.float() if dt is None else x.float() * dt[..., None]
+    log_a = torch.zeros(x.shape[:3], device=x.device) if log_a is None else log_a
+    y, _ = ssd_chunked(x, log_a, B.float(), C.float(), chunk)
     return y
 
 
@@ -92,13 +100,13 @@ class _StateSpaceBase(nn.Module):
         return (z if self.gate else None), x.reshape(b, L, self.heads, self.head_dim), bc, dt
 
     def _decay(self, dt: torch.Tensor, b: int, L: int, direction: int):
-        """(log_a (b, L, H), x scale (b, L, H) or None) for one direction."""
+        """(log_a (b, L, H) or None for no decay, x scale (b, L, H) or None) for one direction, fp32."""
         if self.decay == "data":
             dt = F.softplus(dt.reshape(b, L, self.directions, self.heads)[:, :, direction].float() + self.dt_bias)
             return dt * -torch.exp(self.A_log.float()), dt
         if self.decay == "fixed":
             return (-torch.exp(self.A_log.float())).expand(b, L, self.heads), None
-        return torch.zeros(b, L, self.heads, device=dt.device), None
+        return None, None
 
     def _finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         b, L = y.shape[:2]
@@ -123,8 +131,7 @@ class Mamba2(_StateSpaceBase):
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
-        x_in = x * dt_scale[..., None] if dt_scale is not None else x
-        y = ssd_scan(x_in.float(), log_a, bc[:, :, 0, 0].float(), bc[:, :, 0, 1].float(), self.chunk, self.backend)
+        y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale)
         if self.D is not None:
             y = y + x.float() * self.D.float()[:, None]
         return self._finish(y.to(hidden.dtype), z)
@@ -150,10 +157,10 @@ class Hydra(_StateSpaceBase):
         halves = []
         for direction in (0, 1):
             log_a, dt_scale = self._decay(dt, b, L, direction)
-            x_in, B, C = (x.float() * dt_scale[..., None]), bc[:, :, direction, 0].float(), bc[:, :, direction, 1].float()
+            x_in, B, C = x, bc[:, :, direction, 0], bc[:, :, direction, 1]
             if direction == 1:
-                x_in, log_a, B, C = x_in.flip(1), log_a.flip(1), B.flip(1), C.flip(1)
-            y = ssd_scan(x_in, log_a, B, C, self.chunk, self.backend)
+                x_in, log_a, B, C, dt_scale = (t.flip(1) for t in (x_in, log_a, B, C, dt_scale))
+            y = ssd_scan(x_in, log_a, B, C, self.chunk, self.backend, dt=dt_scale)
             y = shift(y)
             halves.append(y.flip(1) if direction == 1 else y)
         diagonal = self.fc_D(x.reshape(b, L, self.d_inner)).float()

@@ -67,7 +67,7 @@ def launch(kernel, grid: tuple, num_warps: int, **args) -> None:
     kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps)
 
 
-def check_inputs(x, log_a, B, C, chunk_len, initial_state) -> None:
+def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None) -> None:
     """Raise ValueError for what the kernels cannot take: a wrong shape reads out of bounds there."""
     if x.dim() != 4 or B.dim() != 4 or B.shape != C.shape:
         raise ValueError(f"expected x (b, L, H, P) and B, C (b, L, G, N); got {tuple(x.shape)}, "
@@ -76,19 +76,21 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state) -> None:
     G, N = B.shape[2:]
     if B.shape[:2] != (b, L) or H % G or L == 0:
         raise ValueError(f"B and C must be (b={b}, L={L}, G, N) with H={H} a multiple of G={G}, L >= 1")
-    if log_a is not None and log_a.shape != (b, L, H):
-        raise ValueError(f"log_a must be (b, L, H) = {(b, L, H)}; got {tuple(log_a.shape)}")
+    for name, t in (("log_a", log_a), ("dt", dt)):
+        if t is not None and t.shape != (b, L, H):
+            raise ValueError(f"{name} must be (b, L, H) = {(b, L, H)}; got {tuple(t.shape)}")
     if initial_state is not None and initial_state.shape != (b, H, P, N):
         raise ValueError(f"initial_state must be (b, H, P, N) = {(b, H, P, N)}; got {tuple(initial_state.shape)}")
     for name, size in (("head dim P", P), ("state size N", N), ("chunk_len", chunk_len)):
         if not is_tile_size(size):
             raise ValueError(f"{name} = {size} must be a power of two >= 16 for the Triton kernels")
-    for t in (x, log_a, B, C, initial_state):
+    for t in (x, dt, log_a, B, C, initial_state):
         if t is not None and (t.dtype not in FLOAT_DTYPES or t.device != x.device):
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")
 
 
-def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning) -> dict:
+def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
+                  has_dt: bool = False) -> dict:
     """The template constants of one call: everything the rendered kernels are specialised on."""
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
@@ -98,7 +100,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
                          f"{tuning.block_n} must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
-        DECAY="none" if log_a is None else "data",
+        DECAY="none" if log_a is None else "data", HAS_DT=has_dt,
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
         OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
         DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
@@ -125,7 +127,7 @@ class Grids(NamedTuple):
                    (q_tiles, batch * groups, n_chunks), (q_tiles * q_tiles, batch * groups, n_chunks))
 
 
-def _forward(constants: dict, x, log_a, B, C, initial_state):
+def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
     `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the fp32 state entering each
     chunk (b, c, H, P, N); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
@@ -147,15 +149,16 @@ def _forward(constants: dict, x, log_a, B, C, initial_state):
         cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, warps, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     launch(kernels.chunk_scores_fwd, grids.group_block, warps, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
-    launch(kernels.state_passing_fwd, grids.state_tile, warps, x_ptr=x, cum_ptr=cum, B_ptr=B, states_ptr=states,
+    launch(kernels.state_passing_fwd, grids.state_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B, states_ptr=states,
            initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    launch(kernels.chunk_scan_fwd, grids.q_p_tile, warps, x_ptr=x, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
            states_ptr=states, y_ptr=y, **sizes)
     return y, final_state, scores, states, cum
 
 
-def _backward(constants: dict, x, B, C, initial_state, scores, states, cum, dy, final_state_grad):
-    """Run the backward kernels. Returns dx, dlog_a (fp32), dB, dC, d(initial_state); None where absent."""
+def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, dy, final_state_grad):
+    """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state); None
+    where absent."""
     kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -169,7 +172,9 @@ def _backward(constants: dict, x, B, C, initial_state, scores, states, cum, dy, 
     initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
     decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_share_ptr",
                                    "state_dot_grad_ptr"))
-    dlog_a = None
+    dlog_a = ddt_parts = None
+    if dt is not None:  # one partial sum of ddt per P tile; summed below
+        ddt_parts = x.new_empty(b, L, H, constants["P"] // constants["BLOCK_P"], dtype=torch.float32)
     if cum is not None:
         q_tiles = constants["Q"] // constants["BLOCK_Q"]
         decay_scratch = dict(
@@ -183,20 +188,22 @@ def _backward(constants: dict, x, B, C, initial_state, scores, states, cum, dy, 
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
     launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
-           state_grads_ptr=state_grads, dx_ptr=dx, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, warps, x_ptr=x, dy_ptr=dy, cum_ptr=cum,
+           state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None else x, dt_ptr=dt,
+           ddt_parts_ptr=ddt_parts, **sizes)
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, warps, x_ptr=x, dt_ptr=dt, dy_ptr=dy, cum_ptr=cum,
            scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
            column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
     launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, warps, dy_ptr=dy, cum_ptr=cum,
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
            states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
-    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, warps, x_ptr=x, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
            leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
            dscores_ptr=dscores, dB_ptr=dB, **sizes)
     if cum is not None:
         launch(kernels.chunk_cumsum_bwd, grids.chunk, warps, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
                **sizes)
-    return dx, dlog_a, dB, dC, initial_state_grad
+    ddt = None if ddt_parts is None else ddt_parts.sum(-1)
+    return dx, ddt, dlog_a, dB, dC, initial_state_grad
 
 
 class SSDChunked(torch.autograd.Function):
@@ -204,26 +211,29 @@ class SSDChunked(torch.autograd.Function):
     states entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
-    def forward(ctx, x, log_a, B, C, initial_state, constants: dict, backward_constants: dict):
-        y, final_state, scores, states, cum = _forward(constants, x, log_a, B, C, initial_state)
-        ctx.save_for_backward(x, B, C, initial_state, scores, states, cum)
+    def forward(ctx, x, dt, log_a, B, C, initial_state, constants: dict, backward_constants: dict):
+        y, final_state, scores, states, cum = _forward(constants, x, dt, log_a, B, C, initial_state)
+        ctx.save_for_backward(x, dt, B, C, initial_state, scores, states, cum)
         ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
+        ctx.dt_dtype = None if dt is None else dt.dtype
         return y, final_state
 
     @staticmethod
     def backward(ctx, dy, final_state_grad):
-        x, B, C, initial_state, scores, states, cum = ctx.saved_tensors
+        x, dt, B, C, initial_state, scores, states, cum = ctx.saved_tensors
         final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
-        dx, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, B, C, initial_state, scores, states, cum,
+        dx, ddt, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, dt, B, C, initial_state, scores,
+                                                                states, cum,
                                                            dy.contiguous(), final_state_grad)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
-        return dx, dlog_a, dB, dC, initial_state_grad, None, None
+        ddt = None if ddt is None else ddt.to(ctx.dt_dtype)
+        return dx, ddt, dlog_a, dB, dC, initial_state_grad, None, None
 
 
 # The fastest on an H100 at b=8, L=4096, H=32, P=64, N=128, chunk 256 (benchmarks/results/); fp32
 # operands take twice the shared memory of 16-bit ones, so they keep the smaller tiles.
-DEFAULT_TUNING = SSDTuning(backward=SSDTuning(block_p=64, block_q=32, num_warps=4))
+DEFAULT_TUNING = SSDTuning(block_n=128, backward=SSDTuning(block_p=64, block_q=32, block_n=64, num_warps=4))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
 
 
@@ -232,7 +242,7 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
-                       tuning: SSDTuning | None = None):
+                       dt=None, tuning: SSDTuning | None = None):
     """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
     or None when return_final_state is False. Shapes and semantics as `reference.ssd_chunked`.
 
@@ -240,11 +250,14 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     code. A `fixed` decay (one per head) is passed as log_a broadcast to (b, L, H). Inputs may be
     fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype. tuning: None picks
     `default_tuning` for the inputs' types.
+
+    dt (b, L, H), optional: the scan's input is then x * dt[..., None] (Mamba-2's discretisation),
+    applied inside the kernels, which saves a pass over x and its gradient; dt gets a gradient.
     """
-    check_inputs(x, log_a, B, C, chunk_len, initial_state)
+    check_inputs(x, log_a, B, C, chunk_len, initial_state, dt)
     tuning = tuning or default_tuning(x, B)
     flags = (initial_state is not None, return_final_state)
-    constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning)
-    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning.backward or tuning)
-    contiguous = [None if t is None else t.contiguous() for t in (x, log_a, B, C, initial_state)]
+    constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None)
+    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning.backward or tuning, has_dt=dt is not None)
+    contiguous = [None if t is None else t.contiguous() for t in (x, dt, log_a, B, C, initial_state)]
     return SSDChunked.apply(*contiguous, constants, backward_constants)

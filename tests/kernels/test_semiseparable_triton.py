@@ -111,6 +111,41 @@ def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, 
             assert_matches(got, want, f"d{name}")
 
 
+# b, H, G, L, P, N, chunk_len, decay, (block_p, block_q): dt scales the input inside the kernels, so its
+# gradient is summed over P tiles (block_p < P) and its scaling reaches every product x takes part in.
+DT_CASES = [
+    (2, 4, 2, 37, 32, 32, 16, "data", (16, 16)),
+    (1, 3, 1, 70, 16, 16, 32, "data", (16, 32)),
+    (2, 4, 1, 45, 32, 16, 16, "none", (16, 16)),
+]
+
+
+@pytest.mark.parametrize("b,H,G,L,P,N,chunk_len,decay,tiles", DT_CASES)
+def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk_len, decay, tiles):
+    torch.manual_seed(77 + L)
+    x, log_a, B, C, h0 = make_inputs(b, L, H, P, G, N)
+    dt = torch.rand(b, L, H, dtype=torch.float64) + 0.05
+    y_grad, state_grad = torch.randn_like(x), torch.randn_like(h0)
+    results = []
+    for dtype, device in ((torch.float64, "cpu"), (torch.float32, DEVICE)):
+        leaves = [t.to(dtype=dtype, device=device, copy=True).requires_grad_() for t in (x, dt, log_a, B, C, h0)]
+        x_, dt_, log_a_, B_, C_, h0_ = leaves
+        if dtype == torch.float64:
+            log_a_used = log_a_ if decay == "data" else torch.zeros_like(log_a_)
+            y, state = ssd_chunked(x_ * dt_[..., None], log_a_used, B_, C_, chunk_len, h0_)
+        else:
+            y, state = ssd_chunked_triton(x_, log_a_ if decay == "data" else None, B_, C_, chunk_len, h0_, dt=dt_,
+                                          tuning=SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1]))
+        ((y * y_grad.to(y)).sum() + (state * state_grad.to(state)).sum()).backward()
+        results.append([y, state] + [leaf.grad for leaf in leaves])
+    names = ["y", "final_state", "dx", "ddt", "dlog_a", "dB", "dC", "dinitial_state"]
+    for name, want, got in zip(names, *results):
+        if name == "dlog_a" and decay == "none":
+            assert got is None
+        else:
+            assert_matches(got, want, name)
+
+
 @pytest.mark.parametrize("use_h0", [True, False])
 def test_chunked_without_final_state_matches_reference(use_h0):
     torch.manual_seed(7)
@@ -182,7 +217,7 @@ def test_steps_continue_a_chunked_prefill():
 
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, DECAY="none", HAS_INITIAL_STATE=True,
-                 RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
+                 HAS_DT=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
                  BLOCK_N=32, NUM_WARPS=4)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
