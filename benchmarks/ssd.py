@@ -109,10 +109,9 @@ def time_pair(fn, args, backward: bool):
 
 # (block_p, block_q, block_n, num_warps): the forward's are timed alone, then the backward's under the
 # fastest forward.
-FORWARD_TUNINGS = [(64, 64, 64, 4), (64, 64, 128, 4), (32, 64, 64, 4), (64, 64, 64, 8), (64, 128, 64, 8),
-                   (64, 32, 64, 4), (32, 32, 32, 4)]
-BACKWARD_TUNINGS = [(64, 32, 64, 4), (64, 64, 64, 4), (64, 64, 64, 8), (32, 32, 64, 4), (32, 64, 64, 4),
-                    (64, 64, 32, 4), (64, 32, 32, 8)]
+FORWARD_TUNINGS = [(64, 64, 128, 4), (64, 64, 64, 4), (64, 128, 128, 8), (64, 128, 64, 8), (64, 32, 128, 4),
+                   (32, 64, 128, 4)]
+BACKWARD_TUNINGS = [(64, 32, 64, 4), (64, 64, 64, 4), (64, 32, 32, 4), (64, 64, 64, 8), (32, 32, 64, 4)]
 
 
 def tuning_of(forward, backward=None) -> SSDTuning:

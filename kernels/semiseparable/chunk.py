@@ -129,8 +129,8 @@ class Grids(NamedTuple):
 
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
-    `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the fp32 state entering each
-    chunk (b, c, H, P, N); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
+    `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the state entering each
+    chunk (b, c, H, P, N) in the operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
     without decay)."""
     kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
@@ -141,7 +141,8 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=torch.float32)
-    states = x.new_empty(b, n_chunks, H, P, N, dtype=torch.float32)
+    operand_dtype = {name: dtype for dtype, name in OPERANDS.items()}[constants["OPERAND"]]
+    states = x.new_empty(b, n_chunks, H, P, N, dtype=operand_dtype)
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     cum = None
