@@ -232,9 +232,10 @@ class SSDChunked(torch.autograd.Function):
         return dx, ddt, dlog_a, dB, dC, initial_state_grad, None, None
 
 
-# The fastest on an H100 at b=8, L=4096, H=32, P=64, N=128, chunk 256 (benchmarks/results/); fp32
-# operands take twice the shared memory of 16-bit ones, so they keep the smaller tiles.
-DEFAULT_TUNING = SSDTuning(block_n=128, backward=SSDTuning(block_p=64, block_q=32, block_n=64, num_warps=4))
+# The fastest on an H100 at b=8, L=4096, H=32, P=64, N=128, chunk 256, bf16 (benchmarks/ssd.py --sweep,
+# results/ssd_h100_2026-11-23_session2.log); fp32 operands take twice the shared memory of 16-bit
+# ones, so they keep the smaller tiles.
+DEFAULT_TUNING = SSDTuning(block_q=32, block_n=128, backward=SSDTuning(block_p=64, block_q=32, block_n=64, num_warps=4))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
 
 
