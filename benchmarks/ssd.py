@@ -26,7 +26,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mamba_chunk_scan_combined  # noqa: E402
 
-from composer.kernels.semiseparable.chunk import DEFAULT_TUNING, SSDTuning, ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton  # noqa: E402
 from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
 
 CHUNK = 256
@@ -107,22 +107,28 @@ def time_pair(fn, args, backward: bool):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
-# (block_p, block_q, block_n, num_warps): the forward's are timed alone, then the backward's under the
-# fastest forward.
-FORWARD_TUNINGS = [(64, 64, 128, 4), (64, 64, 64, 4), (64, 128, 128, 8), (64, 128, 64, 8), (64, 32, 128, 4),
-                   (32, 64, 128, 4)]
-BACKWARD_TUNINGS = [(64, 32, 64, 4), (64, 64, 64, 4), (64, 32, 32, 4), (64, 64, 64, 8), (32, 32, 64, 4)]
+# (block_p, block_q, block_n, num_warps, num_stages): the forward's are timed alone, then the backward's
+# under the fastest forward. Entries that coincide once capped at a shape's P and N run once.
+FORWARD_TUNINGS = [(64, 32, 128, 4, 3), (64, 32, 128, 4, 2), (64, 64, 128, 4, 2), (128, 32, 128, 4, 3),
+                   (128, 32, 128, 8, 2), (64, 32, 64, 4, 3)]
+BACKWARD_TUNINGS = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 2), (64, 64, 64, 4, 2), (128, 32, 64, 4, 3),
+                    (128, 32, 64, 8, 3)]
 
 
 def tuning_of(forward, backward=None) -> SSDTuning:
-    p, q, n, w = forward
-    return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w,
+    p, q, n, w, stages = forward
+    return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w, num_stages=stages,
                      backward=None if backward is None else tuning_of(backward))
+
+
+def distinct(tunings, P, N):
+    capped = {(min(p, P), min(q, CHUNK), min(n, N), w, s): None for p, q, n, w, s in tunings}
+    return list(capped)
 
 
 def try_tuning(tuning, shape, a, results, backward: bool) -> float:
     """Check `tuning` on a small odd shape and time it at `shape`; its time, or inf when it fails."""
-    row = {"tuning": str(tuning)}
+    row = {"shape": shape, "tuning": str(tuning)}
     try:
         errors = check(lambda *t: ours(*t, tuning=tuning), (2, 777, 4, shape[3], 1, shape[5]), torch.bfloat16, 3)
         row["max_rel_err"] = max(errors)
@@ -132,7 +138,7 @@ def try_tuning(tuning, shape, a, results, backward: bool) -> float:
     except Exception as exc:  # noqa: BLE001  (a tile too large for shared memory is a result, not a crash)
         row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     results.setdefault("sweep", []).append(row)
-    print("sweep", row, flush=True)
+    print("sweep", {k: v for k, v in row.items() if k != "tuning"}, tuning, flush=True)
     if not row.get("max_rel_err", float("nan")) < 2e-2:
         return float("inf")
     return row["fwdbwd_ms" if backward else "fwd_ms"]
@@ -141,10 +147,14 @@ def try_tuning(tuning, shape, a, results, backward: bool) -> float:
 def sweep(shape, results) -> SSDTuning:
     """The fastest correct forward tiles, then the fastest correct backward tiles under them."""
     a = inputs(*shape, dtype=torch.bfloat16, seed=0)
-    forward = min(FORWARD_TUNINGS, key=lambda f: try_tuning(tuning_of(f), shape, a, results, backward=False))
-    backward = min(BACKWARD_TUNINGS, key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
+    P, N = shape[3], shape[5]
+    forward = min(distinct(FORWARD_TUNINGS, P, N),
+                  key=lambda f: try_tuning(tuning_of(f), shape, a, results, backward=False))
+    backward = min(distinct(BACKWARD_TUNINGS, P, N),
+                   key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
     best = tuning_of(forward, backward)
-    print(f"sweep picked {best}", flush=True)
+    print(f"sweep picked for P={P} N={N}: {best}", flush=True)
+    results.setdefault("picked", {})[f"P={P} N={N}"] = str(best)
     return best
 
 
@@ -207,8 +217,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one timing shape")
     parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
-    parser.add_argument("--sweep", action="store_true", help="try the tunings below at the main shape first, "
-                        "then time every shape with the fastest forward+backward")
+    parser.add_argument("--sweep", action="store_true", help="try the tunings below at L=4096 for each (P, N) "
+                        "of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
+    parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
+    parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -221,24 +233,24 @@ def main():
 
     results = {"env": env, "checks": [], "timings": []}
     main_shape = (8, 4096, 32, 64, 1, 128)
-    tuning = None  # the kernels' own default for the inputs' types
+    picked = {}  # (P, N) -> the sweep's tuning; other shapes take the kernels' defaults for their types
     if args.sweep:
-        tuning = sweep(main_shape, results)
-    results["tuning"] = str(tuning or DEFAULT_TUNING)
+        for size in args.sweep_sizes.split(","):
+            P, N = (int(v) for v in size.split("x"))
+            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results)
+    results["tuning"] = {f"P={P} N={N}": str(t) for (P, N), t in picked.items()} or "defaults"
     if args.profile:
-        profile(main_shape, tuning)
+        profile(main_shape, picked.get((64, 128)))
 
-    def tuned(*a):
-        return ours(*a, tuning=tuning)
-
-    shapes = [main_shape]
-    if not args.quick:
+    shapes = [] if args.no_timings else [main_shape]
+    if not args.quick and not args.no_timings:
         shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
                    if (L, P, N) != (4096, 64, 128)]
     for shape in shapes:
         a = inputs(*shape, dtype=torch.bfloat16, seed=0)
+        tuning = picked.get((shape[3], shape[5]))
         try:
-            time_shape(shape, a, tuned, results)
+            time_shape(shape, a, lambda *t: ours(*t, tuning=tuning), results)
         except Exception as exc:  # noqa: BLE001  (a shape that does not run is a result too)
             results["timings"].append({"shape": shape, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(f"time {shape} failed: {results['timings'][-1]['error']}", flush=True)

@@ -32,7 +32,8 @@ class SSDTuning:
     holds at most (block_q, block_q) of the chunk's (Q, Q) matrix and (block_q, N) of B or C, so
     registers and shared memory do not grow with the chunk length. block_n: state-size tile of the
     sequential state-passing kernels, capped at N (smaller tiles: more programs in parallel, each
-    reading x or dy more often). num_warps: warps per program.
+    reading x or dy more often). num_warps: warps per program. num_stages: Triton's software-pipelining
+    depth of the kernels' loops (more stages hide more load latency and take more shared memory).
     dot_precision: precision of fp32 operands in tl.dot; None picks "tf32x3" (fp32-accurate on tensor
     cores; "ieee" is exact but several times slower). 16-bit inputs are multiplied as 16-bit operands
     (the rendered OPERAND), as mamba_ssm does: operands computed in fp32, such as decayed scores and
@@ -45,6 +46,7 @@ class SSDTuning:
     block_q: int = 64
     block_n: int = 64
     num_warps: int = 4
+    num_stages: int = 3
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -61,10 +63,11 @@ def _load(template_name: str, constants: tuple) -> ModuleType:
     return load_kernel(template_name, dict(constants), HEADER)
 
 
-def launch(kernel, grid: tuple, num_warps: int, **args) -> None:
+def launch(kernel, grid: tuple, num_warps: int, num_stages: int = 3, **args) -> None:
     """Launch `kernel`, leaving out the arguments given as None: those the specialisation's
     template did not emit (log_a without decay, the initial/final state when absent)."""
-    kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps)
+    kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps,
+                 num_stages=num_stages)
 
 
 def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None) -> None:
@@ -105,7 +108,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
         DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n,
-        NUM_WARPS=tuning.num_warps,
+        NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages,
     )
 
 
@@ -135,7 +138,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
-    Q, warps = constants["Q"], constants["NUM_WARPS"]
+    Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
     n_chunks = triton.cdiv(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
@@ -148,11 +151,11 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     cum = None
     if log_a is not None:
         cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
-        launch(kernels.chunk_cumsum_fwd, grids.chunk, warps, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-    launch(kernels.chunk_scores_fwd, grids.group_block, warps, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
-    launch(kernels.state_passing_fwd, grids.state_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B, states_ptr=states,
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+    launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
+    launch(kernels.state_passing_fwd, grids.state_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B, states_ptr=states,
            initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    launch(kernels.chunk_scan_fwd, grids.q_p_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
            states_ptr=states, y_ptr=y, **sizes)
     return y, final_state, scores, states, cum
 
@@ -163,7 +166,7 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
     kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
-    n_chunks, warps = states.shape[1], constants["NUM_WARPS"]
+    n_chunks, launch_config = states.shape[1], (constants["NUM_WARPS"], constants["NUM_STAGES"])
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
@@ -184,24 +187,24 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
             entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
-    launch(kernels.state_passing_bwd, grids.state_tile, warps, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.state_passing_bwd, grids.state_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
-    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, warps, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
            state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None else x, dt_ptr=dt,
            ddt_parts_ptr=ddt_parts, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, warps, x_ptr=x, dt_ptr=dt, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy, cum_ptr=cum,
            scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
            column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
-    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, warps, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
            states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
-    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, warps, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
            leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
            dscores_ptr=dscores, dB_ptr=dB, **sizes)
     if cum is not None:
-        launch(kernels.chunk_cumsum_bwd, grids.chunk, warps, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
+        launch(kernels.chunk_cumsum_bwd, grids.chunk, *launch_config, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
                **sizes)
     ddt = None if ddt_parts is None else ddt_parts.sum(-1)
     return dx, ddt, dlog_a, dB, dC, initial_state_grad
@@ -239,8 +242,15 @@ DEFAULT_TUNING = SSDTuning(block_q=32, block_n=128, backward=SSDTuning(block_p=6
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
 
 
+# The sweep's picks for other (P, N) of 16-bit inputs; sizes not listed take DEFAULT_TUNING.
+TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {}
+
+
 def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
-    return DEFAULT_TUNING if x.dtype == B.dtype and x.dtype != torch.float32 else FP32_TUNING
+    """The tiles for these inputs' types and (P, N) when the caller gives none."""
+    if x.dtype == B.dtype and x.dtype != torch.float32:
+        return TUNED_16BIT.get((x.shape[3], B.shape[3]), DEFAULT_TUNING)
+    return FP32_TUNING
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
