@@ -235,15 +235,18 @@ class SSDChunked(torch.autograd.Function):
         return dx, ddt, dlog_a, dB, dC, initial_state_grad, None, None
 
 
-# The fastest on an H100 at b=8, L=4096, H=32, P=64, N=128, chunk 256, bf16 (benchmarks/ssd.py --sweep,
-# results/ssd_h100_2026-11-23_session2.log); fp32 operands take twice the shared memory of 16-bit
-# ones, so they keep the smaller tiles.
-DEFAULT_TUNING = SSDTuning(block_q=32, block_n=128, backward=SSDTuning(block_p=64, block_q=32, block_n=64, num_warps=4))
+# From the H100 sweep at L=4096, H=32, chunk 256, bf16, for (P, N) in {64, 128} x {64, 128, 256}
+# (benchmarks/ssd.py --sweep, results/ssd_sweep_h100_2026-11-23_session2.log): the whole head dim
+# in one tile (block_p caps at P), 32-step blocks, the state passed in (P, 128) tiles forward and
+# (P, 64) tiles backward. fp32 operands take twice the shared memory of 16-bit ones, so they keep
+# smaller tiles.
+DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128,
+                           backward=SSDTuning(block_p=128, block_q=32, block_n=64))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
-
-
-# The sweep's picks for other (P, N) of 16-bit inputs; sizes not listed take DEFAULT_TUNING.
-TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {}
+# Where the sweep's pick differs from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)).
+TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
+    (64, 128): SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2, backward=DEFAULT_TUNING.backward),
+}
 
 
 def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
