@@ -1,7 +1,7 @@
 """Which kernel specialisations a spec needs: one per distinct set of constants, whatever the
 number of layers or blocks that share it.
 
-The constants come from the same function the launcher calls (`ssd_constants`), fed meta
+The constants come from the same function the launcher calls (`call_constants`), fed meta
 tensors shaped and typed as the layers feed the kernels at run time, so this listing is the
 set of modules a training run renders, not an estimate of it.
 """
@@ -39,7 +39,7 @@ class Specialisation:
 
 
 def _ssd_constants(mixer) -> list[tuple[str, dict]]:
-    from composer.kernels.semiseparable.chunk import default_tuning, ssd_constants  # imports triton
+    from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
 
     meta = dict(device="meta", dtype=LAYER_DTYPE)
     x = torch.empty(1, mixer.chunk, mixer.heads, mixer.head_dim, **meta)
@@ -47,8 +47,8 @@ def _ssd_constants(mixer) -> list[tuple[str, dict]]:
     decays = isinstance(mixer, QuasiseparableMixer) or mixer.decay != "none"
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if decays else None
     tuning = default_tuning(x, B)
-    forward = ssd_constants(x, log_a, B, mixer.chunk, False, False, tuning)
-    backward = ssd_constants(x, log_a, B, mixer.chunk, False, False, tuning.backward or tuning)
+    forward, backward = call_constants(x, log_a, B, mixer.chunk, False, False, tuning,
+                                       has_dt=isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data")
     return list(zip(SSD_TEMPLATES, (forward, backward)))
 
 

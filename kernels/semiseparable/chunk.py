@@ -34,6 +34,9 @@ class SSDTuning:
     sequential state-passing kernels, capped at N (smaller tiles: more programs in parallel, each
     reading x or dy more often). num_warps: warps per program. num_stages: Triton's software-pipelining
     depth of the kernels' loops (more stages hide more load latency and take more shared memory).
+    block_s: tile of a chunk's steps in the kernels that write the (Q, Q) scores and dscores (C . B
+    and its gradient, each (block_s, block_s) block once per group); None: block_q. It is raised to
+    every block_q that reads those blocks, so readers only ever load whole written blocks.
     dot_precision: precision of fp32 operands in tl.dot; None picks "tf32x3" (fp32-accurate on tensor
     cores; "ieee" is exact but several times slower). 16-bit inputs are multiplied as 16-bit operands
     (the rendered OPERAND), as mamba_ssm does: operands computed in fp32, such as decayed scores and
@@ -47,6 +50,7 @@ class SSDTuning:
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
+    block_s: int | None = None
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -93,21 +97,24 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None) -> None:
 
 
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                  has_dt: bool = False) -> dict:
-    """The template constants of one call: everything the rendered kernels are specialised on."""
+                  has_dt: bool = False, readers_block_q: int = 0) -> dict:
+    """The template constants of one direction's kernels: everything they are specialised on.
+    readers_block_q: the largest block in which the other direction reads this one's scores (the
+    backward reads the forward's), so SCORE_BLOCK covers it too."""
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
-    if not all(is_tile_size(block) for block in (block_p, block_q, block_n)):
-        raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q} and block_n = "
-                         f"{tuning.block_n} must be powers of two >= 16")
+    score_block = min(max(tuning.block_s or block_q, block_q, readers_block_q), chunk_len)
+    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block)):
+        raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
+                         f"{tuning.block_n} and block_s = {tuning.block_s} must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt,
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
         OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
         DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
-        BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n,
+        BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages,
     )
 
@@ -120,14 +127,15 @@ class Grids(NamedTuple):
     state_tile: tuple  # all chunks in sequence, one (BLOCK_P, BLOCK_N) tile of one head's state
     q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of one head
     group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
-    group_block: tuple  # one (BLOCK_Q, BLOCK_Q) block of one chunk's scores of one group
+    group_block: tuple  # one (SCORE_BLOCK, SCORE_BLOCK) block of one chunk's scores of one group
 
     @classmethod
     def of(cls, constants: dict, batch: int, heads: int, groups: int, n_chunks: int) -> "Grids":
         p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
         state_tiles = p_tiles * (constants["N"] // constants["BLOCK_N"])
+        score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
         return cls((n_chunks, batch * heads), (state_tiles, batch * heads), (q_tiles * p_tiles, batch * heads, n_chunks),
-                   (q_tiles, batch * groups, n_chunks), (q_tiles * q_tiles, batch * groups, n_chunks))
+                   (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks))
 
 
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
@@ -180,10 +188,10 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
     if dt is not None:  # one partial sum of ddt per P tile; summed below
         ddt_parts = x.new_empty(b, L, H, constants["P"] // constants["BLOCK_P"], dtype=torch.float32)
     if cum is not None:
-        q_tiles = constants["Q"] // constants["BLOCK_Q"]
+        score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
         decay_scratch = dict(
-            row_part_ptr=cum.new_empty(b, H, n_chunks, q_tiles, constants["Q"]),
-            column_part_ptr=cum.new_empty(b, H, n_chunks, q_tiles, constants["Q"]),
+            row_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
+            column_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
             entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
@@ -256,6 +264,19 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
     return FP32_TUNING
 
 
+def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
+                   has_dt: bool = False) -> tuple[dict, dict]:
+    """The forward's and the backward's constants for one call: the backward reads the forward's
+    scores in blocks of its own SCORE_BLOCK (>= its BLOCK_Q), so the forward writes blocks at least
+    that large: an unwritten corner of a block would reach a product as garbage."""
+    backward = tuning.backward or tuning
+    flags = (has_initial_state, return_final_state)
+    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt)
+    forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
+                                      readers_block_q=backward_constants["SCORE_BLOCK"])
+    return forward_constants, backward_constants
+
+
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
                        dt=None, tuning: SSDTuning | None = None):
     """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
@@ -272,7 +293,6 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     check_inputs(x, log_a, B, C, chunk_len, initial_state, dt)
     tuning = tuning or default_tuning(x, B)
     flags = (initial_state is not None, return_final_state)
-    constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None)
-    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning.backward or tuning, has_dt=dt is not None)
+    constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None)
     contiguous = [None if t is None else t.contiguous() for t in (x, dt, log_a, B, C, initial_state)]
     return SSDChunked.apply(*contiguous, constants, backward_constants)

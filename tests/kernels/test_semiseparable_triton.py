@@ -146,6 +146,25 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
             assert_matches(got, want, name)
 
 
+@pytest.mark.parametrize("decay", ["data", "none"])
+@pytest.mark.parametrize("forward,backward", [
+    (SSDTuning(block_q=16, block_s=32), None),  # score blocks larger than the steps' blocks
+    (SSDTuning(block_q=16), SSDTuning(block_q=32)),  # the backward reads the forward's scores in larger blocks
+    (SSDTuning(block_q=32), SSDTuning(block_q=16, block_s=64)),
+], ids=["block_s", "backward_larger", "backward_block_s"])
+def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
+    torch.manual_seed(64)
+    tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
+                       backward=None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q,
+                                                                        block_n=16, block_s=backward.block_s))
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
+    for name, got, want in zip(("y", "final_state") + GRAD_NAMES, [y, s] + g, [y_ref, s_ref] + g_ref):
+        if name == "log_a" and decay == "none":
+            assert got is None
+        else:
+            assert_matches(got, want, name)
+
+
 @pytest.mark.parametrize("use_h0", [True, False])
 def test_chunked_without_final_state_matches_reference(use_h0):
     torch.manual_seed(7)
@@ -218,7 +237,7 @@ def test_steps_continue_a_chunked_prefill():
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
-                 BLOCK_N=32, NUM_WARPS=4, NUM_STAGES=3)
+                 BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
