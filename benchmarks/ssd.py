@@ -221,6 +221,7 @@ def main():
                         "of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
     parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
+    parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -243,7 +244,9 @@ def main():
         profile(main_shape, picked.get((64, 128)))
 
     shapes = [] if args.no_timings else [main_shape]
-    if not args.quick and not args.no_timings:
+    if args.shapes:
+        shapes = [(8, L, 32, P, 1, N) for L, P, N in (map(int, s.split("x")) for s in args.shapes.split(","))]
+    elif not args.quick and not args.no_timings:
         shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
                    if (L, P, N) != (4096, 64, 128)]
     for shape in shapes:

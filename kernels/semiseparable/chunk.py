@@ -254,6 +254,8 @@ FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
 # Where the sweep's pick differs from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)).
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 128): SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2, backward=DEFAULT_TUNING.backward),
+    (128, 128): SSDTuning(block_p=128, block_q=32, block_n=128,
+                          backward=SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64)),
 }
 
 
