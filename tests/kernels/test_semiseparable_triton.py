@@ -265,6 +265,22 @@ def test_decay_none_renders_no_decay_code_under_a_header(template):
     assert "log_a_ptr" in with_decay and "tl.exp" in with_decay
 
 
+@pytest.mark.parametrize("template", ["ssd_forward.py.jinja", "ssd_backward.py.jinja"])
+@pytest.mark.parametrize("decay", ["none", "data"])
+@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
+def test_rendered_kernels_are_formatted_python(template, decay, flag):
+    """Rendered source is read by people: valid Python, lines within 120 columns, no trailing
+    spaces and no more than two blank lines in a row, whichever branches the constants take."""
+    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_INITIAL_STATE": False, "RETURN_FINAL_STATE": False}
+    if flag:
+        constants[flag] = True
+    source = render_kernel(template, constants, HEADER)
+    ast.parse(source)
+    for number, line in enumerate(source.splitlines(), 1):
+        assert len(line) <= 120 and line == line.rstrip(), f"line {number}: {line!r}"
+    assert "\n\n\n\n" not in source
+
+
 def test_same_constants_load_one_module(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPOSER_CACHE", str(tmp_path))
     first = load_kernel("ssd_forward.py.jinja", CONSTANTS, HEADER)
