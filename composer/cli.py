@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
     from composer.search.train import train_mqar
     spec = _load(args)
     result = train_mqar(spec, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                        pairs=args.pairs, lr=args.lr, seed=args.seed, console=console, noise=args.noise)
+                        pairs=args.pairs, lr=args.lr, seed=args.seed, console=console, noise=args.noise,
+                        precision=args.precision)
     console.print(f"final loss {result.loss:.4f}, held-out recall accuracy {result.accuracy:.3f} "
                   f"({result.tokens_per_second:,.0f} tokens/s)")
     # What the accuracy means: a uniform guess over the value tokens, and a guess among the context's values.
@@ -151,6 +152,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--pairs", type=int, default=4)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="bf16: forward passes under bf16 autocast (fp32 weights); the SSD kernels then "
+                            "multiply bf16 operands")
     train.add_argument("--noise", action="store_true",
                        help="random tokens between queries (Zoology's random_non_queries) instead of token 0")
     search = command("search", "search the spec's open choices with Optuna: trials, live progress, a Pareto "

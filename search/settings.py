@@ -21,7 +21,7 @@ from typing import Any
 from composer.grammar.errors import did_you_mean
 from composer.search.objectives import OBJECTIVES, Objective
 from composer.search.tasks import Task, TaskError, make_task
-from composer.search.train import TrainSettings
+from composer.search.train import PRECISIONS, TrainSettings
 from composer.spec import Spec
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -122,6 +122,7 @@ def _train_settings(settings: dict) -> TrainSettings:
         seed=_whole(settings, "seed", defaults.seed, 0),
         eval_batches=_whole(settings, "eval_batches", defaults.eval_batches, 1),
         eval_every=_whole(settings, "eval_every", max(1, steps // 10), 0),
+        precision=_one_of(settings, "precision", defaults.precision, PRECISIONS),
     )
 
 

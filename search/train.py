@@ -27,6 +27,7 @@ LATENCY_REPEATS = 5
 # The held-out stream's seed is the training seed plus this: far from any seed a person picks.
 HELD_OUT_SEED_OFFSET = 1_000_003
 FINAL_LR_FRACTION = 0.1
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class TrainSettings:
     eval_batches: int = 8
     # Score on held-out data every this many steps (0: only at the end): what a pruner reads.
     eval_every: int = 0
+    # "bf16": forward passes under bf16 autocast (the SSD kernels then multiply bf16 operands on the
+    # tensor cores, accumulating in fp32); "fp32": none. Weights and optimizer state stay fp32.
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def warmup_steps(self) -> int:
         return self.steps // 10 if self.warmup is None else min(self.warmup, self.steps)
@@ -65,6 +73,11 @@ def lr_factor(step: int, settings: TrainSettings) -> float:
     return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def autocast(device: torch.device | str, settings: TrainSettings):
+    """The autocast context of `settings.precision` on `device` (a no-op for fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+
+
 def evaluate(model: torch.nn.Module, task: Task, settings: TrainSettings) -> float:
     """Held-out accuracy: the same batches at every call, from a stream training never sees."""
     generator = torch.Generator().manual_seed(settings.seed + HELD_OUT_SEED_OFFSET)
@@ -72,7 +85,7 @@ def evaluate(model: torch.nn.Module, task: Task, settings: TrainSettings) -> flo
     was_training = model.training
     model.eval()
     scores = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, settings):
         for _ in range(settings.eval_batches):
             inputs, targets = task.batch(settings.batch_size, generator)
             scores.append(accuracy(model(inputs.to(device)), targets.to(device)))
@@ -80,14 +93,14 @@ def evaluate(model: torch.nn.Module, task: Task, settings: TrainSettings) -> flo
     return sum(scores) / len(scores)
 
 
-def measure_latency_ms(model: torch.nn.Module, seq_len: int) -> float:
-    """Median forward time of one sequence of `seq_len` tokens, no gradients."""
+def measure_latency_ms(model: torch.nn.Module, seq_len: int, settings: TrainSettings = TrainSettings()) -> float:
+    """Median forward time of one sequence of `seq_len` tokens, no gradients, at the settings' precision."""
     device = next(model.parameters()).device
     tokens = torch.zeros(1, seq_len, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, settings):
         for repeat in range(LATENCY_REPEATS + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -129,7 +142,8 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
         bar = progress.add_task("train", total=settings.steps, name=spec.name, loss=float("nan"))
         for step in range(1, settings.steps + 1):
             inputs, targets = (t.to(device) for t in task.batch(settings.batch_size, generator))
-            logits = model(inputs)
+            with autocast(device, settings):
+                logits = model(inputs)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -146,12 +160,12 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
     elapsed = time.perf_counter() - start - evaluating_s  # throughput of training alone
     return TrainResult(loss.item(), evaluate(model, task, settings),
                        settings.steps * settings.batch_size * task.seq_len / elapsed, settings.steps,
-                       measure_latency_ms(model, task.seq_len))
+                       measure_latency_ms(model, task.seq_len, settings))
 
 
 def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int = 32, pairs: int = 4,
                lr: float = 3e-3, seed: int = 0, device: str | None = None,
-               console: Console | None = None, noise: bool = False) -> TrainResult:
+               console: Console | None = None, noise: bool = False, precision: str = "fp32") -> TrainResult:
     """`mixc train`: MQAR over the model's whole vocabulary, with the search's recipe; gaps hold
     token 0 unless `noise`, which makes the task harder for small models."""
     if seq_len > spec.max_len:
@@ -160,5 +174,5 @@ def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int 
         task = MQAR(seq_len=seq_len, pairs=pairs, vocab=spec.vocab, noise=noise)
     except TaskError as exc:
         raise SpecError.single(str(exc), hint=exc.hint) from None
-    return train(spec, task, TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
-                 device=device, console=console)
+    settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+    return train(spec, task, settings, device=device, console=console)

@@ -40,6 +40,8 @@ def test_planned_objectives_alone_need_no_training():
 def test_training_settings_reach_the_trainer():
     settings = _settings("    task = mqar(seq_len = 16, pairs = 2)\n    steps = 40\n    lr = 0.002\n    warmup = 5")
     assert (settings.train.steps, settings.train.lr, settings.train.warmup) == (40, 0.002, 5)
+    assert settings.train.precision == "fp32"
+    assert _settings("    task = mqar(seq_len = 16, pairs = 2)\n    precision = bf16").train.precision == "bf16"
 
 
 @pytest.mark.parametrize("lines, path, words", [
@@ -50,6 +52,7 @@ def test_training_settings_reach_the_trainer():
     (TASK + "    sampler = nsga3", ("sampler",), "did you mean `nsga2`?"),
     (TASK + "    steps = 0", ("steps",), "whole number >= 1"),
     (TASK + "    lr = -1", ("lr",), "number > 0"),
+    (TASK + "    precision = bf61", ("precision",), "did you mean `bf16`?"),
 ])
 def test_bad_setting_names_its_path_and_hint(lines, path, words):
     with pytest.raises(SettingsError) as caught:

@@ -20,6 +20,17 @@ def test_same_seed_trains_to_the_same_loss_and_accuracy():
         != first.loss
 
 
+def test_bf16_precision_trains_under_autocast():
+    """Same seed, same steps: bf16 autocast changes the numbers (so it is on) but still trains."""
+    fp32 = train(TINY, TASK, TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5), device="cpu")
+    bf16 = train(TINY, TASK, TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5, precision="bf16"),
+                 device="cpu")
+    assert torch.isfinite(torch.tensor(bf16.loss)) and bf16.loss != fp32.loss
+    assert bf16.loss == pytest.approx(fp32.loss, rel=0.05)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        TrainSettings(precision="fp16")
+
+
 def test_lr_warms_up_linearly_then_decays_to_a_tenth():
     settings = TrainSettings(steps=100, warmup=10)
     factors = [lr_factor(step, settings) for step in range(100)]
