@@ -3,7 +3,8 @@ number of layers or blocks that share it.
 
 The constants come from the same function the launcher calls (`call_constants`), fed meta
 tensors shaped and typed as the layers feed the kernels at run time, so this listing is the
-set of modules a training run renders, not an estimate of it.
+set of modules a training run renders, not an estimate of it. The layers hand the kernels the
+activations' dtype: fp32 by default, bf16 under `--precision bf16` (autocast).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from composer.schedule import layer_names
 from composer.spec import QuasiseparableMixer, SemiseparableMixer, Spec
 
 SSD_TEMPLATES = ("ssd_forward.py.jinja", "ssd_backward.py.jinja")
-LAYER_DTYPE = torch.float32  # the Mamba-2 and Hydra layers run their core in fp32
+ACTIVATION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # by training precision
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class Specialisation:
                              {"spec": spec_name, "blocks": ", ".join(self.blocks)})
 
 
-def _ssd_constants(mixer) -> list[tuple[str, dict]]:
+def _ssd_constants(mixer, dtype: torch.dtype) -> list[tuple[str, dict]]:
     from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
 
-    meta = dict(device="meta", dtype=LAYER_DTYPE)
+    meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, mixer.head_dim, **meta)
     B = torch.empty(1, mixer.chunk, mixer.groups, mixer.state, **meta)
     decays = isinstance(mixer, QuasiseparableMixer) or mixer.decay != "none"
@@ -52,9 +53,10 @@ def _ssd_constants(mixer) -> list[tuple[str, dict]]:
     return list(zip(SSD_TEMPLATES, (forward, backward)))
 
 
-def kernel_plan(spec: Spec) -> tuple[list[Specialisation], list[str]]:
-    """(specialisations, blocks that run on the reference because no kernel fits them);
-    `spec` must be resolved."""
+def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisation], list[str]]:
+    """(specialisations, blocks that run on the reference because no kernel fits them) for
+    training at `precision` ("fp32" or "bf16"); `spec` must be resolved."""
+    dtype = ACTIVATION_DTYPES[precision]
     users: dict[tuple, list[str]] = {}
     on_reference = []
     for name in dict.fromkeys(layer_names(spec)):
@@ -65,7 +67,7 @@ def kernel_plan(spec: Spec) -> tuple[list[Specialisation], list[str]]:
         if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
             on_reference.append(name)
             continue
-        for template, constants in _ssd_constants(mixer):
+        for template, constants in _ssd_constants(mixer, dtype):
             users.setdefault((template, tuple(sorted(constants.items()))), []).append(name)
     specialisations = [Specialisation(template, constants, tuple(blocks))
                        for (template, constants), blocks in users.items()]

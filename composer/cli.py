@@ -77,7 +77,7 @@ def cmd_kernels(args) -> int:
     from composer.codegen.kernel_plan import kernel_plan
     from composer.resolve import resolve
     spec = resolve(_load(args))
-    specialisations, on_reference = kernel_plan(spec)
+    specialisations, on_reference = kernel_plan(spec, args.precision)
     for item in specialisations:
         constants = " ".join(f"{k}={v}" for k, v in item.constants)
         console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
@@ -174,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
                         "trial signals it is alive; one silent for 3 beats is put back in the queue")
     kernels = command("kernels", "list the generated kernel specialisations the spec needs", cmd_kernels)
     kernels.add_argument("--emit", metavar="DIR", help="write their rendered source there, for reading")
+    kernels.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                         help="the training precision the kernels are specialised for (as `mixc train`)")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

@@ -12,8 +12,8 @@ from .conftest import small_spec_data
 SSD = {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16}
 
 
-def plan_of(blocks: dict, layers: list):
-    return kernel_plan(resolve(composer.validate(small_spec_data(blocks=blocks, layers=layers))))
+def plan_of(blocks: dict, layers: list, precision: str = "fp32"):
+    return kernel_plan(resolve(composer.validate(small_spec_data(blocks=blocks, layers=layers))), precision)
 
 
 def test_identical_blocks_share_one_specialisation_per_template():
@@ -38,6 +38,16 @@ def test_decay_none_renders_without_decay_code():
         source = item.source("small")
         assert dict(item.constants)["DECAY"] == "none"
         assert "log_a_ptr" not in source and "tl.exp" not in source
+
+
+def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
+    fp32, _ = plan_of({"a": {"mixer": SSD}}, ["a"])
+    bf16, _ = plan_of({"a": {"mixer": SSD}}, ["a"], precision="bf16")
+    assert {dict(s.constants)["OPERAND"] for s in fp32} == {"fp32"}
+    assert {dict(s.constants)["OPERAND"] for s in bf16} == {"bf16"}
+    assert all(dict(s.constants)["HAS_DT"] for s in fp32 + bf16)
+    fixed, _ = plan_of({"a": {"mixer": {**SSD, "decay": "fixed"}}}, ["a"])
+    assert not any(dict(s.constants)["HAS_DT"] for s in fixed)
 
 
 def test_sizes_the_kernels_cannot_tile_run_on_the_reference():
