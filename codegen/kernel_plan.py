@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from composer.codegen.render import render_kernel
+from composer.kernels.lowrank.reference import feature_dim_out
 from composer.layers.state_space import triton_supports
 from composer.schedule import layer_names
-from composer.spec import QuasiseparableMixer, SemiseparableMixer, Spec
+from composer.spec import LowrankMixer, QuasiseparableMixer, SemiseparableMixer, Spec
 
 SSD_TEMPLATES = ("ssd_forward.py.jinja", "ssd_backward.py.jinja")
 ACTIVATION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # by training precision
@@ -39,17 +40,35 @@ class Specialisation:
                              {"spec": spec_name, "blocks": ", ".join(self.blocks)})
 
 
-def _ssd_constants(mixer, dtype: torch.dtype) -> list[tuple[str, dict]]:
+def _scans(mixer) -> list[dict] | None:
+    """The SSD-kernel calls one layer of this mixer makes, as the facts their constants depend on
+    (value dim P, groups G, state N, decay, dt, final state); None when it runs on the reference."""
+    if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
+        if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
+            return None
+        data = isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data"
+        return [dict(P=mixer.head_dim, G=mixer.groups, N=mixer.state, decays=data or mixer.decay == "fixed",
+                     dt=data, final=False)]
+    if isinstance(mixer, LowrankMixer):
+        features = feature_dim_out(mixer.feature_map, mixer.feature_dim)
+        if not triton_supports(mixer.head_dim, features, mixer.chunk):
+            return None
+        from composer.kernels.lowrank.chunk import NORMALISER_WIDTH  # imports triton
+        values = dict(P=mixer.head_dim, G=mixer.heads, N=features, decays=mixer.decay == "fixed", dt=False,
+                      final=not mixer.causal)
+        return [values, {**values, "P": NORMALISER_WIDTH}] if mixer.normalize else [values]
+    return None
+
+
+def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
     from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
 
     meta = dict(device="meta", dtype=dtype)
-    x = torch.empty(1, mixer.chunk, mixer.heads, mixer.head_dim, **meta)
-    B = torch.empty(1, mixer.chunk, mixer.groups, mixer.state, **meta)
-    decays = isinstance(mixer, QuasiseparableMixer) or mixer.decay != "none"
-    log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if decays else None
-    tuning = default_tuning(x, B)
-    forward, backward = call_constants(x, log_a, B, mixer.chunk, False, False, tuning,
-                                       has_dt=isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data")
+    x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)
+    B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
+    log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
+    forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"], default_tuning(x, B),
+                                       has_dt=scan["dt"])
     return list(zip(SSD_TEMPLATES, (forward, backward)))
 
 
@@ -61,14 +80,15 @@ def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisatio
     on_reference = []
     for name in dict.fromkeys(layer_names(spec)):
         mixer = spec.blocks[name].mixer
-        if not isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
+        scans = _scans(mixer)
+        if scans is None:
             on_reference.append(name)
             continue
-        if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
-            on_reference.append(name)
-            continue
-        for template, constants in _ssd_constants(mixer, dtype):
-            users.setdefault((template, tuple(sorted(constants.items()))), []).append(name)
+        for scan in scans:
+            for template, constants in _ssd_constants(mixer, scan, dtype):
+                blocks = users.setdefault((template, tuple(sorted(constants.items()))), [])
+                if name not in blocks:  # a head dim of 16 makes a linear attention's two scans one
+                    blocks.append(name)
     specialisations = [Specialisation(template, constants, tuple(blocks))
                        for (template, constants), blocks in users.items()]
     return specialisations, on_reference

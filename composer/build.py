@@ -7,9 +7,10 @@ from torch import nn
 
 from composer.codegen.cache import load_source
 from composer.codegen.model_source import render_model_source
+from composer.kernels.lowrank.reference import feature_dim_out
 from composer.layers.state_space import triton_supports
 from composer.resolve import resolve
-from composer.spec import QuasiseparableMixer, SemiseparableMixer, Spec
+from composer.spec import LowrankMixer, QuasiseparableMixer, SemiseparableMixer, Spec
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -24,7 +25,7 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
     """A freshly initialised module for `spec`. Parameters are fp32 unless `dtype` says otherwise.
 
     backend "reference" runs the plain-PyTorch definitions everywhere; "triton" runs the generated
-    kernels of the families that have them (semiseparable, quasiseparable) on any device (on a CPU,
+    kernels of the families that have them (semiseparable, quasiseparable, lowrank) on any device (on a CPU,
     only under TRITON_INTERPRET=1); "auto" uses them on CUDA tensors where their sizes fit.
     """
     if backend not in BACKENDS:
@@ -47,3 +48,9 @@ def _check_triton_sizes(spec: Spec) -> None:
                 mixer.head_dim, mixer.state, mixer.chunk):
             raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, state and chunk to be powers of "
                              f"two >= 16 (got {mixer.head_dim}, {mixer.state}, {mixer.chunk}); use backend 'auto'")
+        if isinstance(mixer, LowrankMixer):
+            features = feature_dim_out(mixer.feature_map, mixer.feature_dim)
+            if not triton_supports(mixer.head_dim, features, mixer.chunk):
+                raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, the mapped feature dim and chunk "
+                                 f"to be powers of two >= 16 (got {mixer.head_dim}, {features} from "
+                                 f"{mixer.feature_map}({mixer.feature_dim}), {mixer.chunk}); use backend 'auto'")

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from composer.kernels.lowrank.reference import feature_dim_out, feature_map, linear_attention_chunked
+from composer.layers.state_space import triton_supports
 
 
 def retnet_log_decay(heads: int) -> torch.Tensor:
@@ -14,6 +15,11 @@ def retnet_log_decay(heads: int) -> torch.Tensor:
 
 
 class LinearAttention(nn.Module):
+    """`backend` ("auto", "reference" or "triton") picks the core as for the state-space layers:
+    the generated SSD kernels (one group per head) or the plain-PyTorch reference."""
+
+    backend = "auto"
+
     def __init__(self, d_model: int, heads: int, head_dim: int, feature_dim: int, feature_map: str = "elu",
                  causal: bool = True, normalize: bool = True, decay: str = "none", chunk: int = 64):
         super().__init__()
@@ -31,10 +37,19 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, L, _ = x.shape
-        q = feature_map(self.q_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
-        k = feature_map(self.k_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
-        v = self.v_proj(x).view(b, L, self.heads, self.head_dim).float()
+        q = self.q_proj(x).view(b, L, self.heads, self.feature_dim)
+        k = self.k_proj(x).view(b, L, self.heads, self.feature_dim)
+        v = self.v_proj(x).view(b, L, self.heads, self.head_dim)
         log_a = self.log_decay.expand(b, L, self.heads) if self.log_decay is not None else None
-        y, _ = linear_attention_chunked(q, k, v, self.chunk, causal=self.causal, normalize=self.normalize,
-                                        log_a=log_a)
+        use_triton = self.backend == "triton" or (
+            self.backend == "auto" and x.is_cuda and triton_supports(self.head_dim, self.mapped_dim, self.chunk))
+        if use_triton:  # in the activations' dtype: bf16 operands under autocast
+            from composer.kernels.lowrank.chunk import linear_attention_chunked_triton  # imports triton
+            q, k = feature_map(q, self.map), feature_map(k, self.map)
+            y, _ = linear_attention_chunked_triton(q, k, v.to(q.dtype), self.chunk, causal=self.causal,
+                                                   normalize=self.normalize, log_a=log_a, return_final_state=False)
+        else:
+            q, k = feature_map(q.float(), self.map), feature_map(k.float(), self.map)
+            y, _ = linear_attention_chunked(q, k, v.float(), self.chunk, causal=self.causal,
+                                            normalize=self.normalize, log_a=log_a)
         return self.o_proj(y.to(x.dtype).reshape(b, L, self.heads * self.head_dim))

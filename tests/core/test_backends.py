@@ -22,6 +22,9 @@ def spec_with(mixer: dict):
     {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16},
     {"kind": "semiseparable", "state": 16, "head_dim": 32, "chunk": 16, "decay": "none", "groups": 2},
     {"kind": "quasiseparable", "state": 16, "head_dim": 32, "chunk": 16},
+    {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16},
+    {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16, "decay": "fixed",
+     "normalize": False},
 ])
 def test_triton_backend_matches_reference(mixer):
     spec = spec_with(mixer)
@@ -42,6 +45,12 @@ def test_triton_backend_matches_reference(mixer):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_triton_backend_rejects_a_taylor_map_it_cannot_tile():
+    spec = spec_with({"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_map": "taylor", "chunk": 16})
+    with pytest.raises(ValueError, match=r"273 from taylor\(16\)"):
+        composer.build(spec, backend="triton")
 
 
 def test_build_sets_the_backend_on_every_state_space_layer():

@@ -50,6 +50,19 @@ def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
     assert not any(dict(s.constants)["HAS_DT"] for s in fixed)
 
 
+def test_linear_attention_lists_its_value_and_normaliser_scans():
+    lowrank = {"kind": "lowrank", "heads": 2, "head_dim": 32, "feature_dim": 16, "chunk": 64}
+    specialisations, on_reference = plan_of({"a": {"mixer": lowrank}}, ["a"])
+    assert on_reference == [] and len(specialisations) == 4
+    assert {dict(s.constants)["P"] for s in specialisations} == {32, 16}  # values, normaliser
+    assert {dict(s.constants)["HEADS_PER_GROUP"] for s in specialisations} == {1}
+    assert {dict(s.constants)["DECAY"] for s in specialisations} == {"none"}
+    unnormalised, _ = plan_of({"a": {"mixer": {**lowrank, "normalize": False, "decay": "fixed"}}}, ["a"])
+    assert len(unnormalised) == 2 and {dict(s.constants)["DECAY"] for s in unnormalised} == {"data"}
+    _, on_reference = plan_of({"a": {"mixer": {**lowrank, "feature_map": "taylor"}}}, ["a"])
+    assert on_reference == ["a"]  # 1 + 16 + 256 features
+
+
 def test_sizes_the_kernels_cannot_tile_run_on_the_reference():
     _, on_reference = plan_of({"a": {"mixer": {**SSD, "state": 24}}}, ["a"])
     assert on_reference == ["a"]
