@@ -42,20 +42,20 @@ class Specialisation:
 
 def _scans(mixer) -> list[dict] | None:
     """The SSD-kernel calls one layer of this mixer makes, as the facts their constants depend on
-    (value dim P, groups G, state N, decay, dt, final state); None when it runs on the reference."""
+    (value dim P, groups G, state N, decay, dt, skip D, final state); None when it runs on the reference."""
     if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
         if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
             return None
         data = isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data"
         return [dict(P=mixer.head_dim, G=mixer.groups, N=mixer.state, decays=data or mixer.decay == "fixed",
-                     dt=data, final=False)]
+                     dt=data, D=isinstance(mixer, SemiseparableMixer) and mixer.skip, final=False)]
     if isinstance(mixer, LowrankMixer):
         features = feature_dim_out(mixer.feature_map, mixer.feature_dim)
         if not triton_supports(mixer.head_dim, features, mixer.chunk):
             return None
         from composer.kernels.lowrank.chunk import NORMALISER_WIDTH  # imports triton
         values = dict(P=mixer.head_dim, G=mixer.heads, N=features, decays=mixer.decay == "fixed", dt=False,
-                      final=not mixer.causal)
+                      D=False, final=not mixer.causal)
         return [values, {**values, "P": NORMALISER_WIDTH}] if mixer.normalize else [values]
     return None
 
@@ -68,7 +68,7 @@ def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dic
     B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
     forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"], default_tuning(x, B),
-                                       has_dt=scan["dt"])
+                                       has_dt=scan["dt"], has_D=scan["D"])
     return list(zip(SSD_TEMPLATES, (forward, backward)))
 
 

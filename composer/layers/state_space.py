@@ -25,25 +25,26 @@ def triton_supports(head_dim: int, state: int, chunk: int) -> bool:
     return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, state, chunk))
 
 
-def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None) -> torch.Tensor:
+def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None) -> torch.Tensor:
     """The SSD core y (fp32) of input x * dt (x alone when dt is None) and decay log_a (None: no
-    decay). The generated Triton kernels run for backend "triton", and for "auto" on CUDA tensors
-    when the sizes suit them; the plain-PyTorch reference otherwise, in fp32.
+    decay), plus D[h] x when D (H,) is given (Mamba-2's skip). The generated Triton kernels run for
+    backend "triton", and for "auto" on CUDA tensors when the sizes suit them; the plain-PyTorch
+    reference otherwise, in fp32.
 
     x, B and C keep the activations' dtype: under bf16 autocast the kernels multiply bf16 operands
-    on the tensor cores (fp32 accumulation), as mamba_ssm does; dt scales x inside the kernels and
-    log_a=None renders them without decay code.
+    on the tensor cores (fp32 accumulation), as mamba_ssm does; dt scales x and D adds the skip inside
+    the kernels, and log_a=None renders them without decay code.
     """
     use_triton = backend == "triton" or (
         backend == "auto" and x.is_cuda and triton_supports(x.shape[-1], B.shape[-1], chunk))
     if use_triton:
         from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
-        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt)
+        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt, D=D)
         return y.float()
-    x = x.float() if dt is None else x.float() * dt[..., None]
+    x = x.float()
     log_a = torch.zeros(x.shape[:3], device=x.device) if log_a is None else log_a
-    y, _ = ssd_chunked(x, log_a, B.float(), C.float(), chunk)
-    return y
+    y, _ = ssd_chunked(x if dt is None else x * dt[..., None], log_a, B.float(), C.float(), chunk)
+    return y if D is None else y + x * D.float()[:, None]
 
 
 def _dt_bias(heads: int) -> torch.Tensor:
@@ -131,9 +132,7 @@ class Mamba2(_StateSpaceBase):
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
-        y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale)
-        if self.D is not None:
-            y = y + x.float() * self.D.float()[:, None]
+        y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale, D=self.D)
         return self._finish(y.to(hidden.dtype), z)
 
 

@@ -74,7 +74,7 @@ def launch(kernel, grid: tuple, num_warps: int, num_stages: int = 3, **args) -> 
                  num_stages=num_stages)
 
 
-def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None) -> None:
+def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> None:
     """Raise ValueError for what the kernels cannot take: a wrong shape reads out of bounds there."""
     if x.dim() != 4 or B.dim() != 4 or B.shape != C.shape:
         raise ValueError(f"expected x (b, L, H, P) and B, C (b, L, G, N); got {tuple(x.shape)}, "
@@ -86,18 +86,20 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None) -> None:
     for name, t in (("log_a", log_a), ("dt", dt)):
         if t is not None and t.shape != (b, L, H):
             raise ValueError(f"{name} must be (b, L, H) = {(b, L, H)}; got {tuple(t.shape)}")
+    if D is not None and D.shape != (H,):
+        raise ValueError(f"D must be (H,) = ({H},); got {tuple(D.shape)}")
     if initial_state is not None and initial_state.shape != (b, H, P, N):
         raise ValueError(f"initial_state must be (b, H, P, N) = {(b, H, P, N)}; got {tuple(initial_state.shape)}")
     for name, size in (("head dim P", P), ("state size N", N), ("chunk_len", chunk_len)):
         if not is_tile_size(size):
             raise ValueError(f"{name} = {size} must be a power of two >= 16 for the Triton kernels")
-    for t in (x, dt, log_a, B, C, initial_state):
+    for t in (x, dt, log_a, B, C, initial_state, D):
         if t is not None and (t.dtype not in FLOAT_DTYPES or t.device != x.device):
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")
 
 
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                  has_dt: bool = False, readers_block_q: int = 0) -> dict:
+                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False) -> dict:
     """The template constants of one direction's kernels: everything they are specialised on.
     readers_block_q: the largest block in which the other direction reads this one's scores (the
     backward reads the forward's), so SCORE_BLOCK covers it too."""
@@ -110,7 +112,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
                          f"{tuning.block_n} and block_s = {tuning.block_s} must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
-        DECAY="none" if log_a is None else "data", HAS_DT=has_dt,
+        DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
         OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
         DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
@@ -138,7 +140,7 @@ class Grids(NamedTuple):
                    (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks))
 
 
-def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
+def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
     `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the state entering each
     chunk (b, c, H, P, N) in the operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
@@ -164,13 +166,13 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state):
     launch(kernels.state_passing_fwd, grids.state_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B, states_ptr=states,
            initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
-           states_ptr=states, y_ptr=y, **sizes)
+           states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum
 
 
-def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, dy, final_state_grad):
-    """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state); None
-    where absent."""
+def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
+    """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state), dD (fp32);
+    None where absent."""
     kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -184,9 +186,12 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
     initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
     decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_share_ptr",
                                    "state_dot_grad_ptr"))
-    dlog_a = ddt_parts = None
+    dlog_a = ddt_parts = dD_parts = None
+    p_tiles = constants["P"] // constants["BLOCK_P"]
     if dt is not None:  # one partial sum of ddt per P tile; summed below
-        ddt_parts = x.new_empty(b, L, H, constants["P"] // constants["BLOCK_P"], dtype=torch.float32)
+        ddt_parts = x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
+    if D is not None:  # one partial sum of dD per dx program; summed below
+        dD_parts = x.new_empty(b, H, n_chunks, constants["Q"] // constants["BLOCK_Q"] * p_tiles, dtype=torch.float32)
     if cum is not None:
         score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
         decay_scratch = dict(
@@ -200,8 +205,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
     launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
-           state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None else x, dt_ptr=dt,
-           ddt_parts_ptr=ddt_parts, **sizes)
+           state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x, dt_ptr=dt,
+           ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
     launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy, cum_ptr=cum,
            scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
            column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
@@ -215,7 +220,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, scores, states, cum, 
         launch(kernels.chunk_cumsum_bwd, grids.chunk, *launch_config, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
                **sizes)
     ddt = None if ddt_parts is None else ddt_parts.sum(-1)
-    return dx, ddt, dlog_a, dB, dC, initial_state_grad
+    dD = None if dD_parts is None else dD_parts.sum((0, 2, 3))
+    return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD
 
 
 class SSDChunked(torch.autograd.Function):
@@ -223,9 +229,9 @@ class SSDChunked(torch.autograd.Function):
     states entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
-    def forward(ctx, x, dt, log_a, B, C, initial_state, constants: dict, backward_constants: dict):
-        y, final_state, scores, states, cum = _forward(constants, x, dt, log_a, B, C, initial_state)
-        ctx.save_for_backward(x, dt, B, C, initial_state, scores, states, cum)
+    def forward(ctx, x, dt, log_a, B, C, initial_state, D, constants: dict, backward_constants: dict):
+        y, final_state, scores, states, cum = _forward(constants, x, dt, log_a, B, C, initial_state, D)
+        ctx.save_for_backward(x, dt, B, C, initial_state, D, scores, states, cum)
         ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
         ctx.dt_dtype = None if dt is None else dt.dtype
@@ -233,14 +239,15 @@ class SSDChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, final_state_grad):
-        x, dt, B, C, initial_state, scores, states, cum = ctx.saved_tensors
+        x, dt, B, C, initial_state, D, scores, states, cum = ctx.saved_tensors
         final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
-        dx, ddt, dlog_a, dB, dC, initial_state_grad = _backward(ctx.constants, x, dt, B, C, initial_state, scores,
-                                                                states, cum,
+        dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = _backward(ctx.constants, x, dt, B, C, initial_state, D,
+                                                                    scores, states, cum,
                                                            dy.contiguous(), final_state_grad)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
         ddt = None if ddt is None else ddt.to(ctx.dt_dtype)
-        return dx, ddt, dlog_a, dB, dC, initial_state_grad, None, None
+        dD = None if dD is None else dD.to(D.dtype)
+        return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD, None, None
 
 
 # From the H100 sweep at L=4096, H=32, chunk 256, bf16, for (P, N) in {64, 128} x {64, 128, 256}
@@ -267,20 +274,20 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
 
 
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                   has_dt: bool = False) -> tuple[dict, dict]:
+                   has_dt: bool = False, has_D: bool = False) -> tuple[dict, dict]:
     """The forward's and the backward's constants for one call: the backward reads the forward's
     scores in blocks of its own SCORE_BLOCK (>= its BLOCK_Q), so the forward writes blocks at least
     that large: an unwritten corner of a block would reach a product as garbage."""
     backward = tuning.backward or tuning
     flags = (has_initial_state, return_final_state)
-    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt)
+    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
-                                      readers_block_q=backward_constants["SCORE_BLOCK"])
+                                      readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D)
     return forward_constants, backward_constants
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
-                       dt=None, tuning: SSDTuning | None = None):
+                       dt=None, D=None, tuning: SSDTuning | None = None):
     """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
     or None when return_final_state is False. Shapes and semantics as `reference.ssd_chunked`.
 
@@ -291,10 +298,12 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
 
     dt (b, L, H), optional: the scan's input is then x * dt[..., None] (Mamba-2's discretisation),
     applied inside the kernels, which saves a pass over x and its gradient; dt gets a gradient.
+    D (H,), optional: Mamba-2's skip, y += D[h] x (x before dt), fused into the output and dx kernels.
     """
-    check_inputs(x, log_a, B, C, chunk_len, initial_state, dt)
+    check_inputs(x, log_a, B, C, chunk_len, initial_state, dt, D)
     tuning = tuning or default_tuning(x, B)
     flags = (initial_state is not None, return_final_state)
-    constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None)
-    contiguous = [None if t is None else t.contiguous() for t in (x, dt, log_a, B, C, initial_state)]
+    constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None,
+                                                   has_D=D is not None)
+    contiguous = [None if t is None else t.contiguous() for t in (x, dt, log_a, B, C, initial_state, D)]
     return SSDChunked.apply(*contiguous, constants, backward_constants)

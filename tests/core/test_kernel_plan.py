@@ -45,7 +45,9 @@ def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
     bf16, _ = plan_of({"a": {"mixer": SSD}}, ["a"], precision="bf16")
     assert {dict(s.constants)["OPERAND"] for s in fp32} == {"fp32"}
     assert {dict(s.constants)["OPERAND"] for s in bf16} == {"bf16"}
-    assert all(dict(s.constants)["HAS_DT"] for s in fp32 + bf16)
+    assert all(dict(s.constants)["HAS_DT"] and dict(s.constants)["HAS_D"] for s in fp32 + bf16)  # dt and skip fused
+    no_skip, _ = plan_of({"a": {"mixer": {**SSD, "skip": False}}}, ["a"])
+    assert not any(dict(s.constants)["HAS_D"] for s in no_skip)
     fixed, _ = plan_of({"a": {"mixer": {**SSD, "decay": "fixed"}}}, ["a"])
     assert not any(dict(s.constants)["HAS_DT"] for s in fixed)
 
@@ -57,6 +59,7 @@ def test_linear_attention_lists_its_value_and_normaliser_scans():
     assert {dict(s.constants)["P"] for s in specialisations} == {32, 16}  # values, normaliser
     assert {dict(s.constants)["HEADS_PER_GROUP"] for s in specialisations} == {1}
     assert {dict(s.constants)["DECAY"] for s in specialisations} == {"none"}
+    assert not any(dict(s.constants)["HAS_D"] or dict(s.constants)["HAS_DT"] for s in specialisations)
     unnormalised, _ = plan_of({"a": {"mixer": {**lowrank, "normalize": False, "decay": "fixed"}}}, ["a"])
     assert len(unnormalised) == 2 and {dict(s.constants)["DECAY"] for s in unnormalised} == {"data"}
     _, on_reference = plan_of({"a": {"mixer": {**lowrank, "feature_map": "taylor"}}}, ["a"])

@@ -120,27 +120,32 @@ DT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("use_D", [False, True], ids=["no_skip", "skip_D"])
 @pytest.mark.parametrize("b,H,G,L,P,N,chunk_len,decay,tiles", DT_CASES)
-def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk_len, decay, tiles):
+def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk_len, decay, tiles, use_D):
+    """With D, Mamba-2's skip y += D x (x before dt) is fused too: dx and dD come from the dx kernel."""
     torch.manual_seed(77 + L)
     x, log_a, B, C, h0 = make_inputs(b, L, H, P, G, N)
     dt = torch.rand(b, L, H, dtype=torch.float64) + 0.05
+    D = torch.randn(H, dtype=torch.float64)
     y_grad, state_grad = torch.randn_like(x), torch.randn_like(h0)
     results = []
     for dtype, device in ((torch.float64, "cpu"), (torch.float32, DEVICE)):
-        leaves = [t.to(dtype=dtype, device=device, copy=True).requires_grad_() for t in (x, dt, log_a, B, C, h0)]
-        x_, dt_, log_a_, B_, C_, h0_ = leaves
+        leaves = [t.to(dtype=dtype, device=device, copy=True).requires_grad_() for t in (x, dt, log_a, B, C, h0, D)]
+        x_, dt_, log_a_, B_, C_, h0_, D_ = leaves
         if dtype == torch.float64:
             log_a_used = log_a_ if decay == "data" else torch.zeros_like(log_a_)
             y, state = ssd_chunked(x_ * dt_[..., None], log_a_used, B_, C_, chunk_len, h0_)
+            y = y + D_[:, None] * x_ if use_D else y
         else:
             y, state = ssd_chunked_triton(x_, log_a_ if decay == "data" else None, B_, C_, chunk_len, h0_, dt=dt_,
+                                          D=D_ if use_D else None,
                                           tuning=SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1]))
         ((y * y_grad.to(y)).sum() + (state * state_grad.to(state)).sum()).backward()
         results.append([y, state] + [leaf.grad for leaf in leaves])
-    names = ["y", "final_state", "dx", "ddt", "dlog_a", "dB", "dC", "dinitial_state"]
+    names = ["y", "final_state", "dx", "ddt", "dlog_a", "dB", "dC", "dinitial_state", "dD"]
     for name, want, got in zip(names, *results):
-        if name == "dlog_a" and decay == "none":
+        if (name == "dlog_a" and decay == "none") or (name == "dD" and not use_D):
             assert got is None
         else:
             assert_matches(got, want, name)
@@ -236,7 +241,7 @@ def test_steps_continue_a_chunked_prefill():
 
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, DECAY="none", HAS_INITIAL_STATE=True,
-                 HAS_DT=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
+                 HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
                  BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
@@ -267,11 +272,12 @@ def test_decay_none_renders_no_decay_code_under_a_header(template):
 
 @pytest.mark.parametrize("template", ["ssd_forward.py.jinja", "ssd_backward.py.jinja"])
 @pytest.mark.parametrize("decay", ["none", "data"])
-@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
+@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_D", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
 def test_rendered_kernels_are_formatted_python(template, decay, flag):
     """Rendered source is read by people: valid Python, lines within 120 columns, no trailing
     spaces and no more than two blank lines in a row, whichever branches the constants take."""
-    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_INITIAL_STATE": False, "RETURN_FINAL_STATE": False}
+    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
+                 "RETURN_FINAL_STATE": False}
     if flag:
         constants[flag] = True
     source = render_kernel(template, constants, HEADER)
