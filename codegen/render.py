@@ -23,7 +23,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 # The only words a template may receive, per constant name: each is spliced into code verbatim.
 WORD_CONSTANTS: dict[str, frozenset[str]] = {
     "DECAY": frozenset({"data", "fixed", "none"}),
-    "DOT_PRECISION": frozenset({"ieee", "tf32", "tf32x3"}),
+    "DOT_PRECISION": frozenset({"ieee", "tf32", "tf32x3", "none"}),  # none: 16-bit operands
     "OPERAND": frozenset({"fp32", "bf16", "fp16"}),
 }
 

@@ -107,6 +107,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
     score_block = min(max(tuning.block_s or block_q, block_q, readers_block_q), chunk_len)
+    operand = tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32")
     if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block)):
         raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
                          f"{tuning.block_n} and block_s = {tuning.block_s} must be powers of two >= 16")
@@ -114,8 +115,9 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
-        OPERAND=tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"),
-        DOT_PRECISION=tuning.dot_precision or "tf32x3",  # read only when OPERAND is fp32
+        OPERAND=operand,
+        # Only fp32 operands have a precision to choose; "none" keeps 16-bit modules from splitting on it.
+        DOT_PRECISION=(tuning.dot_precision or "tf32x3") if operand == "fp32" else "none",
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages,
     )
