@@ -26,23 +26,24 @@ HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semisepar
 
 @dataclass(frozen=True)
 class SSDTuning:
-    """Launch choices that change speed, not results (dot_precision aside, which changes rounding).
+    """Launch choices that change speed, not results (dot_precision and operand aside: rounding).
 
-    block_p: head-dim tile, capped at P. block_q: tile of a chunk's steps, capped at Q; a program
-    holds at most (block_q, block_q) of the chunk's (Q, Q) matrix and (block_q, N) of B or C, so
-    registers and shared memory do not grow with the chunk length. block_n: state-size tile of the
-    sequential state-passing kernels, capped at N (smaller tiles: more programs in parallel, each
-    reading x or dy more often). num_warps: warps per program. num_stages: Triton's software-pipelining
-    depth of the kernels' loops (more stages hide more load latency and take more shared memory).
-    block_s: tile of a chunk's steps in the kernels that write the (Q, Q) scores and dscores (C . B
-    and its gradient, each (block_s, block_s) block once per group); None: block_q. It is raised to
-    every block_q that reads those blocks, so readers only ever load whole written blocks.
-    dot_precision: precision of fp32 operands in tl.dot; None picks "tf32x3" (fp32-accurate on tensor
-    cores; "ieee" is exact but several times slower). 16-bit inputs are multiplied as 16-bit operands
-    (the rendered OPERAND), as mamba_ssm does: operands computed in fp32, such as decayed scores and
-    states, round to the input type before the tensor cores see them. operand: "fp32" multiplies
-    16-bit inputs as fp32 instead (slower, one rounding fewer); None takes the inputs' type.
-    backward: the backward kernels' own tiles and warps (they hold more tiles at once); None: these.
+    block_p      head-dim tile, capped at P.
+    block_q      tile of a chunk's steps, capped at Q: a program holds at most (block_q, block_q) of the
+                 chunk's (Q, Q) matrix and (block_q, N) of B or C, whatever the chunk length.
+    block_n      state-size tile of the sequential state-passing kernels, capped at N: smaller tiles run
+                 more programs side by side, each reading x or dy more often.
+    num_warps    warps per program.
+    num_stages   Triton's software-pipelining depth of the kernels' loops: more stages hide more load
+                 latency and take more shared memory.
+    block_s      tile of the kernels that write the per-group (Q, Q) scores and dscores; None: block_q.
+                 It is raised to every block_q that reads those blocks, so readers load whole written blocks.
+    dot_precision  precision of fp32 operands in tl.dot; None: "tf32x3" (fp32-accurate on tensor cores;
+                 "ieee" is exact and several times slower).
+    operand      None: the inputs' own type, so 16-bit inputs are multiplied as 16-bit operands, as
+                 mamba_ssm does (products formed in fp32, such as decayed scores and states, round to it
+                 first); "fp32": multiply 16-bit inputs as fp32 (slower, one rounding fewer).
+    backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
     block_p: int = 64
