@@ -9,6 +9,7 @@ define the notation used here (b, L, H, P, G, N, Q, c).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
@@ -43,6 +44,8 @@ class SSDTuning:
     operand      None: the inputs' own type, so 16-bit inputs are multiplied as 16-bit operands, as
                  mamba_ssm does (products formed in fp32, such as decayed scores and states, round to it
                  first); "fp32": multiply 16-bit inputs as fp32 (slower, one rounding fewer).
+    heads_per_program  heads of one group whose outputs one forward output program computes, sharing
+                 its C tile and scores loads; lowered to a divisor of the heads per group. Forward only.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -52,6 +55,7 @@ class SSDTuning:
     num_warps: int = 4
     num_stages: int = 3
     block_s: int | None = None
+    heads_per_program: int = 1
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -130,7 +134,7 @@ class Grids(NamedTuple):
 
     chunk: tuple  # one chunk of one head
     state_tile: tuple  # all chunks in sequence, one (BLOCK_P, BLOCK_N) tile of one head's state
-    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of one head
+    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads (1 backward)
     group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
     group_block: tuple  # one (SCORE_BLOCK, SCORE_BLOCK) block of one chunk's scores of one group
 
@@ -139,7 +143,9 @@ class Grids(NamedTuple):
         p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
         state_tiles = p_tiles * (constants["N"] // constants["BLOCK_N"])
         score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
-        return cls((n_chunks, batch * heads), (state_tiles, batch * heads), (q_tiles * p_tiles, batch * heads, n_chunks),
+        heads_per_program = constants.get("HEADS_PER_PROGRAM", 1)
+        return cls((n_chunks, batch * heads), (state_tiles, batch * heads),
+                   (q_tiles * p_tiles, batch * heads // heads_per_program, n_chunks),
                    (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks))
 
 
@@ -286,6 +292,8 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
                                       readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D)
+    heads_per_group = forward_constants["HEADS_PER_GROUP"]
+    forward_constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, tuning.heads_per_program), heads_per_group)
     return forward_constants, backward_constants
 
 
