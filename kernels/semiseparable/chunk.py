@@ -152,8 +152,8 @@ class Grids(NamedTuple):
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
     `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the state entering each
-    chunk (b, c, H, P, N) in the operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay (b, H, c, Q) fp32 (None
-    without decay)."""
+    chunk (b, c, H, P, N) in the operand type (x's for 16-bit operands, else fp32); `cum`, the
+    chunk-local cumulative log decay (b, H, c, Q) fp32 (None without decay)."""
     kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -172,10 +172,10 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
-    launch(kernels.state_passing_fwd, grids.state_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B, states_ptr=states,
-           initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C, scores_ptr=scores,
-           states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
+    launch(kernels.state_passing_fwd, grids.state_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
+           states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
+           scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum
 
 
@@ -213,11 +213,11 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
-    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B, scores_ptr=scores,
-           state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x, dt_ptr=dt,
-           ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy, cum_ptr=cum,
-           scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
+           scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x,
+           dt_ptr=dt, ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
+           cum_ptr=cum, scores_ptr=None if cum is None else scores, row_part_ptr=decay_scratch["row_part_ptr"],
            column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
     launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
@@ -234,8 +234,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
 
 
 class SSDChunked(torch.autograd.Function):
-    """Autograd over the rendered kernels; saves the inputs, the per-group C . B scores, the fp32
-    states entering each chunk and the chunk-local cumulative log decay."""
+    """Autograd over the rendered kernels; saves the inputs, the per-group C . B scores, the states
+    entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
     def forward(ctx, x, dt, log_a, B, C, initial_state, D, constants: dict, backward_constants: dict):

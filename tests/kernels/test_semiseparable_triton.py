@@ -243,8 +243,8 @@ def test_steps_continue_a_chunked_prefill():
 
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
-                 HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee", BLOCK_P=32, BLOCK_Q=32,
-                 BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3)
+                 HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
+                 BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
