@@ -44,8 +44,9 @@ class SSDTuning:
     operand      None: the inputs' own type, so 16-bit inputs are multiplied as 16-bit operands, as
                  mamba_ssm does (products formed in fp32, such as decayed scores and states, round to it
                  first); "fp32": multiply 16-bit inputs as fp32 (slower, one rounding fewer).
-    heads_per_program  heads of one group whose outputs one forward output program computes, sharing
-                 its C tile and scores loads; lowered to a divisor of the heads per group. Forward only.
+    heads_per_program  heads of one group that one output program (forward: chunk_scan_fwd; backward:
+                 chunk_scan_bwd_dx) covers, sharing its loads of the scores and the C (or B) tile;
+                 lowered to a divisor of the heads per group.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -134,7 +135,7 @@ class Grids(NamedTuple):
 
     chunk: tuple  # one chunk of one head
     state_tile: tuple  # all chunks in sequence, one (BLOCK_P, BLOCK_N) tile of one head's state
-    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads (1 backward)
+    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads
     group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
     group_block: tuple  # one (SCORE_BLOCK, SCORE_BLOCK) block of one chunk's scores of one group
 
@@ -293,7 +294,8 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
                                       readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D)
     heads_per_group = forward_constants["HEADS_PER_GROUP"]
-    forward_constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, tuning.heads_per_program), heads_per_group)
+    for constants, direction in ((forward_constants, tuning), (backward_constants, backward)):
+        constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, direction.heads_per_program), heads_per_group)
     return forward_constants, backward_constants
 
 
