@@ -15,7 +15,7 @@ import torch
 
 from composer.codegen.render import render_kernel
 from composer.kernels.lowrank.reference import feature_dim_out
-from composer.layers.state_space import triton_supports
+from composer.kernels.semiseparable.tiles import triton_supports
 from composer.schedule import layer_names
 from composer.spec import LowrankMixer, QuasiseparableMixer, SemiseparableMixer, Spec
 
@@ -40,24 +40,31 @@ class Specialisation:
                              {"spec": spec_name, "blocks": ", ".join(self.blocks)})
 
 
+def kernel_sizes(mixer) -> tuple[int, int, int] | None:
+    """(head dim, state or mapped feature dim, chunk) of a resolved mixer of a family the SSD kernels
+    serve, whether or not they tile; None for the other families."""
+    if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
+        return mixer.head_dim, mixer.state, mixer.chunk
+    if isinstance(mixer, LowrankMixer):
+        return mixer.head_dim, feature_dim_out(mixer.feature_map, mixer.feature_dim), mixer.chunk
+    return None
+
+
 def _scans(mixer) -> list[dict] | None:
     """The SSD-kernel calls one layer of this mixer makes, as the facts their constants depend on
     (value dim P, groups G, state N, decay, dt, skip D, final state); None when it runs on the reference."""
-    if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)):
-        if not triton_supports(mixer.head_dim, mixer.state, mixer.chunk):
-            return None
-        data = isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data"
-        return [dict(P=mixer.head_dim, G=mixer.groups, N=mixer.state, decays=data or mixer.decay == "fixed",
-                     dt=data, D=isinstance(mixer, SemiseparableMixer) and mixer.skip, final=False)]
+    sizes = kernel_sizes(mixer)
+    if sizes is None or not triton_supports(*sizes):
+        return None
+    head_dim, state, _ = sizes
     if isinstance(mixer, LowrankMixer):
-        features = feature_dim_out(mixer.feature_map, mixer.feature_dim)
-        if not triton_supports(mixer.head_dim, features, mixer.chunk):
-            return None
         from composer.kernels.lowrank.chunk import NORMALISER_WIDTH  # imports triton
-        values = dict(P=mixer.head_dim, G=mixer.heads, N=features, decays=mixer.decay == "fixed", dt=False,
-                      D=False, final=not mixer.causal)
+        values = dict(P=head_dim, G=mixer.heads, N=state, decays=mixer.decay == "fixed", dt=False, D=False,
+                      final=not mixer.causal)
         return [values, {**values, "P": NORMALISER_WIDTH}] if mixer.normalize else [values]
-    return None
+    data = isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data"
+    return [dict(P=head_dim, G=mixer.groups, N=state, decays=data or mixer.decay == "fixed", dt=data,
+                 D=isinstance(mixer, SemiseparableMixer) and mixer.skip, final=False)]
 
 
 def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:

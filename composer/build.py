@@ -7,10 +7,10 @@ from torch import nn
 
 from composer.codegen.cache import load_source
 from composer.codegen.model_source import render_model_source
-from composer.kernels.lowrank.reference import feature_dim_out
-from composer.layers.state_space import triton_supports
+from composer.codegen.kernel_plan import kernel_sizes
+from composer.kernels.semiseparable.tiles import triton_supports
 from composer.resolve import resolve
-from composer.spec import LowrankMixer, QuasiseparableMixer, SemiseparableMixer, Spec
+from composer.spec import LowrankMixer, Spec
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -44,13 +44,12 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
 def _check_triton_sizes(spec: Spec) -> None:
     for name, block in spec.blocks.items():
         mixer = block.mixer
-        if isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)) and not triton_supports(
-                mixer.head_dim, mixer.state, mixer.chunk):
-            raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, state and chunk to be powers of "
-                             f"two >= 16 (got {mixer.head_dim}, {mixer.state}, {mixer.chunk}); use backend 'auto'")
+        sizes = kernel_sizes(mixer)
+        if sizes is None or triton_supports(*sizes):
+            continue
+        head_dim, state, chunk = sizes
+        what, got = "state", str(state)
         if isinstance(mixer, LowrankMixer):
-            features = feature_dim_out(mixer.feature_map, mixer.feature_dim)
-            if not triton_supports(mixer.head_dim, features, mixer.chunk):
-                raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, the mapped feature dim and chunk "
-                                 f"to be powers of two >= 16 (got {mixer.head_dim}, {features} from "
-                                 f"{mixer.feature_map}({mixer.feature_dim}), {mixer.chunk}); use backend 'auto'")
+            what, got = "the mapped feature dim", f"{state} from {mixer.feature_map}({mixer.feature_dim})"
+        raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, {what} and chunk to be powers of two "
+                         f">= 16 (got {head_dim}, {got}, {chunk}); use backend 'auto'")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from composer.kernels.lowrank.reference import feature_dim_out, feature_map, linear_attention_chunked
-from composer.layers.state_space import triton_supports
+from composer.kernels.semiseparable.tiles import kernels_chosen
 
 
 def retnet_log_decay(heads: int) -> torch.Tensor:
@@ -41,9 +41,8 @@ class LinearAttention(nn.Module):
         k = self.k_proj(x).view(b, L, self.heads, self.feature_dim)
         v = self.v_proj(x).view(b, L, self.heads, self.head_dim)
         log_a = self.log_decay.expand(b, L, self.heads) if self.log_decay is not None else None
-        use_triton = self.backend == "triton" or (
-            self.backend == "auto" and x.is_cuda and triton_supports(self.head_dim, self.mapped_dim, self.chunk))
-        if use_triton:  # in the activations' dtype: bf16 operands under autocast
+        if kernels_chosen(self.backend, x.is_cuda, self.head_dim, self.mapped_dim, self.chunk):
+            # in the activations' dtype: bf16 operands under autocast
             from composer.kernels.lowrank.chunk import linear_attention_chunked_triton  # imports triton
             q, k = feature_map(q, self.map), feature_map(k, self.map)
             y, _ = linear_attention_chunked_triton(q, k, v.to(q.dtype), self.chunk, causal=self.causal,

@@ -15,14 +15,10 @@ from torch import nn
 
 from composer.kernels.quasiseparable.reference import shift
 from composer.kernels.semiseparable.reference import ssd_chunked
+from composer.kernels.semiseparable.tiles import kernels_chosen
 from composer.layers.norms import GatedRMSNorm
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
-
-
-def triton_supports(head_dim: int, state: int, chunk: int) -> bool:
-    """The generated SSD kernels tile P, N and the chunk with tl.arange: powers of two >= 16."""
-    return all(n >= 16 and n & (n - 1) == 0 for n in (head_dim, state, chunk))
 
 
 def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None) -> torch.Tensor:
@@ -35,9 +31,7 @@ def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None) -> torch
     on the tensor cores (fp32 accumulation), as mamba_ssm does; dt scales x and D adds the skip inside
     the kernels, and log_a=None renders them without decay code.
     """
-    use_triton = backend == "triton" or (
-        backend == "auto" and x.is_cuda and triton_supports(x.shape[-1], B.shape[-1], chunk))
-    if use_triton:
+    if kernels_chosen(backend, x.is_cuda, x.shape[-1], B.shape[-1], chunk):
         from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
         y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt, D=D)
         return y.float()

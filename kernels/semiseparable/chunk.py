@@ -19,6 +19,7 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel
+from composer.kernels.semiseparable.tiles import is_tile_size
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -60,11 +61,6 @@ class SSDTuning:
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
-
-
-def is_tile_size(n: int) -> bool:
-    """tl.arange needs powers of two and tl.dot tiles of at least 16."""
-    return n >= 16 and n & (n - 1) == 0
 
 
 @lru_cache(maxsize=None)
