@@ -119,10 +119,10 @@ BACKWARD_TUNINGS = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 2), (64, 64, 64, 4, 2), 
 
 
 def tuning_of(forward, backward=None) -> SSDTuning:
-    p, q, n, w, stages, *rest = forward
-    block_s, heads_per_program = (*rest, None, 1)[:2] if len(rest) < 2 else rest
+    optional_defaults = (None, 1)  # block_s, heads_per_program
+    p, q, n, w, stages, block_s, heads_per_program = (*forward, *optional_defaults[len(forward) - 5:])
     return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w, num_stages=stages, block_s=block_s,
-                     heads_per_program=heads_per_program or 1,
+                     heads_per_program=heads_per_program,
                      backward=None if backward is None else tuning_of(backward))
 
 

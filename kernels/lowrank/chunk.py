@@ -26,7 +26,9 @@ def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=T
     """
     if log_a is not None and not causal:
         raise ValueError("a decay (log_a) needs causal=True")
-    S0, z0 = (initial_state if normalize else (initial_state, None)) if initial_state is not None else (None, None)
+    S0 = z0 = None
+    if initial_state is not None:
+        S0, z0 = initial_state if normalize else (initial_state, None)
     final = return_final_state or not causal  # a non-causal query reads the final state
     y, S = ssd_chunked_triton(v, log_a, k, q, chunk_len, S0, final)
     if not causal:  # every query reads the state after the whole sequence

@@ -23,6 +23,7 @@ from composer.kernels.semiseparable.tiles import is_tile_size
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+OPERAND_DTYPES = {name: dtype for dtype, name in OPERANDS.items()}
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
 
 
@@ -160,8 +161,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=torch.float32)
-    operand_dtype = {name: dtype for dtype, name in OPERANDS.items()}[constants["OPERAND"]]
-    states = x.new_empty(b, n_chunks, H, P, N, dtype=operand_dtype)
+    states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     cum = None
