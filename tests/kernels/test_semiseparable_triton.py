@@ -269,7 +269,7 @@ def test_decay_none_renders_no_decay_code_under_a_header(template):
     code = code_only(source)
     assert "log_a" not in code and "tl.exp" not in code and "cum" not in code
     with_decay = code_only(render_kernel(template, {**CONSTANTS, "DECAY": "data"}, HEADER))
-    assert "log_a_ptr" in with_decay and "tl.exp" in with_decay
+    assert ("log_a_ptr" in with_decay or "cum_ptr" in with_decay) and "tl.exp" in with_decay
 
 
 @pytest.mark.parametrize("template", ["ssd_forward.py.jinja", "ssd_backward.py.jinja"])
