@@ -149,8 +149,8 @@ class Grids(NamedTuple):
 
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
-    `scores` (b, c, G, Q, Q) fp32, C . B per chunk and group; `states`, the state entering each
-    chunk (b, c, H, P, N) in the operand type (x's for 16-bit operands, else fp32); `cum`, the
+    `scores` (b, c, G, Q, Q), C . B per chunk and group, and `states`, the state entering each
+    chunk (b, c, H, P, N), both in the operand type (x's for 16-bit operands, else fp32); `cum`, the
     chunk-local cumulative log decay (b, H, c, Q) fp32 (None without decay)."""
     kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
@@ -160,7 +160,8 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
-    scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=torch.float32)
+    # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
+    scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
     states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
@@ -176,10 +177,9 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     return y, final_state, scores, states, cum
 
 
-def _backward(constants: dict, x, dt, B, C, initial_state, D, y, final_state, scores, states, cum, dy,
-              final_state_grad):
+def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
     """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state), dD (fp32);
-    None where absent. y and final_state are the forward's outputs (the decay's gradient reads them)."""
+    None where absent."""
     kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -191,46 +191,55 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, y, final_state, sc
     dscores = torch.empty_like(scores)
     dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
     initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
+    decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_share_ptr",
+                                   "state_dot_grad_ptr"))
+    dlog_a = ddt_parts = dD_parts = None
     p_tiles = constants["P"] // constants["BLOCK_P"]
-    # Per-step sums over each P tile of the dx programs, summed below: ddt's, and the decay's dA shares.
-    ddt_parts = None if dt is None else x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
-    dA_parts = None if cum is None else x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
-    dD_parts = None  # one partial sum of dD per dx program; summed below
-    if D is not None:
+    if dt is not None:  # one partial sum of ddt per P tile; summed below
+        ddt_parts = x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
+    if D is not None:  # one partial sum of dD per dx program; summed below
         dD_parts = x.new_empty(b, H, n_chunks, constants["Q"] // constants["BLOCK_Q"] * p_tiles, dtype=torch.float32)
-    launch(kernels.state_passing_bwd, grids.state_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, C_ptr=C,
-           state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
-           initial_state_grad_ptr=initial_state_grad, **sizes)
-    needs_x = dt is not None or D is not None or cum is not None
-    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
-           scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=x if needs_x else None, dt_ptr=dt,
-           ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, y_ptr=None if cum is None else y,
-           dA_parts_ptr=dA_parts, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
-           cum_ptr=cum, dscores_ptr=dscores, **sizes)
-    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
-           states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
-    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
-           state_grads_ptr=state_grads, dscores_ptr=dscores, dB_ptr=dB, **sizes)
-    dlog_a = None
     if cum is not None:
-        # dlog_a_r = sum over t >= r of dA_t (the backward template's header derives it).
-        dlog_a = dA_parts.sum(-1).flip(1).cumsum(1).flip(1)
-        if final_state_grad is not None:  # the final state's decay from the start covers every step
-            dlog_a += (final_state.float() * final_state_grad.float()).sum((-2, -1))[:, None, :]
+        score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
+        decay_scratch = dict(
+            row_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
+            column_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
+            entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
+            state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
+        dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
+    launch(kernels.state_passing_bwd, grids.state_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
+           states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
+           C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
+           initial_state_grad_ptr=initial_state_grad, **sizes)
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
+           scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x,
+           dt_ptr=dt, ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
+           cum_ptr=cum, B_ptr=None if cum is None else B, C_ptr=None if cum is None else C,
+           row_part_ptr=decay_scratch["row_part_ptr"],
+           column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
+    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
+           entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
+           states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
+    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
+           leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
+           dscores_ptr=dscores, dB_ptr=dB, **sizes)
+    if cum is not None:
+        launch(kernels.chunk_cumsum_bwd, grids.chunk, *launch_config, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
+               **sizes)
     ddt = None if ddt_parts is None else ddt_parts.sum(-1)
     dD = None if dD_parts is None else dD_parts.sum((0, 2, 3))
     return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD
 
 
 class SSDChunked(torch.autograd.Function):
-    """Autograd over the rendered kernels; saves the inputs, the outputs, the per-group C . B scores,
-    the states entering each chunk and the chunk-local cumulative log decay."""
+    """Autograd over the rendered kernels; saves the inputs, the per-group C . B scores, the states
+    entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
     def forward(ctx, x, dt, log_a, B, C, initial_state, D, constants: dict, backward_constants: dict):
         y, final_state, scores, states, cum = _forward(constants, x, dt, log_a, B, C, initial_state, D)
-        ctx.save_for_backward(x, dt, B, C, initial_state, D, y, final_state, scores, states, cum)
+        ctx.save_for_backward(x, dt, B, C, initial_state, D, scores, states, cum)
         ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
         ctx.dt_dtype = None if dt is None else dt.dtype
@@ -238,13 +247,14 @@ class SSDChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, final_state_grad):
-        *saved, = ctx.saved_tensors
+        x, dt, B, C, initial_state, D, scores, states, cum = ctx.saved_tensors
         final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
-        dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = _backward(ctx.constants, *saved, dy.contiguous(),
-                                                                    final_state_grad)
+        dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = _backward(ctx.constants, x, dt, B, C, initial_state, D,
+                                                                    scores, states, cum,
+                                                           dy.contiguous(), final_state_grad)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
         ddt = None if ddt is None else ddt.to(ctx.dt_dtype)
-        dD = None if dD is None else dD.to(saved[5].dtype)
+        dD = None if dD is None else dD.to(D.dtype)
         return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD, None, None
 
 
