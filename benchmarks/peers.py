@@ -33,3 +33,14 @@ def mamba_chunk_scan_combined():
     _namespace("mamba_ssm.ops", root / "ops")
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as peer
     return peer
+
+
+def mamba_rmsnorm_gated():
+    """mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn (Mamba-2's fused gated RMSNorm)."""
+    root = PEERS / "mamba_ssm"
+    if not (root / "ops" / "triton" / "layernorm_gated.py").exists():
+        raise ImportError(f"no mamba_ssm Triton kernels under {root} (see benchmarks/README.md)")
+    _namespace("mamba_ssm", root)
+    _namespace("mamba_ssm.ops", root / "ops")
+    from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+    return rmsnorm_fn

@@ -20,6 +20,7 @@ from composer.schedule import layer_names
 from composer.spec import LowrankMixer, QuasiseparableMixer, SemiseparableMixer, Spec
 
 SSD_TEMPLATES = ("ssd_forward.py.jinja", "ssd_backward.py.jinja")
+NORM_TEMPLATE = "gated_rmsnorm.py.jinja"
 ACTIVATION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # by training precision
 
 
@@ -33,6 +34,8 @@ class Specialisation:
     def file_name(self) -> str:
         c = dict(self.constants)
         stem = self.template.split(".", 1)[0]
+        if self.template == NORM_TEMPLATE:
+            return f"{stem}_W{c['W']}_{'gated' if c['HAS_GATE'] else 'ungated'}.py"
         return f"{stem}_P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}_{c['DECAY']}_{c['OPERAND']}.py"
 
     def source(self, spec_name: str) -> str:
@@ -79,8 +82,16 @@ def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dic
     return list(zip(SSD_TEMPLATES, (forward, backward)))
 
 
+def _norm_constants(mixer) -> list[tuple[str, dict]]:
+    """The state-space layers' fused output norm (any width: it masks a power-of-two tile)."""
+    if not isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)) or not mixer.out_norm:
+        return []
+    from composer.kernels.norms.gated_rmsnorm import norm_constants  # imports triton
+    return [(NORM_TEMPLATE, norm_constants(mixer.heads * mixer.head_dim, mixer.gate))]
+
+
 def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisation], list[str]]:
-    """(specialisations, blocks that run on the reference because no kernel fits them) for
+    """(specialisations, blocks whose mixer core runs on the reference because no kernel fits it) for
     training at `precision` ("fp32" or "bf16"); `spec` must be resolved."""
     dtype = ACTIVATION_DTYPES[precision]
     users: dict[tuple, list[str]] = {}
@@ -90,12 +101,11 @@ def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisatio
         scans = _scans(mixer)
         if scans is None:
             on_reference.append(name)
-            continue
-        for scan in scans:
-            for template, constants in _ssd_constants(mixer, scan, dtype):
-                blocks = users.setdefault((template, tuple(sorted(constants.items()))), [])
-                if name not in blocks:  # a head dim of 16 makes a linear attention's two scans one
-                    blocks.append(name)
+        kernels = [pair for scan in scans or [] for pair in _ssd_constants(mixer, scan, dtype)]
+        for template, constants in kernels + _norm_constants(mixer):
+            blocks = users.setdefault((template, tuple(sorted(constants.items()))), [])
+            if name not in blocks:  # a head dim of 16 makes a linear attention's two scans one
+                blocks.append(name)
     specialisations = [Specialisation(template, constants, tuple(blocks))
                        for (template, constants), blocks in users.items()]
     return specialisations, on_reference

@@ -25,8 +25,9 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
     """A freshly initialised module for `spec`. Parameters are fp32 unless `dtype` says otherwise.
 
     backend "reference" runs the plain-PyTorch definitions everywhere; "triton" runs the generated
-    kernels of the families that have them (semiseparable, quasiseparable, lowrank) on any device (on a CPU,
-    only under TRITON_INTERPRET=1); "auto" uses them on CUDA tensors where their sizes fit.
+    kernels of the families that have them (semiseparable, quasiseparable, lowrank, and the state-space
+    layers' gated output norm) on any device (on a CPU, only under TRITON_INTERPRET=1); "auto" uses
+    them on CUDA tensors where their sizes fit.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")

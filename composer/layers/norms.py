@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from composer.kernels.norms.reference import gated_rmsnorm
+from composer.kernels.semiseparable.tiles import kernels_chosen
 
 
 class RMSNorm(nn.Module):
@@ -25,12 +27,19 @@ class LayerNorm(nn.LayerNorm):
 
 
 class GatedRMSNorm(RMSNorm):
-    """Mamba-2's output norm: the gate multiplies before normalising (norm_before_gate=False)."""
+    """Mamba-2's output norm: the gate multiplies before normalising (norm_before_gate=False).
+
+    `backend` as for the mixers: "triton" (and "auto" on CUDA tensors) runs the generated fused kernel,
+    one pass over x and the gate each way; "reference" the plain-PyTorch definition.
+    """
+
+    backend = "auto"
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        if gate is not None:
-            x = x * F.silu(gate)
-        return super().forward(x)
+        if kernels_chosen(self.backend, x.is_cuda):
+            from composer.kernels.norms.gated_rmsnorm import gated_rmsnorm_triton  # imports triton only when used
+            return gated_rmsnorm_triton(x, gate, self.weight, self.eps)
+        return gated_rmsnorm(x, gate, self.weight, self.eps)
 
 
 def make_norm(kind: str, width: int, eps: float) -> nn.Module:

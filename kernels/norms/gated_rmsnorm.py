@@ -1,0 +1,87 @@
+"""Triton path of the gated RMSNorm: specialise on the row width and the gate, launch, differentiate.
+
+`gated_rmsnorm_triton` has the signature and semantics of `reference.gated_rmsnorm`. The kernels are
+rendered from codegen/templates/gated_rmsnorm.py.jinja, once per (width, gate) in a process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from types import ModuleType
+
+import torch
+import triton
+
+from composer.codegen.render import load_kernel
+
+HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
+TILE_ELEMENTS = 8192  # a program's (ROWS, BLOCK_W) tile: enough rows per program to hide a narrow row's latency
+BACKWARD_PROGRAMS_PER_SM = 2  # the backward's programs each sum dweight over a run of rows
+
+
+@lru_cache(maxsize=None)
+def _load(constants: tuple) -> ModuleType:
+    return load_kernel("gated_rmsnorm.py.jinja", dict(constants), HEADER)
+
+
+def norm_constants(width: int, has_gate: bool) -> dict:
+    block_w = max(16, triton.next_power_of_2(width))
+    return dict(W=width, BLOCK_W=block_w, ROWS=max(1, TILE_ELEMENTS // block_w), HAS_GATE=has_gate,
+                NUM_WARPS=4 if block_w <= 1024 else 8)
+
+
+def _backward_programs(device: torch.device, n_row_tiles: int) -> int:
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
+    return max(1, min(n_row_tiles, BACKWARD_PROGRAMS_PER_SM * sms))
+
+
+class GatedRMSNorm(torch.autograd.Function):
+    """Saves x, the gate, the weight and each row's rstd; the backward rebuilds g from them."""
+
+    @staticmethod
+    def forward(ctx, x, gate, weight, eps: float, constants: dict):
+        kernels = _load(tuple(constants.items()))
+        n_rows = x.shape[0]
+        out = torch.empty_like(x)
+        rstd = x.new_empty(n_rows, dtype=torch.float32)
+        grid = (triton.cdiv(n_rows, constants["ROWS"]),)
+        args = dict(x_ptr=x, weight_ptr=weight, out_ptr=out, rstd_ptr=rstd, n_rows=n_rows, eps=eps)
+        if gate is not None:
+            args["z_ptr"] = gate
+        kernels.gated_rmsnorm_fwd[grid](**args, num_warps=constants["NUM_WARPS"])
+        ctx.save_for_backward(x, gate, weight, rstd)
+        ctx.constants = constants
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, gate, weight, rstd = ctx.saved_tensors
+        constants = ctx.constants
+        kernels = _load(tuple(constants.items()))
+        n_rows, rows = x.shape[0], constants["ROWS"]
+        programs = _backward_programs(x.device, triton.cdiv(n_rows, rows))
+        rows_per_program = triton.cdiv(triton.cdiv(n_rows, programs), rows) * rows
+        programs = triton.cdiv(n_rows, rows_per_program)
+        dx = torch.empty_like(x)
+        dweight_parts = x.new_empty(programs, constants["W"], dtype=torch.float32)
+        args = dict(x_ptr=x, weight_ptr=weight, rstd_ptr=rstd, dout_ptr=dout.contiguous(), dx_ptr=dx,
+                    dweight_parts_ptr=dweight_parts, n_rows=n_rows, rows_per_program=rows_per_program)
+        dgate = None
+        if gate is not None:
+            dgate = torch.empty_like(gate)
+            args.update(z_ptr=gate, dz_ptr=dgate)
+        kernels.gated_rmsnorm_bwd[(programs,)](**args, num_warps=constants["NUM_WARPS"])
+        return dx, dgate, dweight_parts.sum(0).to(weight.dtype), None, None
+
+
+def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """g / sqrt(mean(g^2) + eps) * weight over the last dim, g = x * silu(gate) (x when gate is None), in
+    x's dtype; sums in fp32. x and gate (..., W) of one shape, weight (W,)."""
+    width = x.shape[-1]
+    if weight.shape != (width,) or (gate is not None and gate.shape != x.shape):
+        raise ValueError(f"expected x and gate of one shape (..., W) and weight (W,); got {tuple(x.shape)}, "
+                         f"{None if gate is None else tuple(gate.shape)}, {tuple(weight.shape)}")
+    rows = x.reshape(-1, width).contiguous()
+    gate_rows = None if gate is None else gate.reshape(-1, width).to(x.dtype).contiguous()
+    out = GatedRMSNorm.apply(rows, gate_rows, weight.contiguous(), float(eps), norm_constants(width, gate is not None))
+    return out.reshape(x.shape)
