@@ -258,23 +258,21 @@ class SSDChunked(torch.autograd.Function):
         return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD, None, None
 
 
-# From the H100 sweeps at L=4096, H=32, chunk 256, bf16 (benchmarks/ssd.py --sweep; results/
-# ssd_sweep_h100_2026-11-23_session2.log and ssd_sweep_h100_2026-11-23_session3.log): the whole head
-# dim in one tile (block_p caps at P), the state passed in (P, 128) tiles forward and (P, 64) tiles
-# backward. fp32 operands take twice the shared memory of 16-bit ones, so they keep smaller tiles.
+# From the H100 sweeps at L=4096, H=32, chunk 256, bf16, every (P, N) in {64, 128} x {64, 128, 256}
+# (benchmarks/ssd.py --sweep; results/ssd_sweep_h100_2026-11-23_session3*.log): the whole head dim in
+# one tile (block_p caps at P), the state passed in (P, 128) tiles forward and (P, 64) backward, dscores
+# written in 64-step blocks. fp32 operands take twice the shared memory of 16-bit ones, so they keep
+# smaller tiles.
 DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128,
-                           backward=SSDTuning(block_p=128, block_q=32, block_n=64))
+                           backward=SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
-# Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): P = 64 takes
-# 64-step blocks both ways; P = 128 writes the backward's dscores in 64-step blocks.
-_P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
-                 backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
-_P128_BACKWARD = SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64)
+# Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
+# output kernel takes 64-step blocks, and so does the backward up to N = 128.
+_P64_FORWARD = dict(block_p=64, block_q=64, block_n=128, num_stages=2)
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
-    (64, 64): _P64,
-    (64, 128): _P64,
-    (128, 128): SSDTuning(block_p=128, block_q=32, block_n=128, backward=_P128_BACKWARD),
-    (128, 256): SSDTuning(block_p=128, block_q=32, block_n=128, backward=_P128_BACKWARD),
+    (64, 64): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2)),
+    (64, 128): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2)),
+    (64, 256): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
 }
 
 
