@@ -49,6 +49,9 @@ class SSDTuning:
     heads_per_program  heads of one group that one output program (forward: chunk_scan_fwd; backward:
                  chunk_scan_bwd_dx) covers, sharing its loads of the scores and the C (or B) tile;
                  lowered to a divisor of the heads per group.
+    split_diagonal  output and dx programs split each decay off the diagonal block into a row and a column
+                 weight (no exp per element) and take the diagonal block after their loop; False: one loop
+                 over every block with per-element decays (each program's last load stays pipelined).
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -59,6 +62,7 @@ class SSDTuning:
     num_stages: int = 3
     block_s: int | None = None
     heads_per_program: int = 1
+    split_diagonal: bool = True
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -122,7 +126,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         # Only fp32 operands have a precision to choose; "none" keeps 16-bit modules from splitting on it.
         DOT_PRECISION=(tuning.dot_precision or "tf32x3") if operand == "fp32" else "none",
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
-        NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages,
+        NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
     )
 
 

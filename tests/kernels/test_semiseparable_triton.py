@@ -157,11 +157,12 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16), SSDTuning(block_q=32)),  # the backward reads the forward's scores in larger blocks
     (SSDTuning(block_q=32), SSDTuning(block_q=16, block_s=64)),
     (SSDTuning(block_q=16, heads_per_program=2), None),  # the two heads of a group in one output program
-], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program"])
+    (SSDTuning(block_q=16, split_diagonal=False), None),  # one loop over every block, per-element decays
+], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
-                       heads_per_program=forward.heads_per_program,
+                       heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        backward=None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q,
                                                                         block_n=16, block_s=backward.block_s))
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
@@ -244,7 +245,7 @@ def test_steps_continue_a_chunked_prefill():
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
-                 BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3)
+                 BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
@@ -276,11 +277,12 @@ def test_decay_none_renders_no_decay_code_under_a_header(template):
 @pytest.mark.parametrize("decay", ["none", "data"])
 @pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_D", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
 @pytest.mark.parametrize("heads_per_program", [1, 2])
-def test_rendered_kernels_are_formatted_python(template, decay, flag, heads_per_program):
+@pytest.mark.parametrize("split_diagonal", [True, False])
+def test_rendered_kernels_are_formatted_python(template, decay, flag, heads_per_program, split_diagonal):
     """Rendered source is read by people: valid Python, lines within 120 columns, no trailing
     spaces and no more than two blank lines in a row, whichever branches the constants take."""
     constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
-                 "RETURN_FINAL_STATE": False, "HEADS_PER_PROGRAM": heads_per_program}
+                 "RETURN_FINAL_STATE": False, "HEADS_PER_PROGRAM": heads_per_program, "SPLIT_DIAGONAL": split_diagonal}
     if flag:
         constants[flag] = True
     source = render_kernel(template, constants, HEADER)
