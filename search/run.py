@@ -15,6 +15,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,27 @@ def _device(requested: str | None, worker_index: int) -> str:
     return "cpu"
 
 
+# Modules a Ctrl-C must not land in: a KeyboardInterrupt raised inside a database call can leave its
+# connection mid-transaction, holding SQLite's lock against the put-back and the heartbeat that follow.
+STORAGE_MODULES = ("sqlalchemy.", "optuna.storages.", "sqlite3", "psycopg2")
+REDELIVER_S = 0.05
+
+
+def _inside_storage(frame) -> bool:
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith(STORAGE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _interrupt_once(signum, frame) -> None:
-    """The first Ctrl-C interrupts; later ones are ignored, so the put-back after it completes."""
+    """The first Ctrl-C interrupts; later ones are ignored, so the put-back after it completes. One that
+    lands inside a storage call is sent again a moment later, once that call has returned."""
+    if _inside_storage(frame):
+        threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 

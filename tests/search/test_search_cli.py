@@ -7,6 +7,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 import composer
@@ -87,3 +88,27 @@ def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(t
     assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
     assert {t.number: t.values for t in after if t.number in completed} == completed
     assert len(after) == 4  # the three counted, and the interrupted one its retry replaced
+
+
+def _frame_in(module: str):
+    """A frame whose code runs in a module of that name."""
+    namespace = {"__name__": module, "sys": sys}
+    exec("def here():\n    return sys._getframe()\n", namespace)
+    return namespace["here"]()
+
+
+def test_ctrl_c_inside_a_storage_call_is_delivered_again_after_it():
+    from composer.search.run import _interrupt_once
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        try:
+            _interrupt_once(signal.SIGINT, _frame_in("sqlalchemy.engine.default"))  # deferred: returns, no raise
+        except KeyboardInterrupt:
+            pytest.fail("a Ctrl-C inside a storage call was raised there")
+        _wait_for(lambda: received == [signal.SIGINT], timeout_s=5)
+        with pytest.raises(KeyboardInterrupt):  # anywhere else it interrupts at once, and only once
+            _interrupt_once(signal.SIGINT, _frame_in("composer.search.train"))
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
