@@ -13,6 +13,7 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel
+from composer.kernels.norms.reference import gated_rmsnorm
 
 HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
 TILE_ELEMENTS = 8192  # a program's (ROWS, BLOCK_W) tile: enough rows per program to hide a narrow row's latency
@@ -81,6 +82,8 @@ def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: tor
     if weight.shape != (width,) or (gate is not None and gate.shape != x.shape):
         raise ValueError(f"expected x and gate of one shape (..., W) and weight (W,); got {tuple(x.shape)}, "
                          f"{None if gate is None else tuple(gate.shape)}, {tuple(weight.shape)}")
+    if x.numel() == 0:  # no rows: nothing to launch, and the reference's autograd handles the empty case
+        return gated_rmsnorm(x, gate, weight, eps)
     rows = x.reshape(-1, width).contiguous()
     gate_rows = None if gate is None else gate.reshape(-1, width).to(x.dtype).contiguous()
     out = GatedRMSNorm.apply(rows, gate_rows, weight.contiguous(), float(eps), norm_constants(width, gate is not None))

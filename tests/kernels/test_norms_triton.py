@@ -65,6 +65,14 @@ def test_bf16_inputs_within_bf16_tolerance():
         assert relative_error(g.float(), w) < 1e-2
 
 
+def test_no_rows_gives_an_empty_output_and_gradients():
+    x = torch.zeros(2, 0, 8, device=DEVICE, requires_grad=True)
+    weight = torch.ones(8, device=DEVICE, requires_grad=True)
+    out = gated_rmsnorm_triton(x, torch.zeros_like(x), weight, 1e-5)
+    out.sum().backward()
+    assert out.shape == (2, 0, 8) and x.grad.shape == (2, 0, 8) and torch.equal(weight.grad, torch.zeros(8))
+
+
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="weight"):
         gated_rmsnorm_triton(torch.zeros(2, 8), None, torch.ones(9), 1e-5)
