@@ -107,24 +107,27 @@ def time_pair(fn, args, backward: bool):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
-# (block_p, block_q, block_n, num_warps, num_stages[, block_s[, heads_per_program[, split_diagonal]]]):
-# the forward's are timed alone, then the backward's under the fastest forward. Entries that coincide
-# once capped at a shape's P and N run once.
+# (block_p, block_q, block_n, num_warps, num_stages[, block_s[, heads_per_program[, split_diagonal[,
+# state_block_q, state_num_stages]]]]): the forward's are timed alone, then the backward's under the
+# fastest forward. Entries that coincide once capped at a shape's P and N run once.
 FORWARD_TUNINGS = [(64, 32, 128, 4, 3), (64, 32, 128, 4, 2), (64, 64, 128, 4, 2), (128, 32, 128, 4, 3),
                    (128, 32, 128, 8, 2), (64, 32, 64, 4, 3), (64, 64, 128, 4, 2, None, 2),
                    (128, 32, 128, 4, 3, None, 2), (128, 64, 128, 8, 2, None, 2),
-                   (64, 64, 128, 4, 2, None, 1, False), (128, 32, 128, 4, 3, None, 1, False)]
+                   (64, 64, 128, 4, 2, None, 1, False), (128, 32, 128, 4, 3, None, 1, False),
+                   (64, 64, 128, 4, 2, None, 1, True, 32, 3)]
 BACKWARD_TUNINGS = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 2), (64, 64, 64, 4, 2), (128, 32, 64, 4, 3),
                     (128, 32, 64, 8, 3), (128, 32, 64, 4, 3, 64), (128, 32, 64, 4, 3, 128),
                     (128, 32, 64, 4, 3, None, 2), (128, 32, 64, 4, 3, 64, 2), (64, 64, 64, 4, 2, None, 1, False),
-                    (128, 32, 64, 4, 3, 64, 1, False)]
+                    (128, 32, 64, 4, 3, 64, 1, False), (64, 64, 64, 4, 2, None, 1, True, 32, 3)]
 
 
 def tuning_of(forward, backward=None) -> SSDTuning:
-    optional_defaults = (None, 1, True)  # block_s, heads_per_program, split_diagonal
-    p, q, n, w, stages, block_s, heads_per_program, split = (*forward, *optional_defaults[len(forward) - 5:])
+    optional_defaults = (None, 1, True, None, None)  # block_s, heads_per_program, split_diagonal, state's
+    p, q, n, w, stages, block_s, heads_per_program, split, state_q, state_stages = (
+        *forward, *optional_defaults[len(forward) - 5:])
     return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w, num_stages=stages, block_s=block_s,
-                     heads_per_program=heads_per_program, split_diagonal=split,
+                     heads_per_program=heads_per_program, split_diagonal=split, state_block_q=state_q,
+                     state_num_stages=state_stages,
                      backward=None if backward is None else tuning_of(backward))
 
 

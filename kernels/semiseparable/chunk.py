@@ -52,6 +52,8 @@ class SSDTuning:
     split_diagonal  output and dx programs split each decay off the diagonal block into a row and a column
                  weight (no exp per element) and take the diagonal block after their loop; False: one loop
                  over every block with per-element decays (each program's last load stays pipelined).
+    state_block_q, state_num_stages  steps at a time and pipelining stages of the two sequential
+                 state-passing kernels; None: block_q and num_stages.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -63,6 +65,8 @@ class SSDTuning:
     block_s: int | None = None
     heads_per_program: int = 1
     split_diagonal: bool = True
+    state_block_q: int | None = None
+    state_num_stages: int | None = None
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -113,11 +117,13 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
+    state_block_q = min(tuning.state_block_q or block_q, chunk_len)
     score_block = min(max(tuning.block_s or block_q, block_q, readers_block_q), chunk_len)
     operand = tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32")
-    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block)):
+    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q)):
         raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
-                         f"{tuning.block_n} and block_s = {tuning.block_s} must be powers of two >= 16")
+                         f"{tuning.block_n}, block_s = {tuning.block_s} and state_block_q = {tuning.state_block_q} "
+                         "must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
@@ -127,6 +133,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         DOT_PRECISION=(tuning.dot_precision or "tf32x3") if operand == "fp32" else "none",
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
+        STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
     )
 
 
@@ -160,6 +167,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
+    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
     n_chunks = triton.cdiv(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
@@ -174,7 +182,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
-    launch(kernels.state_passing_fwd, grids.state_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
+    launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
            scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
@@ -188,6 +196,7 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     n_chunks, launch_config = states.shape[1], (constants["NUM_WARPS"], constants["NUM_STAGES"])
+    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
@@ -211,7 +220,7 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
-    launch(kernels.state_passing_bwd, grids.state_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.state_passing_bwd, grids.state_tile, *state_config, dy_ptr=dy, cum_ptr=cum,
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)

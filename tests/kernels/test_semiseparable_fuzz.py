@@ -27,7 +27,7 @@ def problems(draw):
     L = draw(st.one_of(st.integers(1, 3), st.integers(chunk - 1, chunk + 2), st.integers(1, 2 * chunk + 5)))
     tuning = SSDTuning(block_p=draw(TILES), block_q=draw(TILES), block_n=draw(TILES),
                        block_s=draw(st.sampled_from([None, 32])), heads_per_program=draw(st.sampled_from([1, 2, 3])),
-                       split_diagonal=draw(st.booleans()),
+                       split_diagonal=draw(st.booleans()), state_block_q=draw(st.sampled_from([None, 16])),
                        backward=draw(st.sampled_from([None, SSDTuning(block_p=16, block_q=32, block_n=16)])))
     return dict(b=draw(st.integers(1, 2)), L=L, H=H, G=G, P=draw(TILES), N=draw(TILES), chunk=chunk,
                 decay=draw(st.booleans()), h0=draw(st.booleans()), dt=draw(st.booleans()), D=draw(st.booleans()),

@@ -158,11 +158,13 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=32), SSDTuning(block_q=16, block_s=64)),
     (SSDTuning(block_q=16, heads_per_program=2), None),  # the two heads of a group in one output program
     (SSDTuning(block_q=16, split_diagonal=False), None),  # one loop over every block, per-element decays
-], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop"])
+    (SSDTuning(block_q=32, state_block_q=16, state_num_stages=2), None),  # state passing in smaller steps
+], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
+                       state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
                        backward=None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q,
                                                                         block_n=16, block_s=backward.block_s))
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
@@ -245,7 +247,8 @@ def test_steps_continue_a_chunked_prefill():
 
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
-                 BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True)
+                 BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True,
+                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
