@@ -61,9 +61,11 @@ def _scans(mixer) -> list[dict] | None:
         return None
     head_dim, state, _ = sizes
     if isinstance(mixer, LowrankMixer):
+        if not mixer.causal:  # the state after the whole sequence is one product: no scan, no kernel
+            return []
         from composer.kernels.lowrank.chunk import NORMALISER_WIDTH  # imports triton
         values = dict(P=head_dim, G=mixer.heads, N=state, decays=mixer.decay == "fixed", dt=False, D=False,
-                      final=not mixer.causal)
+                      final=False)
         return [values, {**values, "P": NORMALISER_WIDTH}] if mixer.normalize else [values]
     data = isinstance(mixer, QuasiseparableMixer) or mixer.decay == "data"
     return [dict(P=head_dim, G=mixer.groups, N=state, decays=data or mixer.decay == "fixed", dt=data,

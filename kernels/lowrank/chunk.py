@@ -5,7 +5,8 @@
 the mapped queries its C (G = H), with no decay or a fixed one (RetNet) as log_a. The reference
 folds the normaliser into one scan as an extra value channel of ones; the kernels tile the value
 dim in powers of two, so here the normaliser is its own scan over a 16-wide block whose first
-column is ones (16 is the smallest tile), sharing q, k and the decay.
+column is ones (16 is the smallest tile), sharing q, k and the decay. A non-causal call (no decay)
+needs only the state after the whole sequence, a plain product: it runs no scan.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=T
     S0 = z0 = None
     if initial_state is not None:
         S0, z0 = initial_state if normalize else (initial_state, None)
-    final = return_final_state or not causal  # a non-causal query reads the final state
-    y, S = ssd_chunked_triton(v, log_a, k, q, chunk_len, S0, final)
-    if not causal:  # every query reads the state after the whole sequence
-        y = torch.einsum("bhpf,bthf->bthp", S.to(q.dtype), q)
+    if not causal:
+        return _non_causal(q, k, v, normalize, eps, S0, z0, return_final_state)
+    y, S = ssd_chunked_triton(v, log_a, k, q, chunk_len, S0, return_final_state)
     if not normalize:
         return y, S if return_final_state else None
     ones = v.new_zeros(*v.shape[:3], NORMALISER_WIDTH)
@@ -41,10 +41,22 @@ def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=T
     if z0 is not None:
         z_state0 = z0.new_zeros(*z0.shape[:2], NORMALISER_WIDTH, z0.shape[2])
         z_state0[:, :, 0] = z0
-    denominator, z_state = ssd_chunked_triton(ones, log_a, k, q, chunk_len, z_state0, final)
+    denominator, z_state = ssd_chunked_triton(ones, log_a, k, q, chunk_len, z_state0, return_final_state)
     z = None if z_state is None else z_state[:, :, 0]
-    if not causal:
-        denominator = torch.einsum("bhf,bthf->bth", z.to(q.dtype), q)[..., None]
-    else:
-        denominator = denominator[..., :1]
+    return y / (denominator[..., :1] + eps), (S, z) if return_final_state else None
+
+
+def _non_causal(q, k, v, normalize, eps, S0, z0, return_final_state):
+    """Every query reads the state after the whole sequence. Without a decay (a non-causal call takes
+    none) that state is S0 + sum_t v_t k_t^T and z0 + sum_t k_t: one product each, no scan."""
+    S = torch.einsum("bthp,bthf->bhpf", v, k)
+    if S0 is not None:
+        S = S + S0.to(S.dtype)
+    y = torch.einsum("bhpf,bthf->bthp", S.to(q.dtype), q)
+    if not normalize:
+        return y, S if return_final_state else None
+    z = k.sum(1)
+    if z0 is not None:
+        z = z + z0.to(z.dtype)
+    denominator = torch.einsum("bhf,bthf->bth", z.to(q.dtype), q)[..., None]
     return y / (denominator + eps), (S, z) if return_final_state else None

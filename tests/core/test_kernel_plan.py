@@ -67,6 +67,8 @@ def test_linear_attention_lists_its_value_and_normaliser_scans():
     assert len(unnormalised) == 2 and {dict(s.constants)["DECAY"] for s in unnormalised} == {"data"}
     _, on_reference = plan_of({"a": {"mixer": {**lowrank, "feature_map": "taylor"}}}, ["a"])
     assert on_reference == ["a"]  # 1 + 16 + 256 features
+    non_causal, on_reference = plan_of({"a": {"mixer": {**lowrank, "causal": False}}}, ["a"])
+    assert non_causal == [] and on_reference == []  # the whole-sequence state is one product, no scan
 
 
 def test_sizes_the_kernels_cannot_tile_run_on_the_reference():

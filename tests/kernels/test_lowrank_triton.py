@@ -25,6 +25,8 @@ CASES = [
     (1, 2, 45, 32, 16, 32, True, False, None, True),
     (2, 2, 40, 16, 16, 16, True, True, "fixed", True),
     (1, 3, 29, 16, 32, 16, False, True, None, False),
+    (2, 2, 33, 16, 16, 16, False, False, None, True),  # non-causal: the state after the whole sequence, no scan
+    (1, 2, 20, 32, 16, 16, False, True, None, True),
 ]
 
 
