@@ -10,6 +10,7 @@ so a Triton upgrade or a changed constant gives a new module, never a stale one.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -95,3 +96,14 @@ def load_kernel(template_name: str, constants: dict, header: dict) -> ModuleType
     source = render_kernel(template_name, constants, header)
     prefix = template_name.split(".", 1)[0]
     return load_source(source, prefix)
+
+
+def load_kernel_once(template_name: str, constants: dict, header: dict) -> ModuleType:
+    """`load_kernel`, remembered for the process: launchers call this on every forward and backward,
+    where rendering the template again would add host time to each call."""
+    return _load_kernel_items(template_name, tuple(constants.items()), tuple(header.items()))
+
+
+@lru_cache(maxsize=None)
+def _load_kernel_items(template_name: str, constants: tuple, header: tuple) -> ModuleType:
+    return load_kernel(template_name, dict(constants), dict(header))

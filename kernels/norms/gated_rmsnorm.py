@@ -6,23 +6,15 @@ rendered from codegen/templates/gated_rmsnorm.py.jinja, once per (width, gate) i
 
 from __future__ import annotations
 
-from functools import lru_cache
-from types import ModuleType
-
 import torch
 import triton
 
-from composer.codegen.render import load_kernel
+from composer.codegen.render import load_kernel_once
 from composer.kernels.norms.reference import gated_rmsnorm
 
 HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
 TILE_ELEMENTS = 8192  # a program's (ROWS, BLOCK_W) tile: enough rows per program to hide a narrow row's latency
 BACKWARD_PROGRAMS_PER_SM = 2  # the backward's programs each sum dweight over a run of rows
-
-
-@lru_cache(maxsize=None)
-def _load(constants: tuple) -> ModuleType:
-    return load_kernel("gated_rmsnorm.py.jinja", dict(constants), HEADER)
 
 
 def norm_constants(width: int, has_gate: bool) -> dict:
@@ -41,7 +33,7 @@ class GatedRMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gate, weight, eps: float, constants: dict):
-        kernels = _load(tuple(constants.items()))
+        kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
         n_rows = x.shape[0]
         out = torch.empty_like(x)
         rstd = x.new_empty(n_rows, dtype=torch.float32)
@@ -58,7 +50,7 @@ class GatedRMSNorm(torch.autograd.Function):
     def backward(ctx, dout):
         x, gate, weight, rstd = ctx.saved_tensors
         constants = ctx.constants
-        kernels = _load(tuple(constants.items()))
+        kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
         n_rows, rows = x.shape[0], constants["ROWS"]
         programs = _backward_programs(x.device, triton.cdiv(n_rows, rows))
         rows_per_program = triton.cdiv(triton.cdiv(n_rows, programs), rows) * rows

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from types import ModuleType
 from typing import NamedTuple
 
 import torch
 import triton
 
-from composer.codegen.render import load_kernel
+from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.tiles import is_tile_size
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -70,12 +68,6 @@ class SSDTuning:
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
-
-
-@lru_cache(maxsize=None)
-def _load(template_name: str, constants: tuple) -> ModuleType:
-    """In-process cache over load_kernel, keyed by the constants' items."""
-    return load_kernel(template_name, dict(constants), HEADER)
 
 
 def launch(kernel, grid: tuple, num_warps: int, num_stages: int = 3, **args) -> None:
@@ -163,7 +155,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     `scores` (b, c, G, Q, Q), C . B per chunk and group, and `states`, the state entering each
     chunk (b, c, H, P, N), both in the operand type (x's for 16-bit operands, else fp32); `cum`, the
     chunk-local cumulative log decay (b, H, c, Q) fp32 (None without decay)."""
-    kernels = _load("ssd_forward.py.jinja", tuple(constants.items()))
+    kernels = load_kernel_once("ssd_forward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
@@ -192,7 +184,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
 def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
     """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state), dD (fp32);
     None where absent."""
-    kernels = _load("ssd_backward.py.jinja", tuple(constants.items()))
+    kernels = load_kernel_once("ssd_backward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     n_chunks, launch_config = states.shape[1], (constants["NUM_WARPS"], constants["NUM_STAGES"])

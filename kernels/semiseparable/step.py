@@ -7,20 +7,12 @@ BLOCK_P rows of one head's state in and out once.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from types import ModuleType
-
 import torch
 
-from composer.codegen.render import load_kernel
+from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, SSDTuning, launch
 
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.step"}
-
-
-@lru_cache(maxsize=None)
-def _load(constants: tuple) -> ModuleType:
-    return load_kernel("ssd_step.py.jinja", dict(constants), HEADER)
 
 
 def check_step_inputs(state, x_t, log_a_t, B_t, C_t) -> None:
@@ -53,7 +45,7 @@ def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTun
         P=P, N=N, HEADS_PER_GROUP=H // B_t.shape[1], DECAY="none" if log_a_t is None else "data",
         BLOCK_P=min(tuning.block_p, P), NUM_WARPS=tuning.num_warps,
     )
-    kernels = _load(tuple(constants.items()))
+    kernels = load_kernel_once("ssd_step.py.jinja", constants, HEADER)
     state, x_t, B_t, C_t = (t.contiguous() for t in (state, x_t, B_t, C_t))
     log_a_t = None if log_a_t is None else log_a_t.contiguous()
     new_state = torch.empty_like(state)
