@@ -9,6 +9,7 @@ define the notation used here (b, L, H, P, G, N, Q, c).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -273,11 +274,12 @@ DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128,
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
 # Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
 # output kernel takes 64-step blocks, and so does the backward up to N = 128.
-_P64_FORWARD = dict(block_p=64, block_q=64, block_n=128, num_stages=2)
+_P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
+                 backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
-    (64, 64): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2)),
-    (64, 128): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2)),
-    (64, 256): SSDTuning(**_P64_FORWARD, backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
+    (64, 64): _P64,
+    (64, 128): _P64,
+    (64, 256): dataclasses.replace(_P64, backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
 }
 
 
