@@ -9,6 +9,7 @@ their small utils are executed.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from pathlib import Path
@@ -23,24 +24,22 @@ def _namespace(name: str, path: Path) -> None:
         sys.modules[name] = module
 
 
-def mamba_chunk_scan_combined():
-    """mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined, or an ImportError saying why."""
+def _mamba_triton(module: str, name: str):
+    """`name` from mamba_ssm.ops.triton.<module>, imported from .peers/, or an ImportError saying why."""
     root = PEERS / "mamba_ssm"
-    if not (root / "ops" / "triton" / "ssd_combined.py").exists():
+    if not (root / "ops" / "triton" / f"{module}.py").exists():
         raise ImportError(f"no mamba_ssm Triton kernels under {root}: copy mamba_ssm/ops/triton and "
                           "mamba_ssm/utils from state-spaces/mamba there (see benchmarks/README.md)")
     _namespace("mamba_ssm", root)
     _namespace("mamba_ssm.ops", root / "ops")
-    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as peer
-    return peer
+    return getattr(importlib.import_module(f"mamba_ssm.ops.triton.{module}"), name)
+
+
+def mamba_chunk_scan_combined():
+    """mamba_ssm's Mamba-2 SSD, mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined."""
+    return _mamba_triton("ssd_combined", "mamba_chunk_scan_combined")
 
 
 def mamba_rmsnorm_gated():
-    """mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn (Mamba-2's fused gated RMSNorm)."""
-    root = PEERS / "mamba_ssm"
-    if not (root / "ops" / "triton" / "layernorm_gated.py").exists():
-        raise ImportError(f"no mamba_ssm Triton kernels under {root} (see benchmarks/README.md)")
-    _namespace("mamba_ssm", root)
-    _namespace("mamba_ssm.ops", root / "ops")
-    from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
-    return rmsnorm_fn
+    """mamba_ssm's fused gated RMSNorm, mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn."""
+    return _mamba_triton("layernorm_gated", "rmsnorm_fn")
