@@ -13,6 +13,7 @@ same inputs: y = SSD(x * dt, dt * A, B, C), dt already positive, no D, no gate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mamba_chunk_scan_combined  # noqa: E402
 
-from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.chunk import SSDTuning, default_tuning, ssd_chunked_triton  # noqa: E402
 from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
 
 CHUNK = 256
@@ -96,10 +97,15 @@ def bytes_and_flops(b, L, H, P, G, N, elem=2):
     return moved, flops
 
 
-def time_pair(fn, args, backward: bool):
-    if not backward:
+def time_pair(fn, args, mode: str):
+    """do_bench median (ms) of one call of `fn` in `mode`: "inference" (inputs need no gradient, so
+    nothing is saved for a backward), "train_fwd" (the forward alone, saving what the backward reads)
+    or "fwdbwd" (forward and backward)."""
+    if mode == "inference":
         return do_bench(lambda: fn(*args), warmup=25, rep=200, return_mode="median")
     leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
+    if mode == "train_fwd":
+        return do_bench(lambda: fn(*leaves), warmup=25, rep=200, return_mode="median")
     dy = torch.randn_like(leaves[0])
 
     def step():
@@ -107,33 +113,38 @@ def time_pair(fn, args, backward: bool):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
-# (block_p, block_q, block_n, num_warps, num_stages[, block_s[, heads_per_program[, split_diagonal[,
-# state_block_q, state_num_stages]]]]): the forward's are timed alone, then the backward's under the
-# fastest forward. Entries that coincide once capped at a shape's P and N run once.
-FORWARD_TUNINGS = [(64, 32, 128, 4, 3), (64, 32, 128, 4, 2), (64, 64, 128, 4, 2), (128, 32, 128, 4, 3),
-                   (128, 32, 128, 8, 2), (64, 32, 64, 4, 3), (64, 64, 128, 4, 2, None, 2),
-                   (128, 32, 128, 4, 3, None, 2), (128, 64, 128, 8, 2, None, 2),
-                   (64, 64, 128, 4, 2, None, 1, False), (128, 32, 128, 4, 3, None, 1, False),
-                   (64, 64, 128, 4, 2, None, 1, True, 32, 3)]
-BACKWARD_TUNINGS = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 2), (64, 64, 64, 4, 2), (128, 32, 64, 4, 3),
-                    (128, 32, 64, 8, 3), (128, 32, 64, 4, 3, 64), (128, 32, 64, 4, 3, 128),
-                    (128, 32, 64, 4, 3, None, 2), (128, 32, 64, 4, 3, 64, 2), (64, 64, 64, 4, 2, None, 1, False),
-                    (128, 32, 64, 4, 3, 64, 1, False), (64, 64, 64, 4, 2, None, 1, True, 32, 3)]
+# Tilings --sweep tries at L=4096 for each (P, N) of --sweep-sizes, as SSDTuning fields: the forward's
+# alone (by the training forward's time), then, with --sweep-backward, the backward's under the fastest
+# forward. Entries that coincide once capped at a shape's P and N run once.
+FORWARD_TUNINGS = [
+    dict(block_p=64, block_q=64, block_n=128, num_stages=2, fused=False),  # the split form's picks
+    dict(block_p=128, block_q=32, block_n=128, num_stages=3, fused=False),
+    dict(block_p=64, block_q=64, num_warps=4, num_stages=2, fused=True),  # session 4's first sweep pick
+    dict(block_p=64, block_q=64, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
+    dict(block_p=64, block_q=32, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
+    dict(block_p=32, block_q=64, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
+    dict(block_p=64, block_q=64, num_warps=8, num_stages=2, fused=True, fused_reads_scores=True),
+]
+BACKWARD_TUNINGS = [
+    dict(block_p=64, block_q=32, block_n=64, num_stages=3), dict(block_p=64, block_q=64, block_n=64, num_stages=2),
+    dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64),
+    dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, split_diagonal=False),
+    dict(block_p=64, block_q=64, block_n=64, num_stages=2, state_block_q=32, state_num_stages=3),
+]
 
 
-def tuning_of(forward, backward=None) -> SSDTuning:
-    optional_defaults = (None, 1, True, None, None)  # block_s, heads_per_program, split_diagonal, state's
-    p, q, n, w, stages, block_s, heads_per_program, split, state_q, state_stages = (
-        *forward, *optional_defaults[len(forward) - 5:])
-    return SSDTuning(block_p=p, block_q=q, block_n=n, num_warps=w, num_stages=stages, block_s=block_s,
-                     heads_per_program=heads_per_program, split_diagonal=split, state_block_q=state_q,
-                     state_num_stages=state_stages,
-                     backward=None if backward is None else tuning_of(backward))
+def tuning_of(forward: dict, backward: dict | None = None) -> SSDTuning:
+    return SSDTuning(**forward, backward=None if backward is None else SSDTuning(**backward))
 
 
 def distinct(tunings, P, N):
-    capped = {(min(p, P), min(q, CHUNK), min(n, N), *rest): None for p, q, n, *rest in tunings}
-    return list(capped)
+    capped = {}
+    for fields in tunings:
+        fields = {**fields, "block_p": min(fields["block_p"], P), "block_q": min(fields["block_q"], CHUNK)}
+        if "block_n" in fields:
+            fields["block_n"] = min(fields["block_n"], N)
+        capped.setdefault(tuple(sorted(fields.items())), fields)
+    return list(capped.values())
 
 
 def try_tuning(tuning, shape, a, results, backward: bool) -> float:
@@ -142,27 +153,33 @@ def try_tuning(tuning, shape, a, results, backward: bool) -> float:
     try:
         errors = check(lambda *t: ours(*t, tuning=tuning), (2, 777, 4, shape[3], 1, shape[5]), torch.bfloat16, 3)
         row["max_rel_err"] = max(errors)
-        row["fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=False)
+        row["fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, "inference")
+        row["train_fwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, "train_fwd")
         if backward:
-            row["fwdbwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, backward=True)
+            row["fwdbwd_ms"] = time_pair(lambda *t: ours(*t, tuning=tuning), a, "fwdbwd")
     except Exception as exc:  # noqa: BLE001  (a tile too large for shared memory is a result, not a crash)
         row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     results.setdefault("sweep", []).append(row)
     print("sweep", {k: v for k, v in row.items() if k != "tuning"}, tuning, flush=True)
     if not row.get("max_rel_err", float("nan")) < 2e-2:
         return float("inf")
-    return row["fwdbwd_ms" if backward else "fwd_ms"]
+    return row["fwdbwd_ms" if backward else "train_fwd_ms"]
 
 
-def sweep(shape, results) -> SSDTuning:
-    """The fastest correct forward tiles, then the fastest correct backward tiles under them."""
+def sweep(shape, results, sweep_backward: bool) -> SSDTuning:
+    """The fastest correct forward tiles, then (sweep_backward) the fastest correct backward tiles under
+    them; otherwise the default backward tiles for these sizes."""
     a = inputs(*shape, dtype=torch.bfloat16, seed=0)
     P, N = shape[3], shape[5]
     forward = min(distinct(FORWARD_TUNINGS, P, N),
                   key=lambda f: try_tuning(tuning_of(f), shape, a, results, backward=False))
-    backward = min(distinct(BACKWARD_TUNINGS, P, N),
-                   key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
-    best = tuning_of(forward, backward)
+    if sweep_backward:
+        backward = min(distinct(BACKWARD_TUNINGS, P, N),
+                       key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
+        best = tuning_of(forward, backward)
+    else:
+        best = dataclasses.replace(tuning_of(forward), backward=default_tuning(a[0], a[3]).backward
+                                   or default_tuning(a[0], a[3]))
     print(f"sweep picked for P={P} N={N}: {best}", flush=True)
     results.setdefault("picked", {})[f"P={P} N={N}"] = str(best)
     return best
@@ -191,27 +208,49 @@ def time_shape(shape, a, tuned, results) -> None:
     first_call = time.perf_counter() - start
     row = {"shape": shape, "first_call_s": first_call}
     for label, fn in (("composer", tuned), ("mamba_ssm", peer)):
-        row[f"{label}_fwd_ms"] = time_pair(fn, a, backward=False)
-        row[f"{label}_fwdbwd_ms"] = time_pair(fn, a, backward=True)
+        for mode in ("inference", "train_fwd", "fwdbwd"):
+            row[f"{label}_{mode}_ms"] = time_pair(fn, a, mode)
     moved, flops = bytes_and_flops(*shape)
-    row["fwd_speedup"] = row["mamba_ssm_fwd_ms"] / row["composer_fwd_ms"]
-    row["fwdbwd_speedup"] = row["mamba_ssm_fwdbwd_ms"] / row["composer_fwdbwd_ms"]
-    row["composer_fwd_GBps"] = moved / row["composer_fwd_ms"] / 1e6
-    row["composer_fwd_TFLOPs"] = flops / row["composer_fwd_ms"] / 1e9
+    for mode in ("inference", "train_fwd", "fwdbwd"):
+        row[f"{mode}_speedup"] = row[f"mamba_ssm_{mode}_ms"] / row[f"composer_{mode}_ms"]
+    row["composer_fwd_GBps"] = moved / row["composer_train_fwd_ms"] / 1e6
+    row["composer_fwd_TFLOPs"] = flops / row["composer_train_fwd_ms"] / 1e9
     results["timings"].append(row)
-    print(f"time {shape} fwd {row['composer_fwd_ms']:.3f} vs {row['mamba_ssm_fwd_ms']:.3f} ms "
-          f"(x{row['fwd_speedup']:.2f}), fwd+bwd {row['composer_fwdbwd_ms']:.3f} vs "
-          f"{row['mamba_ssm_fwdbwd_ms']:.3f} ms (x{row['fwdbwd_speedup']:.2f}), "
+    print(f"time {shape} inference {row['composer_inference_ms']:.3f} vs {row['mamba_ssm_inference_ms']:.3f} ms "
+          f"(x{row['inference_speedup']:.2f}), training fwd {row['composer_train_fwd_ms']:.3f} vs "
+          f"{row['mamba_ssm_train_fwd_ms']:.3f} (x{row['train_fwd_speedup']:.2f}), fwd+bwd "
+          f"{row['composer_fwdbwd_ms']:.3f} vs {row['mamba_ssm_fwdbwd_ms']:.3f} ms (x{row['fwdbwd_speedup']:.2f}), "
           f"{row['composer_fwd_GBps']:.0f} GB/s of {COPY_BYTES_PER_S / 1e9:.0f}, "
           f"{row['composer_fwd_TFLOPs']:.0f} TFLOP/s of {MATMUL_FLOPS / 1e12:.0f}, "
           f"first call {first_call:.1f} s", flush=True)
+
+
+def compare_forms(results) -> None:
+    """The fused and split forwards at the main shape's L, H, P, N over batch sizes: where the fused
+    form's b * H programs stop filling the GPU (the auto rule's threshold)."""
+    for b in (1, 2, 4, 8):
+        shape = (b, 4096, 32, 64, 1, 128)
+        a = inputs(*shape, dtype=torch.bfloat16, seed=0)
+        row = {"shape": shape}
+        for fused in (False, True):
+            tuning = dataclasses.replace(default_tuning(a[0], a[3]), fused=fused)
+            for mode in ("inference", "train_fwd"):
+                row[f"{'fused' if fused else 'split'}_{mode}_ms"] = time_pair(
+                    lambda *t: ours(*t, tuning=tuning), a, mode)
+        results.setdefault("forms", []).append(row)
+        print("forms", row, flush=True)
+
+
+def fused_ours(x, dt, A, B, C):
+    """Ours with the fused forward forced: the checks' small batches would otherwise take the split form."""
+    return ours(x, dt, A, B, C, tuning=dataclasses.replace(default_tuning(x, B), fused=True))
 
 
 def run_checks(results) -> None:
     """bf16 (both implementations) and fp32 (ours) errors against the fp32 reference at odd shapes."""
     names = ["y", "dx", "ddt", "dA", "dB", "dC"]
     for shape in [(2, 1000, 8, 64, 1, 128), (1, 2048, 4, 128, 2, 64), (2, 513, 6, 64, 3, 256)]:
-        for label, fn in (("composer", ours), ("mamba_ssm", peer)):
+        for label, fn in (("composer", ours), ("composer_fused", fused_ours), ("mamba_ssm", peer)):
             errors = check(fn, shape, torch.bfloat16, seed=hash(shape) % 1000)
             results["checks"].append({"impl": label, "shape": shape, "dtype": "bf16", **dict(zip(names, errors))})
             ok = all(e == e and e < 2e-2 for e in errors)
@@ -230,9 +269,11 @@ def main():
     parser.add_argument("--sweep", action="store_true", help="try the tunings below at L=4096 for each (P, N) "
                         "of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
     parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
+    parser.add_argument("--sweep-backward", action="store_true", help="sweep the backward's tiles too")
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
     parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
+    parser.add_argument("--forms", action="store_true", help="fused against split forward over batch sizes")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     out = Path(args.out)
@@ -248,10 +289,12 @@ def main():
     if args.sweep:
         for size in args.sweep_sizes.split(","):
             P, N = (int(v) for v in size.split("x"))
-            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results)
+            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results, args.sweep_backward)
     results["tuning"] = {f"P={P} N={N}": str(t) for (P, N), t in picked.items()} or "defaults"
     if args.profile:
         profile(main_shape, picked.get((64, 128)))
+    if args.forms:
+        compare_forms(results)
 
     shapes = [] if args.no_timings else [main_shape]
     if args.shapes:

@@ -9,6 +9,7 @@ activations' dtype: fp32 by default, bf16 under `--precision bf16` (autocast).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,8 @@ class Specialisation:
         stem = self.template.split(".", 1)[0]
         if self.template == NORM_TEMPLATE:
             return f"{stem}_W{c['W']}_{'gated' if c['HAS_GATE'] else 'ungated'}.py"
-        return f"{stem}_P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}_{c['DECAY']}_{c['OPERAND']}.py"
+        form = "_fused" if c.get("FUSED") else ""
+        return f"{stem}{form}_P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}_{c['DECAY']}_{c['OPERAND']}.py"
 
     def source(self, spec_name: str) -> str:
         return render_kernel(self.template, dict(self.constants),
@@ -73,15 +75,22 @@ def _scans(mixer) -> list[dict] | None:
 
 
 def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
+    """The forward and backward constants of one scan; both forward forms where the tuning leaves the
+    choice to the batch (the fused form where its programs fill the GPU, the split form elsewhere)."""
     from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
 
     meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)
     B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
-    forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"], default_tuning(x, B),
-                                       has_dt=scan["dt"], has_D=scan["D"])
-    return list(zip(SSD_TEMPLATES, (forward, backward)))
+    tuning = default_tuning(x, B)
+    pairs = []
+    for fused in [False, True] if tuning.fused is None else [tuning.fused]:
+        forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"],
+                                           dataclasses.replace(tuning, fused=fused), has_dt=scan["dt"],
+                                           has_D=scan["D"])
+        pairs += [(SSD_TEMPLATES[0], forward)] + ([(SSD_TEMPLATES[1], backward)] if not pairs else [])
+    return pairs
 
 
 def _norm_constants(mixer) -> list[tuple[str, dict]]:

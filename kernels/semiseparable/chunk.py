@@ -53,6 +53,12 @@ class SSDTuning:
                  over every block with per-element decays (each program's last load stays pipelined).
     state_block_q, state_num_stages  steps at a time and pipelining stages of the two sequential
                  state-passing kernels; None: block_q and num_stages.
+    fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
+                 the sequence block_q steps at a time, state in registers: x read once, no states pass
+                 through memory unless the backward needs them); False the split kernels; None: fused where
+                 its b * H * P // block_p programs fill the GPU (`fused_fills`), split elsewhere.
+    fused_reads_scores  the fused forward reads each block's C . B from the per-group scores the split form
+                 writes (one small kernel more, no per-head product) instead of forming it per head.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -66,6 +72,8 @@ class SSDTuning:
     split_diagonal: bool = True
     state_block_q: int | None = None
     state_num_stages: int | None = None
+    fused: bool | None = None
+    fused_reads_scores: bool = False
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -103,10 +111,12 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
 
 
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False) -> dict:
+                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False, fused: bool = False,
+                  saves_for_backward: bool = True) -> dict:
     """The template constants of one direction's kernels: everything they are specialised on.
     readers_block_q: the largest block in which the other direction reads this one's scores (the
-    backward reads the forward's), so SCORE_BLOCK covers it too."""
+    backward reads the forward's), so SCORE_BLOCK covers it too. fused, saves_for_backward: the
+    forward's form, and whether it writes what the backward reads (the split form always does)."""
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
@@ -127,6 +137,8 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
+        FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused,
+        READS_SCORES=fused and tuning.fused_reads_scores,
     )
 
 
@@ -139,6 +151,7 @@ class Grids(NamedTuple):
     q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads
     group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
     group_block: tuple  # one (SCORE_BLOCK, SCORE_BLOCK) block of one chunk's scores of one group
+    head_p_tile: tuple  # the whole sequence, BLOCK_P columns of one head (the fused forward)
 
     @classmethod
     def of(cls, constants: dict, batch: int, heads: int, groups: int, n_chunks: int) -> "Grids":
@@ -148,14 +161,16 @@ class Grids(NamedTuple):
         heads_per_program = constants.get("HEADS_PER_PROGRAM", 1)
         return cls((n_chunks, batch * heads), (state_tiles, batch * heads),
                    (q_tiles * p_tiles, batch * heads // heads_per_program, n_chunks),
-                   (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks))
+                   (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks),
+                   (p_tiles, batch * heads))
 
 
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
-    """Run the forward kernels. Returns y, the final state (or None), and what the backward reads:
-    `scores` (b, c, G, Q, Q), C . B per chunk and group, and `states`, the state entering each
-    chunk (b, c, H, P, N), both in the operand type (x's for 16-bit operands, else fp32); `cum`, the
-    chunk-local cumulative log decay (b, H, c, Q) fp32 (None without decay)."""
+    """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
+    (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
+    C . B per chunk and group, and `states`, the state entering each chunk (b, c, H, P, N), both in the
+    operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay
+    (b, H, c, Q) fp32 (None without decay)."""
     kernels = load_kernel_once("ssd_forward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -165,16 +180,25 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
-    # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
-    scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
-    states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
-    cum = None
-    if log_a is not None:
-        cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
-        launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-    launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
+    scores = states = cum = None
+    # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
+    if constants["SAVES_FOR_BACKWARD"]:
+        states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        if log_a is not None:
+            cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
+            launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+    if constants["SAVES_FOR_BACKWARD"] or constants["READS_SCORES"]:
+        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores,
+               **sizes)
+    if constants["FUSED"]:
+        launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
+               B_ptr=B, C_ptr=C, scores_ptr=scores if constants["READS_SCORES"] else None, y_ptr=y, D_ptr=D,
+               states_ptr=states, initial_state_ptr=initial_state,
+               final_state_ptr=final_state, n_blocks=triton.cdiv(L, constants["BLOCK_Q"]), **sizes)
+        return y, final_state, scores, states, cum
     launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
@@ -265,21 +289,27 @@ class SSDChunked(torch.autograd.Function):
 
 
 # From the H100 sweeps at L=4096, H=32, chunk 256, bf16, every (P, N) in {64, 128} x {64, 128, 256}
-# (benchmarks/ssd.py --sweep; results/ssd_sweep_h100_2026-11-23_session3*.log): the whole head dim in
+# (benchmarks/ssd.py --sweep; results/ssd_sweep_h100_2026-11-2*.log). Split form: the whole head dim in
 # one tile (block_p caps at P), the state passed in (P, 128) tiles forward and (P, 64) backward, dscores
 # written in 64-step blocks. fp32 operands take twice the shared memory of 16-bit ones, so they keep
-# smaller tiles.
-DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128,
+# smaller tiles. The fused forward wins up to N = 128 (64 columns of a head per program, 64 steps at a
+# time, 4 warps, 2 stages); at N = 256 its (N, 64) fp32 state spills and the split form stays faster.
+DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128, fused=False,
                            backward=SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64))
-FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4)
+FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 # Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
-# output kernel takes 64-step blocks, and so does the backward up to N = 128.
+# output kernel takes 64-step blocks, and so does the backward up to N = 128; up to N = 128 the forward is
+# fused wherever its programs fill the GPU (those tiles are the split form's P = 64 picks too).
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
+_P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,
-    (64, 256): dataclasses.replace(_P64, backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
+    (64, 256): dataclasses.replace(_P64, fused=False,
+                                   backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
+    (128, 64): _P128_FUSED,
+    (128, 128): _P128_FUSED,
 }
 
 
@@ -290,16 +320,31 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
     return FP32_TUNING
 
 
+def fused_fills(programs: int, device: torch.device) -> bool:
+    """Whether `programs` fused-forward programs fill the GPU: at least one per multiprocessor. Fewer
+    leave multiprocessors idle through the whole sequential walk, where the split form's programs
+    (one per chunk and block) still spread. Off CUDA (the interpreter) the split form is the default."""
+    if device.type != "cuda":
+        return False
+    return programs >= torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                   has_dt: bool = False, has_D: bool = False) -> tuple[dict, dict]:
+                   has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
     """The forward's and the backward's constants for one call: the backward reads the forward's
     scores in blocks of its own SCORE_BLOCK (>= its BLOCK_Q), so the forward writes blocks at least
-    that large: an unwritten corner of a block would reach a product as garbage."""
+    that large: an unwritten corner of a block would reach a product as garbage. needs_grad: whether
+    a backward will run, so the forward must save what it reads."""
     backward = tuning.backward or tuning
     flags = (has_initial_state, return_final_state)
+    fused = tuning.fused
+    if fused is None:
+        b, _, H, P = x.shape
+        fused = fused_fills(b * H * (P // min(tuning.block_p, P)), x.device)
     backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
-                                      readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D)
+                                      readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D, fused=fused,
+                                      saves_for_backward=needs_grad)
     heads_per_group = forward_constants["HEADS_PER_GROUP"]
     for constants, direction in ((forward_constants, tuning), (backward_constants, backward)):
         constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, direction.heads_per_program), heads_per_group)
@@ -323,7 +368,12 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     check_inputs(x, log_a, B, C, chunk_len, initial_state, dt, D)
     tuning = tuning or default_tuning(x, B)
     flags = (initial_state is not None, return_final_state)
+    inputs = (x, dt, log_a, B, C, initial_state, D)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None,
-                                                   has_D=D is not None)
-    contiguous = [None if t is None else t.contiguous() for t in (x, dt, log_a, B, C, initial_state, D)]
+                                                   has_D=D is not None, needs_grad=needs_grad)
+    contiguous = [None if t is None else t.contiguous() for t in inputs]
+    if not needs_grad:  # inference: nothing to save, no autograd node
+        y, final_state = _forward(constants, *contiguous)[:2]
+        return y, final_state
     return SSDChunked.apply(*contiguous, constants, backward_constants)

@@ -55,6 +55,20 @@ def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
     assert not any(dict(s.constants)["HAS_DT"] for s in fixed)
 
 
+def test_sizes_with_a_fused_forward_list_both_forward_forms_under_distinct_names():
+    """At Mamba-2's (P, N) in bf16 the batch decides the forward's form at run time: both are listed,
+    the backward once."""
+    mamba2 = {**SSD, "state": 128, "head_dim": 64, "chunk": 256}
+    specialisations, _ = plan_of({"a": {"mixer": mamba2}}, ["a"], precision="bf16")
+    forwards = [s for s in specialisations if s.template == "ssd_forward.py.jinja"]
+    assert sorted(dict(s.constants)["FUSED"] for s in forwards) == [False, True]
+    assert len(specialisations) == 3 and len({s.file_name for s in specialisations}) == 3
+    fused = next(s for s in forwards if dict(s.constants)["FUSED"])
+    assert "def chunk_scan_fused_fwd" in fused.source("small")
+    fp32, _ = plan_of({"a": {"mixer": mamba2}}, ["a"])
+    assert [dict(s.constants)["FUSED"] for s in fp32 if s.template == "ssd_forward.py.jinja"] == [False]
+
+
 def test_linear_attention_lists_its_value_and_normaliser_scans():
     lowrank = {"kind": "lowrank", "heads": 2, "head_dim": 32, "feature_dim": 16, "chunk": 64}
     specialisations, on_reference = plan_of({"a": {"mixer": lowrank}}, ["a"])

@@ -96,12 +96,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("fused,reads_scores", [(False, False), (True, False), (True, True)],
+                         ids=["split", "fused", "fused_reads_scores"])
 @pytest.mark.parametrize("b,H,G,L,P,N,chunk_len,decay,use_h0,tiles", CASES)
-def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, decay, use_h0, tiles):
+def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, decay, use_h0, tiles, fused,
+                                                   reads_scores):
+    """Both forward forms; the fused one walks the sequence in block_q steps, which can be shorter than
+    the chunk, stores the states the backward reads at the chunk's own boundaries, and forms each
+    block's C . B or reads it from the per-group scores."""
     torch.manual_seed(1000 * L + 10 * P + N)
     inputs = make_inputs(b, L, H, P, G, N)
-    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, chunk_len, decay, use_h0,
-                                                    SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1]))
+    tuning = SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1], fused=fused,
+                       fused_reads_scores=reads_scores)
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, chunk_len, decay, use_h0, tuning)
     assert_matches(y, y_ref, "y")
     assert_matches(s, s_ref, "final_state")
     for name, got, want in zip(GRAD_NAMES, g, g_ref):
@@ -120,9 +127,10 @@ DT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["split", "fused"])
 @pytest.mark.parametrize("use_D", [False, True], ids=["no_skip", "skip_D"])
 @pytest.mark.parametrize("b,H,G,L,P,N,chunk_len,decay,tiles", DT_CASES)
-def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk_len, decay, tiles, use_D):
+def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk_len, decay, tiles, use_D, fused):
     """With D, Mamba-2's skip y += D x (x before dt) is fused too: dx and dD come from the dx kernel."""
     torch.manual_seed(77 + L)
     x, log_a, B, C, h0 = make_inputs(b, L, H, P, G, N)
@@ -140,7 +148,8 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
         else:
             y, state = ssd_chunked_triton(x_, log_a_ if decay == "data" else None, B_, C_, chunk_len, h0_, dt=dt_,
                                           D=D_ if use_D else None,
-                                          tuning=SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1]))
+                                          tuning=SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1],
+                                                           fused=fused))
         ((y * y_grad.to(y)).sum() + (state * state_grad.to(state)).sum()).backward()
         results.append([y, state] + [leaf.grad for leaf in leaves])
     names = ["y", "final_state", "dx", "ddt", "dlog_a", "dB", "dC", "dinitial_state", "dD"]
@@ -159,14 +168,18 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16, heads_per_program=2), None),  # the two heads of a group in one output program
     (SSDTuning(block_q=16, split_diagonal=False), None),  # one loop over every block, per-element decays
     (SSDTuning(block_q=32, state_block_q=16, state_num_stages=2), None),  # state passing in smaller steps
-], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q"])
+    (SSDTuning(block_q=16, fused=True), SSDTuning(block_q=32)),  # fused walk in 16 steps, backward reads 32
+    (SSDTuning(block_q=16, fused=True, fused_reads_scores=True), SSDTuning(block_q=32)),  # inside 32-step blocks
+], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q", "fused",
+        "fused_reads_scores"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
+    backward = None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q, block_n=16,
+                                                       block_s=backward.block_s)
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
-                       backward=None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q,
-                                                                        block_n=16, block_s=backward.block_s))
+                       fused=forward.fused, fused_reads_scores=forward.fused_reads_scores, backward=backward)
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
     for name, got, want in zip(("y", "final_state") + GRAD_NAMES, [y, s] + g, [y_ref, s_ref] + g_ref):
         if name == "log_a" and decay == "none":
@@ -189,11 +202,36 @@ def test_chunked_without_final_state_matches_reference(use_h0):
             assert_matches(got, want, f"d{name}")
 
 
+@pytest.mark.parametrize("fused,reads_scores", [(False, False), (True, False), (True, True)],
+                         ids=["split", "fused", "fused_reads_scores"])
+@pytest.mark.parametrize("decay", ["data", "none"])
+def test_inference_forward_matches_training_forward_and_reference(decay, fused, reads_scores):
+    """Without a gradient to compute the forward saves nothing (the fused form then runs one kernel) and
+    builds no autograd node; its outputs are the training forward's."""
+    torch.manual_seed(5)
+    x, log_a, B, C, h0 = (t.float().to(DEVICE) for t in make_inputs(b=2, L=45, H=4, P=32, G=2, N=16))
+    log_a = log_a if decay == "data" else None
+    tuning = SSDTuning(block_p=16, block_q=16, fused=fused, fused_reads_scores=reads_scores)
+    with torch.no_grad():
+        y, s = ssd_chunked_triton(x, log_a, B, C, 32, h0, tuning=tuning)
+    assert y.grad_fn is None
+    leaves = [t.clone().requires_grad_() for t in (x, B)]
+    y_train, s_train = ssd_chunked_triton(leaves[0], log_a, leaves[1], C, 32, h0, tuning=tuning)
+    assert y_train.grad_fn is not None
+    torch.testing.assert_close(y, y_train.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(s, s_train.detach(), rtol=0, atol=0)
+    log_a_ref = torch.zeros(2, 45, 4, device=DEVICE) if log_a is None else log_a
+    y_ref, s_ref = ssd_chunked(*(t.double().cpu() for t in (x, log_a_ref, B, C)), 32, h0.double().cpu())
+    assert_matches(y, y_ref, "y")
+    assert_matches(s, s_ref, "final_state")
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["split", "fused"])
 @pytest.mark.parametrize("log_a_range", [(30.0, 31.0), (0.0, 1e-4)], ids=["decay_near_0", "decay_near_1"])
-def test_extreme_decays_over_long_sequence_stay_finite_and_match(log_a_range):
+def test_extreme_decays_over_long_sequence_stay_finite_and_match(log_a_range, fused):
     torch.manual_seed(300)
     inputs = make_inputs(b=1, L=300, H=2, P=16, G=1, N=16, log_a_range=log_a_range)
-    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, 32, "data", True)
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, 32, "data", True, SSDTuning(fused=fused))
     assert_matches(y, y_ref, "y")
     assert_matches(s, s_ref, "final_state")
     for name, got, want in zip(GRAD_NAMES, g, g_ref):
@@ -206,7 +244,9 @@ BF16_OPERAND = "fp32" if os.environ.get("TRITON_INTERPRET") == "1" else None
 
 
 @pytest.mark.parametrize("dtype, tuning", [(torch.bfloat16, SSDTuning(operand=BF16_OPERAND)),
-                                           (torch.float16, SSDTuning())])
+                                           (torch.float16, SSDTuning()),
+                                           (torch.bfloat16, SSDTuning(operand=BF16_OPERAND, fused=True)),
+                                           (torch.float16, SSDTuning(fused=True))])
 def test_16bit_inputs_match_reference_to_their_precision(dtype, tuning):
     torch.manual_seed(16)
     x, log_a, B, C, h0 = (t.to(dtype) for t in make_inputs(b=1, L=37, H=2, P=16, G=1, N=16))
@@ -248,7 +288,8 @@ def test_steps_continue_a_chunked_prefill():
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
                  BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True,
-                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3)
+                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, FUSED=False, SAVES_FOR_BACKWARD=True,
+                 READS_SCORES=False)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
@@ -261,18 +302,20 @@ def code_only(source: str) -> str:
     return ast.unparse(tree)
 
 
-@pytest.mark.parametrize("template", ["ssd_forward.py.jinja", "ssd_backward.py.jinja", "ssd_step.py.jinja"])
-def test_decay_none_renders_no_decay_code_under_a_header(template):
-    source = render_kernel(template, CONSTANTS, HEADER)
+@pytest.mark.parametrize("template,fused", [("ssd_forward.py.jinja", False), ("ssd_forward.py.jinja", True),
+                                            ("ssd_backward.py.jinja", False), ("ssd_step.py.jinja", False)])
+def test_decay_none_renders_no_decay_code_under_a_header(template, fused):
+    constants = {**CONSTANTS, "FUSED": fused}
+    source = render_kernel(template, constants, HEADER)
     assert source.startswith(f"# Generated by composer from template {template}.")
     header = source.split("\n\n", 1)[0]
     assert "# spec: mamba2_tiny" in header and "# layer: ssd" in header
     assert f"# triton: {triton.__version__}" in header
-    for name, value in CONSTANTS.items():
+    for name, value in constants.items():
         assert f"#   {name} = {value!r}" in header
     code = code_only(source)
     assert "log_a" not in code and "tl.exp" not in code and "cum" not in code
-    with_decay = code_only(render_kernel(template, {**CONSTANTS, "DECAY": "data"}, HEADER))
+    with_decay = code_only(render_kernel(template, {**constants, "DECAY": "data"}, HEADER))
     assert ("log_a_ptr" in with_decay or "cum_ptr" in with_decay) and "tl.exp" in with_decay
 
 
@@ -288,7 +331,29 @@ def test_rendered_kernels_are_formatted_python(template, decay, flag, heads_per_
                  "RETURN_FINAL_STATE": False, "HEADS_PER_PROGRAM": heads_per_program, "SPLIT_DIAGONAL": split_diagonal}
     if flag:
         constants[flag] = True
-    source = render_kernel(template, constants, HEADER)
+    assert_formatted(render_kernel(template, constants, HEADER))
+
+
+@pytest.mark.parametrize("decay", ["none", "data"])
+@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_D", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
+@pytest.mark.parametrize("saves_for_backward", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("reads_scores", [False, True], ids=["forms_scores", "reads_scores"])
+def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backward, reads_scores):
+    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
+                 "RETURN_FINAL_STATE": False, "FUSED": True, "SAVES_FOR_BACKWARD": saves_for_backward,
+                 "READS_SCORES": reads_scores}
+    if flag:
+        constants[flag] = True
+    source = render_kernel("ssd_forward.py.jinja", constants, HEADER)
+    assert_formatted(source)
+    code = code_only(source)
+    assert "def chunk_scan_fused_fwd" in code and "def state_passing_fwd" not in code
+    assert ("states_ptr" in code) == saves_for_backward
+    assert ("def chunk_scores_fwd" in code) == (saves_for_backward or reads_scores)
+    assert ("tl.trans(B))" in code) == (not reads_scores)  # C . B^T formed in the kernel
+
+
+def assert_formatted(source: str) -> None:
     ast.parse(source)
     for number, line in enumerate(source.splitlines(), 1):
         assert len(line) <= 120 and line == line.rstrip(), f"line {number}: {line!r}"
