@@ -119,11 +119,10 @@ def time_pair(fn, args, mode: str):
 FORWARD_TUNINGS = [
     dict(block_p=64, block_q=64, block_n=128, num_stages=2, fused=False),  # the split form's picks
     dict(block_p=128, block_q=32, block_n=128, num_stages=3, fused=False),
-    dict(block_p=64, block_q=64, num_warps=4, num_stages=2, fused=True),  # session 4's first sweep pick
-    dict(block_p=64, block_q=64, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
-    dict(block_p=64, block_q=32, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
-    dict(block_p=32, block_q=64, num_warps=4, num_stages=2, fused=True, fused_reads_scores=True),
-    dict(block_p=64, block_q=64, num_warps=8, num_stages=2, fused=True, fused_reads_scores=True),
+    dict(block_p=64, block_q=64, num_warps=4, num_stages=2, fused=True),  # the fused form's pick
+    dict(block_p=64, block_q=32, num_warps=4, num_stages=2, fused=True),
+    dict(block_p=32, block_q=64, num_warps=4, num_stages=2, fused=True),
+    dict(block_p=64, block_q=64, num_warps=8, num_stages=2, fused=True),
 ]
 BACKWARD_TUNINGS = [
     dict(block_p=64, block_q=32, block_n=64, num_stages=3), dict(block_p=64, block_q=64, block_n=64, num_stages=2),

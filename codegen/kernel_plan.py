@@ -76,7 +76,7 @@ def _scans(mixer) -> list[dict] | None:
 
 def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
     """The forward and backward constants of one scan; both forward forms where the tuning leaves the
-    choice to the batch (the fused form where its programs fill the GPU, the split form elsewhere)."""
+    choice to the batch (the fused form where its programs keep the GPU busy, the split form elsewhere)."""
     from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
 
     meta = dict(device="meta", dtype=dtype)

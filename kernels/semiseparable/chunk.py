@@ -10,6 +10,7 @@ define the notation used here (b, L, H, P, G, N, Q, c).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -56,9 +57,7 @@ class SSDTuning:
     fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
                  the sequence block_q steps at a time, state in registers: x read once, no states pass
                  through memory unless the backward needs them); False the split kernels; None: fused where
-                 its b * H * P // block_p programs fill the GPU (`fused_fills`), split elsewhere.
-    fused_reads_scores  the fused forward reads each block's C . B from the per-group scores the split form
-                 writes (one small kernel more, no per-head product) instead of forming it per head.
+                 its b * H * P // block_p programs keep enough of the GPU busy (`fused_pays`), else split.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -73,7 +72,6 @@ class SSDTuning:
     state_block_q: int | None = None
     state_num_stages: int | None = None
     fused: bool | None = None
-    fused_reads_scores: bool = False
     dot_precision: str | None = None
     operand: str | None = None
     backward: "SSDTuning | None" = None
@@ -138,7 +136,6 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
         FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused,
-        READS_SCORES=fused and tuning.fused_reads_scores,
     )
 
 
@@ -183,20 +180,18 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     scores = states = cum = None
-    # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
     if constants["SAVES_FOR_BACKWARD"]:
+        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
+        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         if log_a is not None:
             cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
             launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-    if constants["SAVES_FOR_BACKWARD"] or constants["READS_SCORES"]:
-        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores,
                **sizes)
     if constants["FUSED"]:
         launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
-               B_ptr=B, C_ptr=C, scores_ptr=scores if constants["READS_SCORES"] else None, y_ptr=y, D_ptr=D,
-               states_ptr=states, initial_state_ptr=initial_state,
+               B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
                final_state_ptr=final_state, n_blocks=triton.cdiv(L, constants["BLOCK_Q"]), **sizes)
         return y, final_state, scores, states, cum
     launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
@@ -299,7 +294,7 @@ DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128, fused=False,
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 # Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
 # output kernel takes 64-step blocks, and so does the backward up to N = 128; up to N = 128 the forward is
-# fused wherever its programs fill the GPU (those tiles are the split form's P = 64 picks too).
+# fused wherever its programs keep the GPU busy (those tiles are the split form's P = 64 picks too).
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
@@ -320,13 +315,21 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
     return FP32_TUNING
 
 
-def fused_fills(programs: int, device: torch.device) -> bool:
-    """Whether `programs` fused-forward programs fill the GPU: at least one per multiprocessor. Fewer
-    leave multiprocessors idle through the whole sequential walk, where the split form's programs
-    (one per chunk and block) still spread. Off CUDA (the interpreter) the split form is the default."""
+def fused_pays(programs: int, device: torch.device) -> bool:
+    """Whether `programs` fused-forward programs keep enough of the GPU busy: one per four
+    multiprocessors. On the H100 at L=4096, P=64, N=128 (results/ssd_h100_2026-11-28_session4.log,
+    "forms") the fused form was faster from b=2 (64 programs: 0.29 against 0.39 ms) up, and level at
+    b=1 (32 programs), where the split form is latency-bound too. Off CUDA (the interpreter) the split
+    form is the default."""
     if device.type != "cuda":
         return False
-    return programs >= torch.cuda.get_device_properties(device).multi_processor_count
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return 4 * programs >= _multiprocessors(index)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
@@ -340,7 +343,7 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     fused = tuning.fused
     if fused is None:
         b, _, H, P = x.shape
-        fused = fused_fills(b * H * (P // min(tuning.block_p, P)), x.device)
+        fused = fused_pays(b * H * (P // min(tuning.block_p, P)), x.device)
     backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
                                       readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D, fused=fused,

@@ -3,7 +3,8 @@
 The hand-picked cases in test_semiseparable_triton.py cover each option once; here hypothesis draws
 combinations nobody listed: a length of 1 or just past a chunk, groups that are neither 1 nor H,
 score blocks above the step blocks, forward and backward tiles that differ, the split and fused
-forwards, dt and the skip D with and without decay and initial state. Interpreted on the CPU, so the draws stay small and few.
+forwards, dt and the skip D with and without decay and initial state. Interpreted on the CPU, so the
+draws stay small and few.
 """
 
 import os
@@ -28,7 +29,7 @@ def problems(draw):
     tuning = SSDTuning(block_p=draw(TILES), block_q=draw(TILES), block_n=draw(TILES),
                        block_s=draw(st.sampled_from([None, 32])), heads_per_program=draw(st.sampled_from([1, 2, 3])),
                        split_diagonal=draw(st.booleans()), state_block_q=draw(st.sampled_from([None, 16])),
-                       fused=draw(st.booleans()), fused_reads_scores=draw(st.booleans()),
+                       fused=draw(st.booleans()),
                        backward=draw(st.sampled_from([None, SSDTuning(block_p=16, block_q=32, block_n=16)])))
     return dict(b=draw(st.integers(1, 2)), L=L, H=H, G=G, P=draw(TILES), N=draw(TILES), chunk=chunk,
                 decay=draw(st.booleans()), h0=draw(st.booleans()), dt=draw(st.booleans()), D=draw(st.booleans()),

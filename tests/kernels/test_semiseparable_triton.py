@@ -96,18 +96,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("fused,reads_scores", [(False, False), (True, False), (True, True)],
-                         ids=["split", "fused", "fused_reads_scores"])
+@pytest.mark.parametrize("fused", [False, True], ids=["split", "fused"])
 @pytest.mark.parametrize("b,H,G,L,P,N,chunk_len,decay,use_h0,tiles", CASES)
-def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, decay, use_h0, tiles, fused,
-                                                   reads_scores):
+def test_chunked_outputs_and_grads_match_reference(b, H, G, L, P, N, chunk_len, decay, use_h0, tiles, fused):
     """Both forward forms; the fused one walks the sequence in block_q steps, which can be shorter than
-    the chunk, stores the states the backward reads at the chunk's own boundaries, and forms each
-    block's C . B or reads it from the per-group scores."""
+    the chunk, and stores the states the backward reads at the chunk's own boundaries."""
     torch.manual_seed(1000 * L + 10 * P + N)
     inputs = make_inputs(b, L, H, P, G, N)
-    tuning = SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1], fused=fused,
-                       fused_reads_scores=reads_scores)
+    tuning = SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1], fused=fused)
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, chunk_len, decay, use_h0, tuning)
     assert_matches(y, y_ref, "y")
     assert_matches(s, s_ref, "final_state")
@@ -169,9 +165,7 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16, split_diagonal=False), None),  # one loop over every block, per-element decays
     (SSDTuning(block_q=32, state_block_q=16, state_num_stages=2), None),  # state passing in smaller steps
     (SSDTuning(block_q=16, fused=True), SSDTuning(block_q=32)),  # fused walk in 16 steps, backward reads 32
-    (SSDTuning(block_q=16, fused=True, fused_reads_scores=True), SSDTuning(block_q=32)),  # inside 32-step blocks
-], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q", "fused",
-        "fused_reads_scores"])
+], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q", "fused"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     backward = None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q, block_n=16,
@@ -179,7 +173,7 @@ def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, 
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
-                       fused=forward.fused, fused_reads_scores=forward.fused_reads_scores, backward=backward)
+                       fused=forward.fused, backward=backward)
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
     for name, got, want in zip(("y", "final_state") + GRAD_NAMES, [y, s] + g, [y_ref, s_ref] + g_ref):
         if name == "log_a" and decay == "none":
@@ -202,16 +196,15 @@ def test_chunked_without_final_state_matches_reference(use_h0):
             assert_matches(got, want, f"d{name}")
 
 
-@pytest.mark.parametrize("fused,reads_scores", [(False, False), (True, False), (True, True)],
-                         ids=["split", "fused", "fused_reads_scores"])
+@pytest.mark.parametrize("fused", [False, True], ids=["split", "fused"])
 @pytest.mark.parametrize("decay", ["data", "none"])
-def test_inference_forward_matches_training_forward_and_reference(decay, fused, reads_scores):
+def test_inference_forward_matches_training_forward_and_reference(decay, fused):
     """Without a gradient to compute the forward saves nothing (the fused form then runs one kernel) and
     builds no autograd node; its outputs are the training forward's."""
     torch.manual_seed(5)
     x, log_a, B, C, h0 = (t.float().to(DEVICE) for t in make_inputs(b=2, L=45, H=4, P=32, G=2, N=16))
     log_a = log_a if decay == "data" else None
-    tuning = SSDTuning(block_p=16, block_q=16, fused=fused, fused_reads_scores=reads_scores)
+    tuning = SSDTuning(block_p=16, block_q=16, fused=fused)
     with torch.no_grad():
         y, s = ssd_chunked_triton(x, log_a, B, C, 32, h0, tuning=tuning)
     assert y.grad_fn is None
@@ -288,8 +281,7 @@ def test_steps_continue_a_chunked_prefill():
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
                  BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True,
-                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, FUSED=False, SAVES_FOR_BACKWARD=True,
-                 READS_SCORES=False)
+                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, FUSED=False, SAVES_FOR_BACKWARD=True)
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
 
@@ -337,20 +329,16 @@ def test_rendered_kernels_are_formatted_python(template, decay, flag, heads_per_
 @pytest.mark.parametrize("decay", ["none", "data"])
 @pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_D", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
 @pytest.mark.parametrize("saves_for_backward", [True, False], ids=["training", "inference"])
-@pytest.mark.parametrize("reads_scores", [False, True], ids=["forms_scores", "reads_scores"])
-def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backward, reads_scores):
+def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backward):
     constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
-                 "RETURN_FINAL_STATE": False, "FUSED": True, "SAVES_FOR_BACKWARD": saves_for_backward,
-                 "READS_SCORES": reads_scores}
+                 "RETURN_FINAL_STATE": False, "FUSED": True, "SAVES_FOR_BACKWARD": saves_for_backward}
     if flag:
         constants[flag] = True
     source = render_kernel("ssd_forward.py.jinja", constants, HEADER)
     assert_formatted(source)
     code = code_only(source)
     assert "def chunk_scan_fused_fwd" in code and "def state_passing_fwd" not in code
-    assert ("states_ptr" in code) == saves_for_backward
-    assert ("def chunk_scores_fwd" in code) == (saves_for_backward or reads_scores)
-    assert ("tl.trans(B))" in code) == (not reads_scores)  # C . B^T formed in the kernel
+    assert ("states_ptr" in code) == ("def chunk_scores_fwd" in code) == saves_for_backward
 
 
 def assert_formatted(source: str) -> None:
