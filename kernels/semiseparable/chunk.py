@@ -109,12 +109,13 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
 
 
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False, fused: bool = False,
+                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False, fused: bool | None = None,
                   saves_for_backward: bool = True) -> dict:
     """The template constants of one direction's kernels: everything they are specialised on.
     readers_block_q: the largest block in which the other direction reads this one's scores (the
     backward reads the forward's), so SCORE_BLOCK covers it too. fused, saves_for_backward: the
-    forward's form, and whether it writes what the backward reads (the split form always does)."""
+    forward's form, and whether it writes what the backward reads (the split form always does);
+    None for the backward, which has one form."""
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
@@ -135,8 +136,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
-        FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused,
-    )
+    ) | ({} if fused is None else dict(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused))
 
 
 class Grids(NamedTuple):

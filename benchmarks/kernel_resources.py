@@ -1,0 +1,144 @@
+"""Registers, spills and shared memory of the rendered SSD kernels on Hopper, without a GPU.
+
+    python benchmarks/kernel_resources.py --P 64 --N 128 [--dtype bf16] [--form fused|split]
+        [--inference] [--tuning block_q=32,num_warps=8] [--kernel chunk_scan_fused_fwd]
+
+Renders the forward and backward modules exactly as a call at b=8, L=4096, H=32 would (the launcher's
+`call_constants`, fed meta tensors), compiles each kernel for sm_90a with the Triton wheel's own ptxas,
+and prints ptxas's resource report. Pointers are taken as 16-byte aligned and sizes as multiples of 16,
+as Triton's JIT specialises them at such shapes. Spilled registers (stack frame, spill stores) and shared
+memory above 114 KB (two programs a multiprocessor) are what this is for: both cost speed that only the
+device shows, and both can be read here first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Under TRITON_INTERPRET=1 triton.jit makes interpreter functions, which do not compile: this script
+# compiles, so it runs in its own process (the tests start it as one).
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from composer.codegen.render import render_kernel  # noqa: E402
+from composer.kernels.semiseparable.chunk import HEADER, SSDTuning, call_constants, default_tuning  # noqa: E402
+
+HOPPER = GPUTarget("cuda", 90, 32)
+SIZE_ARGUMENTS = {"seq_len", "n_heads", "n_chunks", "n_blocks"}
+# Pointers to fp32 data whatever the operand type; every other pointer holds operands (x's dtype).
+FP32_POINTERS = {"dt", "log_a", "cum", "D", "row_part", "column_part", "entering_share", "leaving_share",
+                 "state_dot_grad", "ddt_parts", "dD_parts", "dlog_a"}
+TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def modules(P: int, N: int, dtype: torch.dtype, tuning: SSDTuning, needs_grad: bool, chunk: int = 256) -> dict:
+    """{template: rendered source} for the forward and (when needs_grad) the backward of one call."""
+    meta = dict(device="meta", dtype=dtype)
+    x, B = torch.empty(8, 4096, 32, P, **meta), torch.empty(8, 4096, 1, N, **meta)
+    log_a = torch.empty(8, 4096, 32, **meta)
+    forward, backward = call_constants(x, log_a, B, chunk, False, False, tuning, has_dt=True, has_D=True,
+                                       needs_grad=needs_grad)
+    sources = {"ssd_forward.py.jinja": render_kernel("ssd_forward.py.jinja", forward, HEADER)}
+    if needs_grad:
+        sources["ssd_backward.py.jinja"] = render_kernel("ssd_backward.py.jinja", backward, HEADER)
+    return sources
+
+
+def launched_kernels(source: str) -> dict:
+    """The module's kernels (not its helpers): jit functions taking only pointers and run-time sizes."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
+        file.write(source)
+    spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernels = {}
+    for name, value in vars(module).items():
+        if isinstance(value, triton.runtime.jit.JITFunction):
+            arguments = list(inspect.signature(value.fn).parameters)
+            if any(a.endswith("_ptr") for a in arguments) and all(
+                    a.endswith("_ptr") or a in SIZE_ARGUMENTS for a in arguments):
+                stages = module.STATE_NUM_STAGES if name.startswith("state_passing") else module.NUM_STAGES
+                kernels[name] = (value, arguments, module.NUM_WARPS, stages)
+    return kernels
+
+
+def resources(kernel, arguments: list[str], dtype: torch.dtype, num_warps: int, num_stages: int) -> dict:
+    """ptxas's report for one kernel: registers, spill bytes, stack frame, and Triton's shared memory."""
+    signature = {a: "i32" if a in SIZE_ARGUMENTS else
+                 "*fp32" if a.removesuffix("_ptr") in FP32_POINTERS else f"*{TRITON_TYPES[dtype]}"
+                 for a in arguments}
+    attrs = {(i,): [["tt.divisibility", 16]] for i in range(len(arguments))}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
+        file.write(compiled.asm["ptx"])
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", os.devnull],
+                            capture_output=True, text=True, check=True).stderr
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, report)
+        return int(found.group(1)) if found else 0
+    return dict(registers=number(r"Used (\d+) registers"), stack=number(r"(\d+) bytes stack frame"),
+                spill_stores=number(r"(\d+) bytes spill stores"), spill_loads=number(r"(\d+) bytes spill loads"),
+                shared=compiled.metadata.shared)
+
+
+def parse_tuning(text: str | None, base: SSDTuning) -> SSDTuning:
+    """`block_q=32,num_warps=8` over `base`; each value an int, true/false or none."""
+    if not text:
+        return base
+    fields = {}
+    for item in text.split(","):
+        name, value = item.split("=")
+        value = value.strip().lower()
+        fields[name.strip()] = {"true": True, "false": False, "none": None}.get(value) if value in (
+            "true", "false", "none") else int(value)
+    return dataclasses.replace(base, **fields)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--P", type=int, default=64, help="head dim")
+    parser.add_argument("--N", type=int, default=128, help="state size")
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    parser.add_argument("--form", choices=["fused", "split"], help="forward form (default: the tuning's, fused "
+                        "where it may be chosen)")
+    parser.add_argument("--inference", action="store_true", help="the forward that saves nothing, no backward")
+    parser.add_argument("--tuning", help="SSDTuning fields over the default tiles, e.g. block_q=32,num_warps=8")
+    parser.add_argument("--kernel", help="only kernels whose name contains this")
+    args = parser.parse_args(argv)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    meta = dict(device="meta", dtype=dtype)
+    tuning = default_tuning(torch.empty(1, 1, 1, args.P, **meta), torch.empty(1, 1, 1, args.N, **meta))
+    tuning = parse_tuning(args.tuning, tuning)
+    form = args.form or ("split" if tuning.fused is False else "fused")
+    tuning = dataclasses.replace(tuning, fused=form == "fused")
+    print(f"P={args.P} N={args.N} {args.dtype} {form} forward, {'inference' if args.inference else 'training'}: "
+          f"{tuning}")
+    for template, source in modules(args.P, args.N, dtype, tuning, needs_grad=not args.inference).items():
+        for name, (kernel, arguments, num_warps, num_stages) in launched_kernels(source).items():
+            if args.kernel and args.kernel not in name:
+                continue
+            r = resources(kernel, arguments, dtype, num_warps, num_stages)
+            print(f"  {name:24s} {r['registers']:3d} registers, stack {r['stack']:5d} B, spills "
+                  f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB"
+                  f"  ({template}, {num_warps} warps, {num_stages} stages)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""benchmarks/kernel_resources.py: ptxas's report for the rendered kernels, read without a GPU.
+
+The script compiles, which the interpreter the tests run under cannot: it runs as its own process."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_resources.py"
+REPORT = re.compile(r"^  (\w+) +(\d+) registers, stack +(\d+) B, spills +(\d+) B stored / +(\d+) B loaded, "
+                    r"shared +(\d+) KB", re.M)
+
+
+def report(*args: str) -> dict:
+    """{kernel: (registers, stack, spill stores, spill loads, shared KB)} as the script prints them."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {name: tuple(map(int, numbers)) for name, *numbers in REPORT.findall(done.stdout)}
+
+
+def test_inference_report_lists_the_fused_kernel_alone_with_its_resources():
+    kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "fused", "--inference",
+                     "--tuning", "block_p=16,block_q=16")
+    assert list(kernels) == ["chunk_scan_fused_fwd"]  # nothing saved, no backward; helpers are not kernels
+    registers, stack, spill_stores, _, shared = kernels["chunk_scan_fused_fwd"]
+    assert 0 < registers <= 255 and shared > 0
+    assert stack == spill_stores == 0  # 16x16 tiles fit in registers
+
+
+def test_training_report_covers_the_split_forward_and_the_backward():
+    kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "split", "--kernel", "state_passing")
+    assert sorted(kernels) == ["state_passing_bwd", "state_passing_fwd"]
