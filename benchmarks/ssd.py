@@ -27,7 +27,8 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mamba_chunk_scan_combined  # noqa: E402
 
-from composer.kernels.semiseparable.chunk import SSDTuning, default_tuning, ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # noqa: E402
+from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning  # noqa: E402
 from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
 
 CHUNK = 256

@@ -77,7 +77,8 @@ def _scans(mixer) -> list[dict] | None:
 def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
     """The forward and backward constants of one scan; both forward forms where the tuning leaves the
     choice to the batch (the fused form where its programs keep the GPU busy, the split form elsewhere)."""
-    from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # imports triton
+    from composer.kernels.semiseparable.chunk import call_constants  # imports triton
+    from composer.kernels.semiseparable.tuning import default_tuning
 
     meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)

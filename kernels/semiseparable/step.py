@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, SSDTuning, launch
+from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
+from composer.kernels.semiseparable.tuning import SSDTuning
 
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.step"}
 

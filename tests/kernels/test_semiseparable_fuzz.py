@@ -13,7 +13,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton
+from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+from composer.kernels.semiseparable.tuning import SSDTuning
 from composer.kernels.semiseparable.reference import ssd_chunked
 
 DEVICE = "cpu" if os.environ["TRITON_INTERPRET"] == "1" or not torch.cuda.is_available() else "cuda"

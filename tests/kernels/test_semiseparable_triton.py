@@ -15,7 +15,8 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel, render_kernel
-from composer.kernels.semiseparable.chunk import SSDTuning, ssd_chunked_triton
+from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+from composer.kernels.semiseparable.tuning import SSDTuning
 from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step
 from composer.kernels.semiseparable.step import ssd_step_triton
 
