@@ -392,3 +392,23 @@ def test_fp16_gradients_match_reference_to_their_precision():
             (f"d{n}", leaf.grad, ref.grad) for n, leaf, ref in zip(GRAD_NAMES, leaves, ref_leaves)]:
         error = (got.detach().cpu().double() - want.detach()).norm() / want.detach().norm()
         assert error < 5e-3, f"{name}: relative error {error:.2e}"
+
+
+def test_auto_form_is_fused_from_one_program_per_four_multiprocessors(monkeypatch):
+    """tuning=None leaves the forward's form to `fused_pays`, asked with the fused form's program count
+    (b * H * P // block_p); an explicit form is never overridden. Off CUDA the split form runs."""
+    from composer.kernels.semiseparable import chunk, tuning
+
+    monkeypatch.setattr(tuning, "_multiprocessors", lambda index: 132)
+    assert tuning.fused_pays(33, torch.device("cuda", 0)) and not tuning.fused_pays(32, torch.device("cuda", 0))
+    assert not tuning.fused_pays(10_000, torch.device("cpu"))
+    asked = []
+    monkeypatch.setattr(chunk, "fused_pays", lambda programs, device: asked.append(programs) or programs >= 33)
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    x, B = torch.empty(2, 64, 8, 128, **meta), torch.empty(2, 64, 1, 64, **meta)
+    forward, _ = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(block_p=64, block_q=64))
+    assert asked == [2 * 8 * 2] and not forward["FUSED"]  # 32 programs
+    forward, _ = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(block_p=32, block_q=64))
+    assert asked[-1] == 64 and forward["FUSED"]
+    forward, _ = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(block_p=32, fused=False))
+    assert len(asked) == 2 and not forward["FUSED"]
