@@ -178,8 +178,8 @@ def sweep(shape, results, sweep_backward: bool) -> SSDTuning:
                        key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
         best = tuning_of(forward, backward)
     else:
-        best = dataclasses.replace(tuning_of(forward), backward=default_tuning(a[0], a[3]).backward
-                                   or default_tuning(a[0], a[3]))
+        defaults = default_tuning(a[0], a[3])
+        best = dataclasses.replace(tuning_of(forward), backward=defaults.backward or defaults)
     print(f"sweep picked for P={P} N={N}: {best}", flush=True)
     results.setdefault("picked", {})[f"P={P} N={N}"] = str(best)
     return best
