@@ -1,7 +1,8 @@
 """Registers, spills and shared memory of the rendered SSD kernels on Hopper, without a GPU.
 
     python benchmarks/kernel_resources.py --P 64 --N 128 [--dtype bf16] [--form fused|split]
-        [--inference] [--tuning block_q=32,num_warps=8] [--kernel chunk_scan_fused_fwd]
+        [--inference] [--tuning block_q=32,num_warps=8] [--backward-tuning block_q=64]
+        [--kernel chunk_scan_fused_fwd]
 
 Renders the forward and backward modules exactly as a call at b=8, L=4096, H=32 would (the launcher's
 `call_constants`, fed meta tensors), compiles each kernel for sm_90a with the Triton wheel's own ptxas,
@@ -120,12 +121,15 @@ def main(argv=None) -> int:
                         "where it may be chosen)")
     parser.add_argument("--inference", action="store_true", help="the forward that saves nothing, no backward")
     parser.add_argument("--tuning", help="SSDTuning fields over the default tiles, e.g. block_q=32,num_warps=8")
+    parser.add_argument("--backward-tuning", help="SSDTuning fields over the default backward tiles")
     parser.add_argument("--kernel", help="only kernels whose name contains this")
     args = parser.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     meta = dict(device="meta", dtype=dtype)
     tuning = default_tuning(torch.empty(1, 1, 1, args.P, **meta), torch.empty(1, 1, 1, args.N, **meta))
     tuning = parse_tuning(args.tuning, tuning)
+    if args.backward_tuning:
+        tuning = dataclasses.replace(tuning, backward=parse_tuning(args.backward_tuning, tuning.backward or tuning))
     form = args.form or ("split" if tuning.fused is False else "fused")
     tuning = dataclasses.replace(tuning, fused=form == "fused")
     print(f"P={args.P} N={args.N} {args.dtype} {form} forward, {'inference' if args.inference else 'training'}: "

@@ -124,12 +124,18 @@ FORWARD_TUNINGS = [
     dict(block_p=64, block_q=32, num_warps=4, num_stages=2, fused=True),
     dict(block_p=32, block_q=64, num_warps=4, num_stages=2, fused=True),
     dict(block_p=64, block_q=64, num_warps=8, num_stages=2, fused=True),
+    # C h^T in 64-entry pieces of the state (output_block_n), so 64-step output blocks fit at N = 256, P = 128;
+    # the N = 256 picks (session 5; 8 warps and 128-step output blocks were slower there)
+    dict(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
+    dict(block_p=64, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
 ]
 BACKWARD_TUNINGS = [
     dict(block_p=64, block_q=32, block_n=64, num_stages=3), dict(block_p=64, block_q=64, block_n=64, num_stages=2),
     dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64),
     dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, split_diagonal=False),
     dict(block_p=64, block_q=64, block_n=64, num_stages=2, state_block_q=32, state_num_stages=3),
+    dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64),  # N = 256 picks
+    dict(block_p=64, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64),
 ]
 
 
@@ -166,15 +172,16 @@ def try_tuning(tuning, shape, a, results, backward: bool) -> float:
     return row["fwdbwd_ms" if backward else "train_fwd_ms"]
 
 
-def sweep(shape, results, sweep_backward: bool) -> SSDTuning:
+def sweep(shape, results, sweep_backward: bool, forward_tunings=FORWARD_TUNINGS,
+          backward_tunings=BACKWARD_TUNINGS) -> SSDTuning:
     """The fastest correct forward tiles, then (sweep_backward) the fastest correct backward tiles under
     them; otherwise the default backward tiles for these sizes."""
     a = inputs(*shape, dtype=torch.bfloat16, seed=0)
     P, N = shape[3], shape[5]
-    forward = min(distinct(FORWARD_TUNINGS, P, N),
+    forward = min(distinct(forward_tunings, P, N),
                   key=lambda f: try_tuning(tuning_of(f), shape, a, results, backward=False))
     if sweep_backward:
-        backward = min(distinct(BACKWARD_TUNINGS, P, N),
+        backward = min(distinct(backward_tunings, P, N),
                        key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
         best = tuning_of(forward, backward)
     else:
@@ -262,14 +269,24 @@ def run_checks(results) -> None:
               flush=True)
 
 
+def parse_shapes(text: str) -> list[tuple]:
+    """'4096x64x128,2048x128x256' (LxPxN) as (b, L, H, P, G, N) at b=8, H=32, one group."""
+    return [(8, L, 32, P, 1, N) for L, P, N in (map(int, s.split("x")) for s in text.split(",") if s)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one timing shape")
     parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
+    parser.add_argument("--profile-shapes", help="per-kernel times at these comma-separated LxPxN (b=8, H=32)")
     parser.add_argument("--sweep", action="store_true", help="try the tunings below at L=4096 for each (P, N) "
                         "of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
     parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
     parser.add_argument("--sweep-backward", action="store_true", help="sweep the backward's tiles too")
+    parser.add_argument("--forward-tunings", type=json.loads, default=FORWARD_TUNINGS,
+                        help="the sweep's forward tilings as a JSON list of SSDTuning fields")
+    parser.add_argument("--backward-tunings", type=json.loads, default=BACKWARD_TUNINGS,
+                        help="the sweep's backward tilings as a JSON list of SSDTuning fields")
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
     parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
@@ -289,16 +306,19 @@ def main():
     if args.sweep:
         for size in args.sweep_sizes.split(","):
             P, N = (int(v) for v in size.split("x"))
-            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results, args.sweep_backward)
+            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results, args.sweep_backward, args.forward_tunings,
+                                 args.backward_tunings)
     results["tuning"] = {f"P={P} N={N}": str(t) for (P, N), t in picked.items()} or "defaults"
     if args.profile:
         profile(main_shape, picked.get((64, 128)))
+    for shape in parse_shapes(args.profile_shapes or ""):
+        profile(shape, picked.get((shape[3], shape[5])))
     if args.forms:
         compare_forms(results)
 
     shapes = [] if args.no_timings else [main_shape]
     if args.shapes:
-        shapes = [(8, L, 32, P, 1, N) for L, P, N in (map(int, s.split("x")) for s in args.shapes.split(","))]
+        shapes = parse_shapes(args.shapes)
     elif not args.quick and not args.no_timings:
         shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
                    if (L, P, N) != (4096, 64, 128)]

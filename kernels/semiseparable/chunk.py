@@ -68,13 +68,16 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     head_dim, state_size = x.shape[3], B.shape[3]
     block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
     block_n = min(tuning.block_n, state_size)
+    # A whole (N, block_p) state beside a larger output block crowds shared memory past N = 128.
+    output_block_n = min(tuning.output_block_n or (state_size if state_size <= 128 else 64), state_size)
     state_block_q = min(tuning.state_block_q or block_q, chunk_len)
     score_block = min(max(tuning.block_s or block_q, block_q, readers_block_q), chunk_len)
     operand = tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32")
-    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q)):
+    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q,
+                                                 output_block_n)):
         raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
-                         f"{tuning.block_n}, block_s = {tuning.block_s} and state_block_q = {tuning.state_block_q} "
-                         "must be powers of two >= 16")
+                         f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q} "
+                         f"and output_block_n = {tuning.output_block_n} must be powers of two >= 16")
     return dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
@@ -85,7 +88,9 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
-    ) | ({} if fused is None else dict(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused))
+    ) | ({} if fused is None else dict(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)) | (
+        # The split output kernel's and the backward's dx kernel's tile: the fused forward has neither.
+        {} if fused else dict(OUTPUT_BLOCK_N=output_block_n))
 
 
 class Grids(NamedTuple):

@@ -37,6 +37,10 @@ class SSDTuning:
     split_diagonal  output and dx programs split each decay off the diagonal block into a row and a column
                  weight (no exp per element) and take the diagonal block after their loop; False: one loop
                  over every block with per-element decays (each program's last load stays pipelined).
+    output_block_n  split forward and backward: state-size tile of the output kernel's C h^T (the entering
+                 state's part of y) and of the dx kernel's B G^T; None: N (one product) up to N = 128, else 64.
+                 A smaller tile streams the (N, block_p) state through shared memory in pieces, so larger
+                 output blocks (block_q) fit beside it.
     state_block_q, state_num_stages  steps at a time and pipelining stages of the two sequential
                  state-passing kernels; None: block_q and num_stages.
     fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
@@ -54,6 +58,7 @@ class SSDTuning:
     block_s: int | None = None
     heads_per_program: int = 1
     split_diagonal: bool = True
+    output_block_n: int | None = None
     state_block_q: int | None = None
     state_num_stages: int | None = None
     fused: bool | None = None
@@ -74,16 +79,23 @@ FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 # Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
 # output kernel takes 64-step blocks, and so does the backward up to N = 128; up to N = 128 the forward is
 # fused wherever its programs keep the GPU busy (those tiles are the split form's P = 64 picks too).
+# At N = 256 the output and dx kernels take the state in 64-entry pieces (output_block_n), which lets the
+# output kernel use 64-step blocks at P = 128 too, and the state passing runs 3 stages deep: forward
+# 1.40 -> 0.87 ms at L=4096, P=128 and 0.76 -> 0.58 at P=64 (results/ssd_sweep_h200_2026-11-28_session5.log,
+# then ssd_h100_2026-11-28_session5.log).
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
+_N256_BACKWARD = dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64)
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,
-    (64, 256): dataclasses.replace(_P64, fused=False,
-                                   backward=SSDTuning(block_p=64, block_q=32, block_n=64, block_s=64)),
+    (64, 256): SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
+                         fused=False, backward=dataclasses.replace(_N256_BACKWARD, block_p=64)),
     (128, 64): _P128_FUSED,
     (128, 128): _P128_FUSED,
+    (128, 256): SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
+                          fused=False, backward=_N256_BACKWARD),
 }
 
 
