@@ -33,3 +33,16 @@ def test_inference_report_lists_the_fused_kernel_alone_with_its_resources():
 def test_training_report_covers_the_split_forward_and_the_backward():
     kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "split", "--kernel", "state_passing")
     assert sorted(kernels) == ["state_passing_bwd", "state_passing_fwd"]
+
+
+def test_state_pieces_shrink_the_output_kernels_shared_memory():
+    """output_block_n, forward through --tuning and backward through --backward-tuning: C h^T and B G^T
+    taken in state pieces hold less of the (N, P) state in shared memory than one whole product."""
+    def shared_kb(pieces: int) -> dict:
+        tiles = f"block_p=32,block_q=64,num_stages=2,output_block_n={pieces}"
+        kernels = report("--P", "32", "--N", "128", "--dtype", "fp16", "--form", "split", "--kernel", "chunk_scan_",
+                         "--tuning", tiles, "--backward-tuning", tiles)
+        return {name: numbers[4] for name, numbers in kernels.items() if name in ("chunk_scan_fwd", "chunk_scan_bwd_dx")}
+    whole, pieces = shared_kb(128), shared_kb(32)
+    assert sorted(whole) == sorted(pieces) == ["chunk_scan_bwd_dx", "chunk_scan_fwd"]
+    assert all(pieces[name] < whole[name] for name in whole), (whole, pieces)
