@@ -10,6 +10,7 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel_once
+from composer.kernels.device import multiprocessors
 from composer.kernels.norms.reference import gated_rmsnorm
 
 HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
@@ -24,7 +25,7 @@ def norm_constants(width: int, has_gate: bool) -> dict:
 
 
 def _backward_programs(device: torch.device, n_row_tiles: int) -> int:
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
+    sms = multiprocessors(device) if device.type == "cuda" else 2  # off CUDA: the interpreter, a few programs
     return max(1, min(n_row_tiles, BACKWARD_PROGRAMS_PER_SM * sms))
 
 

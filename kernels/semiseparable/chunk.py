@@ -57,6 +57,12 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")
 
 
+# The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
+# it saves for the backward, reads SCORE_BLOCK).
+FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "SPLIT_DIAGONAL", "OUTPUT_BLOCK_N",
+                          "HEADS_PER_PROGRAM"})
+
+
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
                   has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False, fused: bool | None = None,
                   saves_for_backward: bool = True) -> dict:
@@ -78,7 +84,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
                          f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q} "
                          f"and output_block_n = {tuning.output_block_n} must be powers of two >= 16")
-    return dict(
+    constants = dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
         HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
@@ -88,9 +94,15 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
-    ) | ({} if fused is None else dict(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)) | (
-        # The split output kernel's and the backward's dx kernel's tile: the fused forward has neither.
-        {} if fused else dict(OUTPUT_BLOCK_N=output_block_n))
+        OUTPUT_BLOCK_N=output_block_n,
+    )
+    if fused is None:  # the backward: one form
+        return constants
+    constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
+    if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
+        unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
+        constants = {name: value for name, value in constants.items() if name not in unread}
+    return constants
 
 
 class Grids(NamedTuple):
@@ -107,8 +119,9 @@ class Grids(NamedTuple):
     @classmethod
     def of(cls, constants: dict, batch: int, heads: int, groups: int, n_chunks: int) -> "Grids":
         p_tiles, q_tiles = constants["P"] // constants["BLOCK_P"], constants["Q"] // constants["BLOCK_Q"]
-        state_tiles = p_tiles * (constants["N"] // constants["BLOCK_N"])
-        score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
+        # A fused forward's constants lack the tiles of kernels it does not have: their grids go unused.
+        state_tiles = p_tiles * (constants["N"] // constants.get("BLOCK_N", constants["N"]))
+        score_tiles = constants["Q"] // constants.get("SCORE_BLOCK", constants["Q"])
         heads_per_program = constants.get("HEADS_PER_PROGRAM", 1)
         return cls((n_chunks, batch * heads), (state_tiles, batch * heads),
                    (q_tiles * p_tiles, batch * heads // heads_per_program, n_chunks),
@@ -126,7 +139,6 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
-    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
     n_chunks = triton.cdiv(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
@@ -148,6 +160,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
                final_state_ptr=final_state, n_blocks=triton.cdiv(L, constants["BLOCK_Q"]), **sizes)
         return y, final_state, scores, states, cum
+    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
     launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
@@ -268,7 +281,8 @@ def _constants_for(x_heads_dim: tuple, x_dtype, B_groups_dim: tuple, B_dtype, de
                                       saves_for_backward=needs_grad)
     heads_per_group = forward_constants["HEADS_PER_GROUP"]
     for constants, direction in ((forward_constants, tuning), (backward_constants, backward)):
-        constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, direction.heads_per_program), heads_per_group)
+        if not constants.get("FUSED"):  # output and dx programs; the fused walk covers one head
+            constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, direction.heads_per_program), heads_per_group)
     return forward_constants, backward_constants
 
 

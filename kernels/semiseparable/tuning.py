@@ -6,10 +6,11 @@ rounding). `chunk.py` turns them into template constants.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 import torch
+
+from composer.kernels.device import multiprocessors
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,4 @@ def fused_pays(programs: int, device: torch.device) -> bool:
     "forms") the fused form was faster from b=2 (64 programs: 0.29 against 0.39 ms) up, and level at
     b=1 (32 programs), where the split form is latency-bound too. Off CUDA (the interpreter) the split
     form is the default."""
-    if device.type != "cuda":
-        return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return 4 * programs >= _multiprocessors(index)
-
-
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+    return device.type == "cuda" and 4 * programs >= multiprocessors(device)
