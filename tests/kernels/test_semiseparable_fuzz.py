@@ -2,8 +2,8 @@
 
 The hand-picked cases in test_semiseparable_triton.py cover each option once; here hypothesis draws
 combinations nobody listed: a length of 1 or just past a chunk, groups that are neither 1 nor H,
-score blocks above the step blocks, forward and backward tiles that differ, the split and fused
-forwards, dt and the skip D with and without decay and initial state. Interpreted on the CPU, so the
+score blocks above the step blocks, forward and backward tiles that differ, the state taken whole or
+in pieces by the output and dx kernels, the split and fused forwards, dt and the skip D with and without decay and initial state. Interpreted on the CPU, so the
 draws stay small and few.
 """
 
@@ -30,8 +30,9 @@ def problems(draw):
     tuning = SSDTuning(block_p=draw(TILES), block_q=draw(TILES), block_n=draw(TILES),
                        block_s=draw(st.sampled_from([None, 32])), heads_per_program=draw(st.sampled_from([1, 2, 3])),
                        split_diagonal=draw(st.booleans()), state_block_q=draw(st.sampled_from([None, 16])),
-                       fused=draw(st.booleans()),
-                       backward=draw(st.sampled_from([None, SSDTuning(block_p=16, block_q=32, block_n=16)])))
+                       output_block_n=draw(st.sampled_from([None, 16])), fused=draw(st.booleans()),
+                       backward=draw(st.sampled_from([None, SSDTuning(block_p=16, block_q=32, block_n=16),
+                                                      SSDTuning(block_p=16, block_q=16, output_block_n=16)])))
     return dict(b=draw(st.integers(1, 2)), L=L, H=H, G=G, P=draw(TILES), N=draw(TILES), chunk=chunk,
                 decay=draw(st.booleans()), h0=draw(st.booleans()), dt=draw(st.booleans()), D=draw(st.booleans()),
                 final=draw(st.booleans()), tuning=tuning, seed=draw(st.integers(0, 2**16)))
