@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.tiles import is_tile_size
@@ -28,9 +29,17 @@ HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semisepar
 
 def launch(kernel, grid: tuple, num_warps: int, num_stages: int = 3, **args) -> None:
     """Launch `kernel`, leaving out the arguments given as None: those the specialisation's
-    template did not emit (log_a without decay, the initial/final state when absent)."""
-    kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps,
-                 num_stages=num_stages)
+    template did not emit (log_a without decay, the initial/final state when absent).
+    Tiles too large for this GPU raise ValueError naming the kernel and the SSDTuning fields to lower."""
+    try:
+        kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps,
+                     num_stages=num_stages)
+    except OutOfResources as error:
+        raise ValueError(
+            f"{getattr(kernel, '__name__', 'an SSD kernel')} needs {error.required} of {error.name} with these "
+            f"tiles and {num_stages} stages; this GPU has {error.limit}. Pass a tuning with smaller tiles: "
+            "SSDTuning(block_q=..., num_stages=..., output_block_n=...), or fused=False above state size 128 "
+            "(None takes the measured defaults)") from None
 
 
 def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> None:

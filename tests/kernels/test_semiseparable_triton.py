@@ -441,3 +441,26 @@ def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     assert backward != other_backward and chunk.FUSED_UNREAD <= set(backward)  # the backward reads them all
     source = render_kernel("ssd_forward.py.jinja", forward, HEADER)
     assert "BLOCK_N" not in source and "HEADS_PER_PROGRAM" not in source and "SPLIT_DIAGONAL" not in source
+
+
+def test_tiles_too_large_for_the_gpu_say_which_kernel_and_which_fields_to_lower():
+    """Triton's OutOfResources (raised when a kernel compiles on the GPU) reaches the user as a ValueError
+    that names the kernel and the SSDTuning fields, not as a traceback from inside Triton."""
+    from triton.runtime.errors import OutOfResources
+
+    launched = []
+
+    class TooLarge:
+        __name__ = "chunk_scan_fwd"
+
+        def __getitem__(self, grid):
+            def run(**arguments):
+                launched.append(arguments)
+                raise OutOfResources(247296, 232448, "shared memory")
+            return run
+
+    with pytest.raises(ValueError, match=r"chunk_scan_fwd needs 247296 of shared memory .* 3 stages; this GPU has "
+                                         r"232448\. .*SSDTuning\(block_q=") as caught:
+        chunk.launch(TooLarge(), (1,), 4, 3, x_ptr="x", log_a_ptr=None)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert launched == [dict(x_ptr="x", num_warps=4, num_stages=3)]  # absent arguments are left out
