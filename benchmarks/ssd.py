@@ -114,9 +114,9 @@ def time_pair(fn, args, mode: str):
     return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
-# Tilings --sweep tries at L=4096 for each (P, N) of --sweep-sizes, as SSDTuning fields: the forward's
-# alone (by the training forward's time), then, with --sweep-backward, the backward's under the fastest
-# forward. Entries that coincide once capped at a shape's P and N run once.
+# Tilings --sweep tries at --sweep-length (4096) for each (P, N) of --sweep-sizes, as SSDTuning fields:
+# the forward's alone (by the training forward's time), then, with --sweep-backward, the backward's under
+# the fastest forward. Entries that coincide once capped at a shape's P and N run once.
 FORWARD_TUNINGS = [
     dict(block_p=64, block_q=64, block_n=128, num_stages=2, fused=False),  # the split form's picks
     dict(block_p=128, block_q=32, block_n=128, num_stages=3, fused=False),
@@ -279,9 +279,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one timing shape")
     parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
     parser.add_argument("--profile-shapes", help="per-kernel times at these comma-separated LxPxN (b=8, H=32)")
-    parser.add_argument("--sweep", action="store_true", help="try the tunings below at L=4096 for each (P, N) "
-                        "of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
+    parser.add_argument("--sweep", action="store_true", help="try the tunings below at --sweep-length for each (P, N)"
+                        " of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
     parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
+    parser.add_argument("--sweep-length", type=int, default=4096, help="L at which the sweep times each tiling")
     parser.add_argument("--sweep-backward", action="store_true", help="sweep the backward's tiles too")
     parser.add_argument("--forward-tunings", type=json.loads, default=FORWARD_TUNINGS,
                         help="the sweep's forward tilings as a JSON list of SSDTuning fields")
@@ -306,8 +307,8 @@ def main():
     if args.sweep:
         for size in args.sweep_sizes.split(","):
             P, N = (int(v) for v in size.split("x"))
-            picked[P, N] = sweep((8, 4096, 32, P, 1, N), results, args.sweep_backward, args.forward_tunings,
-                                 args.backward_tunings)
+            picked[P, N] = sweep((8, args.sweep_length, 32, P, 1, N), results, args.sweep_backward,
+                                 args.forward_tunings, args.backward_tunings)
     results["tuning"] = {f"P={P} N={N}": str(t) for (P, N), t in picked.items()} or "defaults"
     if args.profile:
         profile(main_shape, picked.get((64, 128)))

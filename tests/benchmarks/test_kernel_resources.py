@@ -42,7 +42,8 @@ def test_state_pieces_shrink_the_output_kernels_shared_memory():
         tiles = f"block_p=32,block_q=64,num_stages=2,output_block_n={pieces}"
         kernels = report("--P", "32", "--N", "128", "--dtype", "fp16", "--form", "split", "--kernel", "chunk_scan_",
                          "--tuning", tiles, "--backward-tuning", tiles)
-        return {name: numbers[4] for name, numbers in kernels.items() if name in ("chunk_scan_fwd", "chunk_scan_bwd_dx")}
+        wanted = ("chunk_scan_fwd", "chunk_scan_bwd_dx")
+        return {name: numbers[4] for name, numbers in kernels.items() if name in wanted}
     whole, pieces = shared_kb(128), shared_kb(32)
     assert sorted(whole) == sorted(pieces) == ["chunk_scan_bwd_dx", "chunk_scan_fwd"]
     assert all(pieces[name] < whole[name] for name in whole), (whole, pieces)
