@@ -10,7 +10,7 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.device import multiprocessors
+from composer.kernels.device import ceil_div, multiprocessors
 from composer.kernels.norms.reference import gated_rmsnorm
 
 HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
@@ -38,7 +38,7 @@ class GatedRMSNorm(torch.autograd.Function):
         n_rows = x.shape[0]
         out = torch.empty_like(x)
         rstd = x.new_empty(n_rows, dtype=torch.float32)
-        grid = (triton.cdiv(n_rows, constants["ROWS"]),)
+        grid = (ceil_div(n_rows, constants["ROWS"]),)
         args = dict(x_ptr=x, weight_ptr=weight, out_ptr=out, rstd_ptr=rstd, n_rows=n_rows, eps=eps)
         if gate is not None:
             args["z_ptr"] = gate
@@ -53,9 +53,9 @@ class GatedRMSNorm(torch.autograd.Function):
         constants = ctx.constants
         kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
         n_rows, rows = x.shape[0], constants["ROWS"]
-        programs = _backward_programs(x.device, triton.cdiv(n_rows, rows))
-        rows_per_program = triton.cdiv(triton.cdiv(n_rows, programs), rows) * rows
-        programs = triton.cdiv(n_rows, rows_per_program)
+        programs = _backward_programs(x.device, ceil_div(n_rows, rows))
+        rows_per_program = ceil_div(ceil_div(n_rows, programs), rows) * rows
+        programs = ceil_div(n_rows, rows_per_program)
         dx = torch.empty_like(x)
         dweight_parts = x.new_empty(programs, constants["W"], dtype=torch.float32)
         args = dict(x_ptr=x, weight_ptr=weight, rstd_ptr=rstd, dout_ptr=dout.contiguous(), dx_ptr=dx,

@@ -14,10 +14,10 @@ import math
 from typing import NamedTuple
 
 import torch
-import triton
 from triton.runtime.errors import OutOfResources
 
 from composer.codegen.render import load_kernel_once
+from composer.kernels.device import ceil_div
 from composer.kernels.semiseparable.tiles import is_tile_size
 from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning, fused_pays
 
@@ -148,7 +148,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
-    n_chunks = triton.cdiv(L, Q)
+    n_chunks = ceil_div(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
@@ -167,7 +167,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     if constants["FUSED"]:
         launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
-               final_state_ptr=final_state, n_blocks=triton.cdiv(L, constants["BLOCK_Q"]), **sizes)
+               final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]), **sizes)
         return y, final_state, scores, states, cum
     state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
     launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,

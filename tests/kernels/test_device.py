@@ -25,3 +25,9 @@ def test_multiprocessors_asks_the_driver_once_per_device(monkeypatch):
 def test_multiprocessors_refuses_a_device_without_them():
     with pytest.raises(ValueError, match="not a CUDA device"):
         device.multiprocessors(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("a, b", [(1, 1), (1, 256), (256, 256), (257, 256), (4096, 64), (4095, 64), (3, 2)])
+def test_ceil_div_counts_the_tiles_that_cover_a(a, b):
+    tiles = device.ceil_div(a, b)
+    assert isinstance(tiles, int) and (tiles - 1) * b < a <= tiles * b
