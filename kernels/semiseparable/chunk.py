@@ -67,7 +67,7 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
 
 
 # The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
-# it saves for the backward, reads SCORE_BLOCK).
+# it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
 FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "SPLIT_DIAGONAL", "OUTPUT_BLOCK_N",
                           "HEADS_PER_PROGRAM"})
 
@@ -104,6 +104,8 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
         OUTPUT_BLOCK_N=output_block_n,
+        # Heads of one group per output (and dx) program: a divisor of the heads per group.
+        HEADS_PER_PROGRAM=math.gcd(max(1, tuning.heads_per_program), x.shape[2] // B.shape[2]),
     )
     if fused is None:  # the backward: one form
         return constants
@@ -288,10 +290,6 @@ def _constants_for(x_heads_dim: tuple, x_dtype, B_groups_dim: tuple, B_dtype, de
     forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
                                       readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D, fused=fused,
                                       saves_for_backward=needs_grad)
-    heads_per_group = forward_constants["HEADS_PER_GROUP"]
-    for constants, direction in ((forward_constants, tuning), (backward_constants, backward)):
-        if not constants.get("FUSED"):  # output and dx programs; the fused walk covers one head
-            constants["HEADS_PER_PROGRAM"] = math.gcd(max(1, direction.heads_per_program), heads_per_group)
     return forward_constants, backward_constants
 
 

@@ -87,16 +87,16 @@ FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
-_N256_BACKWARD = dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64)
+# One tuning for both head dims at N = 256: block_p caps at P, so at P = 64 it is the P = 64 pick.
+_N256 = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
+                  fused=False, backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,
-    (64, 256): SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
-                         fused=False, backward=dataclasses.replace(_N256_BACKWARD, block_p=64)),
+    (64, 256): _N256,
     (128, 64): _P128_FUSED,
     (128, 128): _P128_FUSED,
-    (128, 256): SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
-                          fused=False, backward=_N256_BACKWARD),
+    (128, 256): _N256,
 }
 
 
