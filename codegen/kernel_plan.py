@@ -75,22 +75,25 @@ def _scans(mixer) -> list[dict] | None:
 
 
 def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
-    """The forward and backward constants of one scan; both forward forms where the tuning leaves the
-    choice to the batch (the fused form where its programs keep the GPU busy, the split form elsewhere)."""
+    """The forward and backward constants of one scan, for each default tuning the batch may pick; both
+    forward forms where a tuning leaves the choice to the batch (the fused form where its programs keep the
+    GPU busy, the split form elsewhere)."""
     from composer.kernels.semiseparable.chunk import call_constants  # imports triton
-    from composer.kernels.semiseparable.tuning import default_tuning
+    from composer.kernels.semiseparable.tuning import default_tunings
 
     meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)
     B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
-    tuning = default_tuning(x, B)
     pairs = []
-    for fused in [False, True] if tuning.fused is None else [tuning.fused]:
-        forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"],
-                                           dataclasses.replace(tuning, fused=fused), has_dt=scan["dt"],
-                                           has_D=scan["D"])
-        pairs += [(SSD_TEMPLATES[0], forward)] + ([(SSD_TEMPLATES[1], backward)] if not pairs else [])
+    for tuning in default_tunings(x, B):
+        for fused in [False, True] if tuning.fused is None else [tuning.fused]:
+            forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"],
+                                               dataclasses.replace(tuning, fused=fused), has_dt=scan["dt"],
+                                               has_D=scan["D"])
+            pairs.append((SSD_TEMPLATES[0], forward))
+            if (SSD_TEMPLATES[1], backward) not in pairs:  # tunings that share their backward list it once
+                pairs.append((SSD_TEMPLATES[1], backward))
     return pairs
 
 

@@ -72,24 +72,29 @@ class SSDTuning:
 # (benchmarks/ssd.py --sweep; results/ssd_sweep_h100_2026-11-2*.log). Split form: the whole head dim in
 # one tile (block_p caps at P), the state passed in (P, 128) tiles forward and (P, 64) backward, dscores
 # written in 64-step blocks. fp32 operands take twice the shared memory of 16-bit ones, so they keep
-# smaller tiles. The fused forward wins up to N = 128 (64 columns of a head per program, 64 steps at a
+# smaller tiles. The fused forward won up to N = 128 there (64 columns of a head per program, 64 steps at a
 # time, 4 warps, 2 stages); at N = 256 its (N, 64) fp32 state spills and the split form stays faster.
 DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128, fused=False,
                            backward=SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 # Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
-# output kernel takes 64-step blocks, and so does the backward up to N = 128; up to N = 128 the forward is
-# fused wherever its programs keep the GPU busy (those tiles are the split form's P = 64 picks too).
+# output kernel takes 64-step blocks, and so does the backward up to N = 128; at P = 64 up to N = 128, and at
+# P = 128, N = 64, the forward is fused wherever its programs keep the GPU busy (those tiles are the split
+# form's P = 64 picks too).
 # At N = 256 the output and dx kernels take the state in 64-entry pieces (output_block_n), which lets the
 # output kernel use 64-step blocks at P = 128 too, and the state passing runs 3 stages deep: forward
 # 1.40 -> 0.87 ms at L=4096, P=128 and 0.76 -> 0.58 at P=64 (results/ssd_sweep_h200_2026-11-28_session5.log,
-# then ssd_h100_2026-11-28_session5.log).
+# then ssd_h100_2026-11-28_session5.log). At P = 128, N = 128 the same split tiles beat the fused walk, whose
+# (N, 64) fp32 state there already fills the register file (255 registers, spills), once b * H fills the GPU
+# (SPLIT_WHEN_BUSY): on the H200 at b * H = 256, L = 8192 1.17 against 1.31 ms, at 4096 0.61 against 0.68
+# (results/ssd_sweep_h200_2026-11-28_session6_*.log, ssd_h200_2026-11-28_session6_*.log).
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
+_STATE_PIECES = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
+                          fused=False, backward=DEFAULT_TUNING.backward)
 # One tuning for both head dims at N = 256: block_p caps at P, so at P = 64 it is the P = 64 pick.
-_N256 = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
-                  fused=False, backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
+_N256 = dataclasses.replace(_STATE_PIECES, backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,
@@ -98,13 +103,38 @@ TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (128, 128): _P128_FUSED,
     (128, 256): _N256,
 }
+# Where the split form wins only once its sequential state passing has a program for every multiprocessor
+# (16-bit inputs, keyed by (P, N)); TUNED_16BIT's entry runs below that. At P = 128, N = 128 with b * H = 256
+# (a program per head) the split tiles beat the fused walk on the H200 (above); at b * H = 128, half a wave,
+# the split forward of the low-rank benchmark's (8, 4096, 16, 128, 128) took 0.42 ms on the H200 against the
+# fused 0.21 on the H100 (results/lowrank_h200_2026-11-28_session6.log, lowrank_h100_2026-11-28_session4.log).
+SPLIT_WHEN_BUSY: dict[tuple[int, int], SSDTuning] = {(128, 128): _STATE_PIECES}
 
 
 def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
-    """The tiles for these inputs' types and (P, N) when the caller gives none."""
+    """The tiles for these inputs' types, (P, N) and batch times heads when the caller gives none."""
     if x.dtype == B.dtype and x.dtype != torch.float32:
-        return TUNED_16BIT.get((x.shape[3], B.shape[3]), DEFAULT_TUNING)
+        P, N = x.shape[3], B.shape[3]
+        split = SPLIT_WHEN_BUSY.get((P, N))
+        if split is not None and state_passing_fills(split, x.shape[0] * x.shape[2], P, N, x.device):
+            return split
+        return TUNED_16BIT.get((P, N), DEFAULT_TUNING)
     return FP32_TUNING
+
+
+def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[SSDTuning]:
+    """Every tuning `default_tuning` may pick for these types and (P, N), whatever the batch."""
+    if x.dtype == B.dtype and x.dtype != torch.float32:
+        key = (x.shape[3], B.shape[3])
+        return [TUNED_16BIT.get(key, DEFAULT_TUNING)] + ([SPLIT_WHEN_BUSY[key]] if key in SPLIT_WHEN_BUSY else [])
+    return [FP32_TUNING]
+
+
+def state_passing_fills(tuning: SSDTuning, heads: int, P: int, N: int, device: torch.device) -> bool:
+    """Whether the split form's state-passing programs (one per head and state tile) number at least the
+    multiprocessors; off CUDA, never (the interpreter has no waves to fill)."""
+    tiles = (P // min(tuning.block_p, P)) * (N // min(tuning.block_n, N))
+    return device.type == "cuda" and heads * tiles >= multiprocessors(device)
 
 
 def fused_pays(programs: int, device: torch.device) -> bool:

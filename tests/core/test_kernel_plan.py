@@ -69,6 +69,17 @@ def test_sizes_with_a_fused_forward_list_both_forward_forms_under_distinct_names
     assert [dict(s.constants)["FUSED"] for s in fp32 if s.template == "ssd_forward.py.jinja"] == [False]
 
 
+def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
+    """At (P, N) = (128, 128) in bf16 a large b * H takes split tiles with the state in pieces: three
+    forwards (fused, split, split in pieces), one backward, as the tunings share it."""
+    wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
+    specialisations, _ = plan_of({"a": {"mixer": wide}}, ["a"], precision="bf16")
+    forwards = [dict(s.constants) for s in specialisations if s.template == "ssd_forward.py.jinja"]
+    assert len(forwards) == 3 and len(specialisations) == 4
+    assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (False, 128),
+                                                                                (True, None)]
+
+
 def test_linear_attention_lists_its_value_and_normaliser_scans():
     lowrank = {"kind": "lowrank", "heads": 2, "head_dim": 32, "feature_dim": 16, "chunk": 64}
     specialisations, on_reference = plan_of({"a": {"mixer": lowrank}}, ["a"])

@@ -424,6 +424,28 @@ def test_auto_form_is_fused_from_one_program_per_four_multiprocessors(monkeypatc
     assert len(asked) == 2 and not forward["FUSED"]
 
 
+def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor(monkeypatch):
+    """At (P, N) = (128, 128) in bf16 the default is the split form's tiles once b * H state-passing
+    programs cover the multiprocessors, the batch-dependent fused-or-split tuning below that and off CUDA."""
+    from composer.kernels.semiseparable import tuning
+
+    monkeypatch.setattr(tuning, "multiprocessors", lambda device: 132)
+    split = tuning.SPLIT_WHEN_BUSY[128, 128]
+    cuda = torch.device("cuda", 0)
+    assert tuning.state_passing_fills(split, 132, 128, 128, cuda)
+    assert not tuning.state_passing_fills(split, 131, 128, 128, cuda)
+    assert tuning.state_passing_fills(SSDTuning(block_p=64, block_n=64), 33, 128, 128, cuda)  # 4 tiles a head
+    assert not tuning.state_passing_fills(split, 10_000, 128, 128, torch.device("cpu"))
+    monkeypatch.setattr(tuning, "state_passing_fills", lambda t, heads, P, N, device: heads >= 132)
+    B = torch.empty(8, 16, 1, 128, dtype=torch.bfloat16)
+    heads_32, heads_16 = (torch.empty(8, 16, H, 128, dtype=torch.bfloat16) for H in (32, 16))
+    assert tuning.default_tuning(heads_32, B) is split
+    assert tuning.default_tuning(heads_16, B).fused is None  # the fused-or-split pick
+    assert tuning.default_tunings(heads_16, B) == [tuning.TUNED_16BIT[128, 128], split]
+    fp32 = torch.empty(8, 16, 32, 128)
+    assert tuning.default_tuning(fp32, fp32[:, :, :1]) is tuning.FP32_TUNING == tuning.default_tunings(fp32, fp32)[0]
+
+
 @pytest.mark.parametrize("needs_grad", [True, False], ids=["training", "inference"])
 def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     """Tunings that differ only in the split kernels' tiles give one fused module: its constants (and so
