@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -208,15 +209,24 @@ def profile(shape, tuning) -> None:
                                                                       max_name_column_width=48), flush=True)
 
 
-def time_shape(shape, a, tuned, results) -> None:
+def time_shape(shape, a, tuned, results, repeats: int = 1) -> None:
+    """Time `tuned` (ours) and the peer at `shape` in each mode. With repeats > 1 the two alternate that
+    many times per mode, so a slow spell of the shared machine falls on both, and the row keeps every
+    sample beside their median."""
     start = time.perf_counter()
     tuned(*a)
     torch.cuda.synchronize()
     first_call = time.perf_counter() - start
     row = {"shape": shape, "first_call_s": first_call}
-    for label, fn in (("composer", tuned), ("mamba_ssm", peer)):
-        for mode in ("inference", "train_fwd", "fwdbwd"):
-            row[f"{label}_{mode}_ms"] = time_pair(fn, a, mode)
+    for mode in ("inference", "train_fwd", "fwdbwd"):
+        samples = {"composer": [], "mamba_ssm": []}
+        for _ in range(repeats):
+            for label, fn in (("composer", tuned), ("mamba_ssm", peer)):
+                samples[label].append(time_pair(fn, a, mode))
+        for label, times in samples.items():
+            row[f"{label}_{mode}_ms"] = statistics.median(times)
+            if repeats > 1:
+                row[f"{label}_{mode}_samples_ms"] = times
     moved, flops = bytes_and_flops(*shape)
     for mode in ("inference", "train_fwd", "fwdbwd"):
         row[f"{mode}_speedup"] = row[f"mamba_ssm_{mode}_ms"] / row[f"composer_{mode}_ms"]
@@ -291,6 +301,8 @@ def main():
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
     parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
+    parser.add_argument("--repeats", type=int, default=1, help="time ours and the peer alternately this many "
+                        "times per shape and mode and report the medians (the peer's times swing between runs)")
     parser.add_argument("--forms", action="store_true", help="fused against split forward over batch sizes")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -327,7 +339,7 @@ def main():
         a = inputs(*shape, dtype=torch.bfloat16, seed=0)
         tuning = picked.get((shape[3], shape[5]))
         try:
-            time_shape(shape, a, lambda *t: ours(*t, tuning=tuning), results)
+            time_shape(shape, a, lambda *t: ours(*t, tuning=tuning), results, args.repeats)
         except Exception as exc:  # noqa: BLE001  (a shape that does not run is a result too)
             results["timings"].append({"shape": shape, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(f"time {shape} failed: {results['timings'][-1]['error']}", flush=True)

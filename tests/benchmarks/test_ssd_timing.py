@@ -1,0 +1,54 @@
+"""benchmarks/ssd.py's timing loop, with the GPU timer stubbed: the peer's times swing between runs, so
+--repeats alternates the two sides and reports medians."""
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssd.py"
+
+
+@pytest.fixture
+def ssd(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("ssd_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    yield module
+    sys.modules.pop("ssd_benchmark", None)
+
+
+def test_repeats_alternate_the_two_sides_per_mode_and_report_medians(ssd, monkeypatch):
+    calls, clock = [], itertools.count(1)
+
+    def ours(*a):
+        return None
+
+    def fake_time_pair(fn, a, mode):
+        calls.append(("composer" if fn is ours else "mamba_ssm", mode))
+        return float(next(clock))
+
+    monkeypatch.setattr(ssd, "time_pair", fake_time_pair)
+    results = {"timings": []}
+    ssd.time_shape((8, 4096, 32, 64, 1, 128), (), ours, results, repeats=3)
+    modes = ("inference", "train_fwd", "fwdbwd")
+    assert calls == [(side, mode) for mode in modes for _ in range(3) for side in ("composer", "mamba_ssm")]
+    row = results["timings"][0]
+    # inference took samples 1..6: ours 1, 3, 5 and the peer 2, 4, 6
+    assert row["composer_inference_samples_ms"] == [1.0, 3.0, 5.0] and row["composer_inference_ms"] == 3.0
+    assert row["mamba_ssm_inference_ms"] == 4.0 and row["inference_speedup"] == pytest.approx(4 / 3)
+    assert row["composer_fwdbwd_ms"] == 15.0 and row["mamba_ssm_fwdbwd_ms"] == 16.0
+
+
+def test_one_repeat_keeps_the_single_time_and_no_samples(ssd, monkeypatch):
+    monkeypatch.setattr(ssd, "time_pair", lambda fn, a, mode: 2.0 if mode == "fwdbwd" else 1.0)
+    results = {"timings": []}
+    ssd.time_shape((8, 4096, 32, 64, 1, 128), (), lambda *a: None, results)
+    row = results["timings"][0]
+    assert row["composer_fwdbwd_ms"] == 2.0 and row["fwdbwd_speedup"] == 1.0
+    assert not any(key.endswith("_samples_ms") for key in row)
