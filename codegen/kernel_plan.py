@@ -10,6 +10,7 @@ activations' dtype: fp32 by default, bf16 under `--precision bf16` (autocast).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -33,12 +34,16 @@ class Specialisation:
 
     @property
     def file_name(self) -> str:
+        """The sizes a reader looks for, then a digest of every constant: specialisations that differ only
+        in flags or tiles (skip or none, the split form's tiles at two batch sizes) never share a file."""
         c = dict(self.constants)
         stem = self.template.split(".", 1)[0]
+        digest = hashlib.sha1(repr(self.constants).encode()).hexdigest()[:8]
         if self.template == NORM_TEMPLATE:
-            return f"{stem}_W{c['W']}_{'gated' if c['HAS_GATE'] else 'ungated'}.py"
+            return f"{stem}_W{c['W']}_{'gated' if c['HAS_GATE'] else 'ungated'}_{digest}.py"
         form = "_fused" if c.get("FUSED") else ""
-        return f"{stem}{form}_P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}_{c['DECAY']}_{c['OPERAND']}.py"
+        sizes = f"P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}"
+        return f"{stem}{form}_{sizes}_{c['DECAY']}_{c['OPERAND']}_{digest}.py"
 
     def source(self, spec_name: str) -> str:
         return render_kernel(self.template, dict(self.constants),

@@ -1,6 +1,7 @@
 """`mixc kernels`: the specialisations a spec needs, each once, with readable emitted source."""
 
 import ast
+import re
 
 import composer
 from composer.cli import main
@@ -76,6 +77,7 @@ def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
     specialisations, _ = plan_of({"a": {"mixer": wide}}, ["a"], precision="bf16")
     forwards = [dict(s.constants) for s in specialisations if s.template == "ssd_forward.py.jinja"]
     assert len(forwards) == 3 and len(specialisations) == 4
+    assert len({s.file_name for s in specialisations}) == 4  # --emit writes each to its own file
     assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (False, 128),
                                                                                 (True, None)]
 
@@ -96,6 +98,12 @@ def test_linear_attention_lists_its_value_and_normaliser_scans():
     assert non_causal == [] and on_reference == []  # the whole-sequence state is one product, no scan
 
 
+def test_specialisations_differing_only_in_a_flag_emit_to_distinct_files():
+    specialisations, _ = plan_of({"a": {"mixer": SSD}, "b": {"mixer": {**SSD, "skip": False}}}, ["a", "b"])
+    assert len(specialisations) == 4 and len({s.file_name for s in specialisations}) == 4
+    assert all(s.file_name.startswith("ssd_") and "_P16_N16_Q16_" in s.file_name for s in specialisations)
+
+
 def test_sizes_the_kernels_cannot_tile_run_on_the_reference():
     _, on_reference = plan_of({"a": {"mixer": {**SSD, "state": 24}}}, ["a"])
     assert on_reference == ["a"]
@@ -106,7 +114,9 @@ def test_emit_writes_python_that_names_spec_and_blocks(tmp_path, capsys):
     path.write_text(composer.validate(small_spec_data(layers=["ssd", "attn"])).model_dump_json())
     assert main(["kernels", str(path), "--emit", str(tmp_path / "out")]) == 0
     files = sorted((tmp_path / "out").glob("*.py"))
-    assert [f.name.split("_P")[0] for f in files] == ["gated_rmsnorm_W128_gated.py", "ssd_backward", "ssd_forward"]
+    assert [f.name.rsplit("_", 1)[0].split("_P")[0] for f in files] == ["gated_rmsnorm_W128_gated", "ssd_backward",
+                                                                         "ssd_forward"]
+    assert all(re.fullmatch(r".+_[0-9a-f]{8}\.py", f.name) for f in files)  # each ends in its constants' digest
     for file in files:
         text = file.read_text()
         ast.parse(text)
