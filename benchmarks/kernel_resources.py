@@ -35,7 +35,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from composer.codegen.render import render_kernel  # noqa: E402
-from composer.kernels.semiseparable.chunk import HEADER, call_constants  # noqa: E402
+from composer.kernels.semiseparable.chunk import HEADER, call_constants, launch_options  # noqa: E402
 from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
@@ -47,20 +47,21 @@ TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "f
 
 
 def modules(P: int, N: int, dtype: torch.dtype, tuning: SSDTuning, needs_grad: bool, chunk: int = 256) -> dict:
-    """{template: rendered source} for the forward and (when needs_grad) the backward of one call."""
+    """{template: (rendered source, constants)} for the forward and (when needs_grad) the backward of one call."""
     meta = dict(device="meta", dtype=dtype)
     x, B = torch.empty(8, 4096, 32, P, **meta), torch.empty(8, 4096, 1, N, **meta)
     log_a = torch.empty(8, 4096, 32, **meta)
     forward, backward = call_constants(x, log_a, B, chunk, False, False, tuning, has_dt=True, has_D=True,
                                        needs_grad=needs_grad)
-    sources = {"ssd_forward.py.jinja": render_kernel("ssd_forward.py.jinja", forward, HEADER)}
+    sources = {"ssd_forward.py.jinja": (render_kernel("ssd_forward.py.jinja", forward, HEADER), forward)}
     if needs_grad:
-        sources["ssd_backward.py.jinja"] = render_kernel("ssd_backward.py.jinja", backward, HEADER)
+        sources["ssd_backward.py.jinja"] = (render_kernel("ssd_backward.py.jinja", backward, HEADER), backward)
     return sources
 
 
-def launched_kernels(source: str) -> dict:
-    """The module's kernels (not its helpers): jit functions taking only pointers and run-time sizes."""
+def launched_kernels(source: str, constants: dict) -> dict:
+    """The module's kernels (not its helpers), jit functions taking only pointers and run-time sizes, each
+    with its arguments and the launcher's options for it (`launch_options`)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
         file.write(source)
     spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
@@ -72,19 +73,18 @@ def launched_kernels(source: str) -> dict:
             arguments = list(inspect.signature(value.fn).parameters)
             if any(a.endswith("_ptr") for a in arguments) and all(
                     a.endswith("_ptr") or a in SIZE_ARGUMENTS for a in arguments):
-                stages = module.STATE_NUM_STAGES if name.startswith("state_passing") else module.NUM_STAGES
-                kernels[name] = (value, arguments, module.NUM_WARPS, stages)
+                kernels[name] = (value, arguments, launch_options(constants, name.startswith("state_passing")))
     return kernels
 
 
-def resources(kernel, arguments: list[str], dtype: torch.dtype, num_warps: int, num_stages: int) -> dict:
+def resources(kernel, arguments: list[str], dtype: torch.dtype, options: dict) -> dict:
     """ptxas's report for one kernel: registers, spill bytes, stack frame, and Triton's shared memory."""
     signature = {a: "i32" if a in SIZE_ARGUMENTS else
                  "*fp32" if a.removesuffix("_ptr") in FP32_POINTERS else f"*{TRITON_TYPES[dtype]}"
                  for a in arguments}
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(len(arguments))}
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
+                              options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
         file.write(compiled.asm["ptx"])
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -134,14 +134,16 @@ def main(argv=None) -> int:
     tuning = dataclasses.replace(tuning, fused=form == "fused")
     print(f"P={args.P} N={args.N} {args.dtype} {form} forward, {'inference' if args.inference else 'training'}: "
           f"{tuning}")
-    for template, source in modules(args.P, args.N, dtype, tuning, needs_grad=not args.inference).items():
-        for name, (kernel, arguments, num_warps, num_stages) in launched_kernels(source).items():
+    for template, (source, constants) in modules(args.P, args.N, dtype, tuning, needs_grad=not args.inference).items():
+        for name, (kernel, arguments, options) in launched_kernels(source, constants).items():
             if args.kernel and args.kernel not in name:
                 continue
-            r = resources(kernel, arguments, dtype, num_warps, num_stages)
+            r = resources(kernel, arguments, dtype, options)
+            num_warps, num_stages = options["num_warps"], options["num_stages"]
+            cap = f", at most {options['maxnreg']} registers" if "maxnreg" in options else ""
             print(f"  {name:24s} {r['registers']:3d} registers, stack {r['stack']:5d} B, spills "
                   f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB"
-                  f"  ({template}, {num_warps} warps, {num_stages} stages)", flush=True)
+                  f"  ({template}, {num_warps} warps, {num_stages} stages{cap})", flush=True)
     return 0
 
 

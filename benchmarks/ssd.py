@@ -129,6 +129,11 @@ FORWARD_TUNINGS = [
     # the N = 256 picks (session 5; 8 warps and 128-step output blocks were slower there)
     dict(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
     dict(block_p=64, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
+    # 8 warps capped at 128 registers, so two programs share a multiprocessor (ptxas offline, session 6: the
+    # output kernel 116-126 registers, the fused walk at 32-step blocks 128, neither spilling); unmeasured
+    dict(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False,
+         num_warps=8, max_registers=128, state_num_warps=4),
+    dict(block_p=64, block_q=32, num_warps=8, num_stages=2, max_registers=128, fused=True),
 ]
 BACKWARD_TUNINGS = [
     dict(block_p=64, block_q=32, block_n=64, num_stages=3), dict(block_p=64, block_q=64, block_n=64, num_stages=2),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import NamedTuple
 
 import torch
-from triton.runtime.errors import OutOfResources
+from triton.runtime.errors import OutOfResources, PTXASError
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div
@@ -27,19 +28,38 @@ OPERAND_DTYPES = {name: dtype for dtype, name in OPERANDS.items()}
 HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
 
 
-def launch(kernel, grid: tuple, num_warps: int, num_stages: int = 3, **args) -> None:
-    """Launch `kernel`, leaving out the arguments given as None: those the specialisation's
-    template did not emit (log_a without decay, the initial/final state when absent).
-    Tiles too large for this GPU raise ValueError naming the kernel and the SSDTuning fields to lower."""
+def launch_options(constants: dict, state_passing: bool = False) -> dict:
+    """Triton's launch options for one direction's kernels: the state-passing kernels take their own warps
+    and stages; MAX_REGISTERS, where given, caps the other kernels' registers a thread (maxnreg)."""
+    if state_passing:
+        return dict(num_warps=constants["STATE_NUM_WARPS"], num_stages=constants["STATE_NUM_STAGES"])
+    options = dict(num_warps=constants["NUM_WARPS"], num_stages=constants["NUM_STAGES"])
+    if "MAX_REGISTERS" in constants:
+        options["maxnreg"] = constants["MAX_REGISTERS"]
+    return options
+
+
+def launch(kernel, grid: tuple, options: dict, **args) -> None:
+    """Launch `kernel` with `options` (`launch_options`), leaving out the arguments given as None: those
+    the specialisation's template did not emit (log_a without decay, the initial/final state when absent).
+    Tiles too large for this GPU, or a register cap too low for a kernel, raise ValueError naming the kernel
+    and the SSDTuning fields to change."""
+    kernel_name = getattr(kernel, "__name__", "an SSD kernel")
     try:
-        kernel[grid](**{name: value for name, value in args.items() if value is not None}, num_warps=num_warps,
-                     num_stages=num_stages)
+        kernel[grid](**{name: value for name, value in args.items() if value is not None}, **options)
+    except PTXASError as error:
+        needed = re.search(r"register target of (\d+)", str(error))
+        if "maxnreg" not in options or not needed:
+            raise
+        raise ValueError(f"{kernel_name} cannot be compiled in max_registers={options['maxnreg']} registers a "
+                         f"thread; ptxas asks for at least {needed.group(1)}. Raise SSDTuning.max_registers or "
+                         "leave it None") from None
     except OutOfResources as error:
         raise ValueError(
-            f"{getattr(kernel, '__name__', 'an SSD kernel')} needs {error.required} of {error.name} with these "
-            f"tiles and {num_stages} stages; this GPU has {error.limit}. Pass a tuning with smaller tiles: "
-            "SSDTuning(block_q=..., num_stages=..., output_block_n=...), or fused=False above state size 128 "
-            "(None takes the measured defaults)") from None
+            f"{kernel_name} needs {error.required} of {error.name} with these tiles and {options['num_stages']} "
+            f"stages; this GPU has {error.limit}. Pass a tuning with smaller "
+            "tiles: SSDTuning(block_q=..., num_stages=..., output_block_n=...), or fused=False above state size "
+            "128 (None takes the measured defaults)") from None
 
 
 def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> None:
@@ -68,8 +88,8 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
 
 # The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
 # it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
-FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "SPLIT_DIAGONAL", "OUTPUT_BLOCK_N",
-                          "HEADS_PER_PROGRAM"})
+FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "STATE_NUM_WARPS", "SPLIT_DIAGONAL",
+                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM"})
 
 
 def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
@@ -103,10 +123,16 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
         NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
         STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
+        STATE_NUM_WARPS=tuning.state_num_warps or tuning.num_warps,
         OUTPUT_BLOCK_N=output_block_n,
         # Heads of one group per output (and dx) program: a divisor of the heads per group.
         HEADS_PER_PROGRAM=math.gcd(max(1, tuning.heads_per_program), x.shape[2] // B.shape[2]),
     )
+    if tuning.max_registers is not None:  # absent rather than None: constants are ints, bools and words
+        if not 24 <= tuning.max_registers <= 255:
+            raise ValueError(f"tuning.max_registers = {tuning.max_registers} must be 24 to 255 (a thread's registers "
+                             "on NVIDIA GPUs), or None for ptxas's choice")
+        constants["MAX_REGISTERS"] = tuning.max_registers
     if fused is None:  # the backward: one form
         return constants
     constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
@@ -149,7 +175,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     kernels = load_kernel_once("ssd_forward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
-    Q, launch_config = constants["Q"], (constants["NUM_WARPS"], constants["NUM_STAGES"])
+    Q, options = constants["Q"], launch_options(constants)
     n_chunks = ceil_div(L, Q)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
@@ -163,18 +189,18 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         if log_a is not None:
             cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
-            launch(kernels.chunk_cumsum_fwd, grids.chunk, *launch_config, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-        launch(kernels.chunk_scores_fwd, grids.group_block, *launch_config, B_ptr=B, C_ptr=C, scores_ptr=scores,
+            launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+        launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
                **sizes)
     if constants["FUSED"]:
-        launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
+        launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
                final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]), **sizes)
         return y, final_state, scores, states, cum
-    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
-    launch(kernels.state_passing_fwd, grids.state_tile, *state_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
+    state_options = launch_options(constants, state_passing=True)
+    launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    launch(kernels.chunk_scan_fwd, grids.q_p_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
            scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum
 
@@ -185,8 +211,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     kernels = load_kernel_once("ssd_backward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
-    n_chunks, launch_config = states.shape[1], (constants["NUM_WARPS"], constants["NUM_STAGES"])
-    state_config = (constants["NUM_WARPS"], constants["STATE_NUM_STAGES"])
+    n_chunks, options = states.shape[1], launch_options(constants)
+    state_options = launch_options(constants, state_passing=True)
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
@@ -210,25 +236,25 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
-    launch(kernels.state_passing_bwd, grids.state_tile, *state_config, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.state_passing_bwd, grids.state_tile, state_options, dy_ptr=dy, cum_ptr=cum,
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
-    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, *launch_config, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
            scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x,
            dt_ptr=dt, ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, *launch_config, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
+    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, options, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
            cum_ptr=cum, B_ptr=None if cum is None else B, C_ptr=None if cum is None else C,
            row_part_ptr=decay_scratch["row_part_ptr"],
            column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
-    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, *launch_config, dy_ptr=dy, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, options, dy_ptr=dy, cum_ptr=cum,
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
            states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
-    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, *launch_config, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
+    launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
            leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
            dscores_ptr=dscores, dB_ptr=dB, **sizes)
     if cum is not None:
-        launch(kernels.chunk_cumsum_bwd, grids.chunk, *launch_config, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
+        launch(kernels.chunk_cumsum_bwd, grids.chunk, options, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,
                **sizes)
     ddt = None if ddt_parts is None else ddt_parts.sum(-1)
     dD = None if dD_parts is None else dD_parts.sum((0, 2, 3))

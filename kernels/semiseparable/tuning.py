@@ -42,8 +42,11 @@ class SSDTuning:
                  state's part of y) and of the dx kernel's B G^T; None: N (one product) up to N = 128, else 64.
                  A smaller tile streams the (N, block_p) state through shared memory in pieces, so larger
                  output blocks (block_q) fit beside it.
-    state_block_q, state_num_stages  steps at a time and pipelining stages of the two sequential
-                 state-passing kernels; None: block_q and num_stages.
+    state_block_q, state_num_stages, state_num_warps  steps at a time, pipelining stages and warps of the
+                 two sequential state-passing kernels; None: block_q, num_stages and num_warps.
+    max_registers  registers a thread may use in every kernel but the state-passing ones (Triton's maxnreg);
+                 None: ptxas's choice. With 8 warps a cap of 128 lets two programs share a multiprocessor's
+                 register file where ptxas would take a few more and leave room for one.
     fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
                  the sequence block_q steps at a time, state in registers: x read once, no states pass
                  through memory unless the backward needs them); False the split kernels; None: fused where
@@ -62,6 +65,8 @@ class SSDTuning:
     output_block_n: int | None = None
     state_block_q: int | None = None
     state_num_stages: int | None = None
+    state_num_warps: int | None = None
+    max_registers: int | None = None
     fused: bool | None = None
     dot_precision: str | None = None
     operand: str | None = None

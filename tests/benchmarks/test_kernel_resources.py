@@ -47,3 +47,16 @@ def test_state_pieces_shrink_the_output_kernels_shared_memory():
     whole, pieces = shared_kb(128), shared_kb(32)
     assert sorted(whole) == sorted(pieces) == ["chunk_scan_bwd_dx", "chunk_scan_fwd"]
     assert all(pieces[name] < whole[name] for name in whole), (whole, pieces)
+
+
+def test_a_register_cap_reaches_ptxas_for_all_but_the_state_passing_kernels():
+    """max_registers becomes maxnreg where the launcher passes it (launch_options), so the offline report
+    reads the registers the GPU would run with."""
+    tiles = "block_p=16,block_q=16,block_n=16,max_registers=40,state_num_warps=8"
+    kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "split", "--inference",
+                     "--kernel", "chunk_scan_fwd", "--tuning", tiles)
+    assert list(kernels) == ["chunk_scan_fwd"] and kernels["chunk_scan_fwd"][0] <= 40  # 48 uncapped
+    done = subprocess.run([sys.executable, str(SCRIPT), "--P", "16", "--N", "16", "--dtype", "fp16", "--form",
+                           "split", "--inference", "--kernel", "state_passing", "--tuning", tiles],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert "(ssd_forward.py.jinja, 8 warps, 3 stages)" in done.stdout  # its own warps, no cap

@@ -8,6 +8,7 @@ the interpreter runs every program in Python.
 """
 
 import ast
+import dataclasses
 import os
 
 import pytest
@@ -166,11 +167,13 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16, heads_per_program=2), None),  # the two heads of a group in one output program
     (SSDTuning(block_q=16, split_diagonal=False), None),  # one loop over every block, per-element decays
     (SSDTuning(block_q=32, state_block_q=16, state_num_stages=2), None),  # state passing in smaller steps
+    # 8 warps under a register cap, the state passing on its own 4 (launch options: the results stand)
+    (SSDTuning(block_q=16, num_warps=8, state_num_warps=4, max_registers=128), None),
     (SSDTuning(block_q=16, fused=True), SSDTuning(block_q=32)),  # fused walk in 16 steps, backward reads 32
     # C h^T and B G^T in two state pieces
     (SSDTuning(block_q=16, output_block_n=16, heads_per_program=2), SSDTuning(block_q=32, output_block_n=16)),
-], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q", "fused",
-        "output_block_n"])
+], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q",
+        "register_cap", "fused", "output_block_n"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     backward = None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q, block_n=16,
@@ -179,6 +182,8 @@ def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, 
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
+                       num_warps=forward.num_warps, state_num_warps=forward.state_num_warps,
+                       max_registers=forward.max_registers,
                        fused=forward.fused, output_block_n=forward.output_block_n, backward=backward)
     (y_ref, s_ref, g_ref), (y, s, g) = run_both(make_inputs(2, 45, 4, 32, 2, 32), 64, decay, True, tuning)
     for name, got, want in zip(("y", "final_state") + GRAD_NAMES, [y, s] + g, [y_ref, s_ref] + g_ref):
@@ -287,7 +292,7 @@ def test_steps_continue_a_chunked_prefill():
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
                  BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True,
-                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, OUTPUT_BLOCK_N=64)
+                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, STATE_NUM_WARPS=4, OUTPUT_BLOCK_N=64)
 SPLIT_FORM = dict(FUSED=False, SAVES_FOR_BACKWARD=True)  # the forward's own constants
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
@@ -483,6 +488,45 @@ def test_tiles_too_large_for_the_gpu_say_which_kernel_and_which_fields_to_lower(
 
     with pytest.raises(ValueError, match=r"chunk_scan_fwd needs 247296 of shared memory .* 3 stages; this GPU has "
                                          r"232448\. .*SSDTuning\(block_q=") as caught:
-        chunk.launch(TooLarge(), (1,), 4, 3, x_ptr="x", log_a_ptr=None)
+        chunk.launch(TooLarge(), (1,), dict(num_warps=4, num_stages=3), x_ptr="x", log_a_ptr=None)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert launched == [dict(x_ptr="x", num_warps=4, num_stages=3)]  # absent arguments are left out
+
+
+def test_a_register_cap_too_low_for_a_kernel_says_so():
+    """ptxas refusing a kernel under SSDTuning.max_registers reaches the user as a ValueError naming the kernel,
+    the cap and the count ptxas asks for; a ptxas failure without a cap is Triton's own error."""
+    from triton.runtime.errors import PTXASError
+
+    class Refused:
+        __name__ = "chunk_scores_fwd"
+
+        def __getitem__(self, grid):
+            def run(**arguments):
+                raise PTXASError("ptxas fatal : (C7602) Insufficient registers (40) to compile instruction. Try to "
+                                 "compile with register target of 58 or higher.")
+            return run
+
+    with pytest.raises(ValueError, match=r"chunk_scores_fwd cannot be compiled in max_registers=40 .* at least 58\. "
+                                         r"Raise SSDTuning\.max_registers"):
+        chunk.launch(Refused(), (1,), dict(num_warps=4, num_stages=3, maxnreg=40))
+    with pytest.raises(PTXASError):
+        chunk.launch(Refused(), (1,), dict(num_warps=4, num_stages=3))
+
+
+def test_launch_options_give_the_state_passing_kernels_their_own_warps_and_cap_the_others():
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    x, B = torch.empty(2, 64, 8, 64, **meta), torch.empty(2, 64, 1, 64, **meta)
+    capped = SSDTuning(num_warps=8, state_num_warps=4, max_registers=128, state_num_stages=2, fused=False)
+    forward, backward = chunk.call_constants(x, None, B, 64, False, True, capped)
+    assert chunk.launch_options(forward) == dict(num_warps=8, num_stages=3, maxnreg=128)
+    assert chunk.launch_options(forward, state_passing=True) == dict(num_warps=4, num_stages=2)
+    assert "MAX_REGISTERS = 128" in render_kernel("ssd_forward.py.jinja", forward, HEADER)
+    # the backward inherits the forward's choices when the tuning has none of its own
+    assert chunk.launch_options(backward) == dict(num_warps=8, num_stages=3, maxnreg=128)
+    plain, _ = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(num_warps=8, fused=False))
+    assert "MAX_REGISTERS" not in plain and chunk.launch_options(plain, state_passing=True)["num_warps"] == 8
+    fused, _ = chunk.call_constants(x, None, B, 64, False, True, dataclasses.replace(capped, fused=True))
+    assert "STATE_NUM_WARPS" not in fused and chunk.launch_options(fused)["maxnreg"] == 128
+    with pytest.raises(ValueError, match="max_registers = 16 must be 24 to 255"):
+        chunk.call_constants(x, None, B, 64, False, True, SSDTuning(max_registers=16))
