@@ -142,6 +142,11 @@ BACKWARD_TUNINGS = [
     dict(block_p=64, block_q=64, block_n=64, num_stages=2, state_block_q=32, state_num_stages=3),
     dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64),  # N = 256 picks
     dict(block_p=64, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64),
+    # the N = 256 pick on 8 warps, its state passing on 4: at 4 warps dC and dB there spill at 255 registers and
+    # their 145 KB of shared memory leave one program a multiprocessor; at 8 warps none spills (ptxas offline,
+    # session 6); unmeasured
+    dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64, num_warps=8,
+         state_num_warps=4),
 ]
 
 
