@@ -31,6 +31,7 @@ class Specialisation:
     template: str
     constants: tuple  # sorted (name, value) pairs
     blocks: tuple     # names of the blocks that use it
+    runs: str = ""    # when the launcher picks it where the batch decides, alternatives split by " | "; "" always
 
     @property
     def file_name(self) -> str:
@@ -46,8 +47,9 @@ class Specialisation:
         return f"{stem}{form}_{sizes}_{c['DECAY']}_{c['OPERAND']}_{digest}.py"
 
     def source(self, spec_name: str) -> str:
+        runs = {"runs": self.runs} if self.runs else {}
         return render_kernel(self.template, dict(self.constants),
-                             {"spec": spec_name, "blocks": ", ".join(self.blocks)})
+                             {"spec": spec_name, "blocks": ", ".join(self.blocks), **runs})
 
 
 def kernel_sizes(mixer) -> tuple[int, int, int] | None:
@@ -79,35 +81,38 @@ def _scans(mixer) -> list[dict] | None:
                  D=isinstance(mixer, SemiseparableMixer) and mixer.skip, final=False)]
 
 
-def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict]]:
+def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict, str]]:
     """The forward and backward constants of one scan, for each default tuning the batch may pick; both
     forward forms where a tuning leaves the choice to the batch (the fused form where its programs keep the
     GPU busy, the split form elsewhere)."""
     from composer.kernels.semiseparable.chunk import call_constants  # imports triton
-    from composer.kernels.semiseparable.tuning import default_tunings
+    from composer.kernels.semiseparable.tuning import default_tunings, form_rules
 
     meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)
     B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
-    pairs = []
-    for tuning in default_tunings(x, B):
+    kernels = []
+    for tuning, when in default_tunings(x, B):
         for fused in [False, True] if tuning.fused is None else [tuning.fused]:
             forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"],
                                                dataclasses.replace(tuning, fused=fused), has_dt=scan["dt"],
                                                has_D=scan["D"])
-            pairs.append((SSD_TEMPLATES[0], forward))
-            if (SSD_TEMPLATES[1], backward) not in pairs:  # tunings that share their backward list it once
-                pairs.append((SSD_TEMPLATES[1], backward))
-    return pairs
+            form = "" if tuning.fused is not None else form_rules(tuning, scan["P"])[0 if fused else 1]
+            conditions = [c for c in (when, form) if c]
+            runs = " and ".join(f"({c})" for c in conditions) if len(conditions) > 1 else "".join(conditions)
+            kernels.append((SSD_TEMPLATES[0], forward, runs))
+            if (SSD_TEMPLATES[1], backward, "") not in kernels:  # tunings that share their backward list it once
+                kernels.append((SSD_TEMPLATES[1], backward, ""))
+    return kernels
 
 
-def _norm_constants(mixer) -> list[tuple[str, dict]]:
+def _norm_constants(mixer) -> list[tuple[str, dict, str]]:
     """The state-space layers' fused output norm (any width: it masks a power-of-two tile)."""
     if not isinstance(mixer, (SemiseparableMixer, QuasiseparableMixer)) or not mixer.out_norm:
         return []
     from composer.kernels.norms.gated_rmsnorm import norm_constants  # imports triton
-    return [(NORM_TEMPLATE, norm_constants(mixer.heads * mixer.head_dim, mixer.gate))]
+    return [(NORM_TEMPLATE, norm_constants(mixer.heads * mixer.head_dim, mixer.gate), "")]
 
 
 def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisation], list[str]]:
@@ -122,10 +127,12 @@ def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisatio
         if scans is None:
             on_reference.append(name)
         kernels = [pair for scan in scans or [] for pair in _ssd_constants(mixer, scan, dtype)]
-        for template, constants in kernels + _norm_constants(mixer):
-            blocks = users.setdefault((template, tuple(sorted(constants.items()))), [])
+        for template, constants, when in kernels + _norm_constants(mixer):
+            blocks, whens = users.setdefault((template, tuple(sorted(constants.items()))), ([], []))
             if name not in blocks:  # a head dim of 16 makes a linear attention's two scans one
                 blocks.append(name)
-    specialisations = [Specialisation(template, constants, tuple(blocks))
-                       for (template, constants), blocks in users.items()]
+            if when not in whens:
+                whens.append(when)
+    specialisations = [Specialisation(template, constants, tuple(blocks), " | ".join(whens) if all(whens) else "")
+                       for (template, constants), (blocks, whens) in users.items()]
     return specialisations, on_reference

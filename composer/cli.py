@@ -81,6 +81,8 @@ def cmd_kernels(args) -> int:
     for item in specialisations:
         constants = " ".join(f"{k}={v}" for k, v in item.constants)
         console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
+        if item.runs:
+            console.print(f"{'':24s} runs: {item.runs}")
     if on_reference:
         console.print(f"reference PyTorch (no generated kernel yet): {', '.join(on_reference)}")
     if args.emit:

@@ -127,12 +127,30 @@ def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
     return FP32_TUNING
 
 
-def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[SSDTuning]:
-    """Every tuning `default_tuning` may pick for these types and (P, N), whatever the batch."""
+def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[tuple[SSDTuning, str]]:
+    """Every tuning `default_tuning` may pick for these types and (P, N), whatever the batch, each with
+    when it is picked ("" where it is the only one)."""
     if x.dtype == B.dtype and x.dtype != torch.float32:
         key = (x.shape[3], B.shape[3])
-        return [TUNED_16BIT.get(key, DEFAULT_TUNING)] + ([SPLIT_WHEN_BUSY[key]] if key in SPLIT_WHEN_BUSY else [])
-    return [FP32_TUNING]
+        tuned = TUNED_16BIT.get(key, DEFAULT_TUNING)
+        if key not in SPLIT_WHEN_BUSY:
+            return [(tuned, "")]
+        split = SPLIT_WHEN_BUSY[key]
+        programs = _programs((key[0] // min(split.block_p, key[0])) * (key[1] // min(split.block_n, key[1])))
+        return [(tuned, f"{programs} state-passing programs < multiprocessors, or off CUDA"),
+                (split, f"{programs} state-passing programs >= multiprocessors, on CUDA")]
+    return [(FP32_TUNING, "")]
+
+
+def form_rules(tuning: SSDTuning, P: int) -> tuple[str, str]:
+    """When `fused_pays` picks the fused and when the split forward under `tuning` (fused=None), for listings."""
+    programs = _programs(P // min(tuning.block_p, P))
+    return (f"{programs} fused programs >= multiprocessors / 4, on CUDA",
+            f"{programs} fused programs < multiprocessors / 4, or off CUDA")
+
+
+def _programs(tiles_per_head: int) -> str:
+    return "b*H" if tiles_per_head == 1 else f"b*H*{tiles_per_head}"
 
 
 def state_passing_fills(tuning: SSDTuning, heads: int, P: int, N: int, device: torch.device) -> bool:

@@ -446,9 +446,15 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor(monkey
     heads_32, heads_16 = (torch.empty(8, 16, H, 128, dtype=torch.bfloat16) for H in (32, 16))
     assert tuning.default_tuning(heads_32, B) is split
     assert tuning.default_tuning(heads_16, B).fused is None  # the fused-or-split pick
-    assert tuning.default_tunings(heads_16, B) == [tuning.TUNED_16BIT[128, 128], split]
+    (tuned, below), (busy, above) = tuning.default_tunings(heads_16, B)
+    assert tuned is tuning.TUNED_16BIT[128, 128] and busy is split
+    assert below == "b*H state-passing programs < multiprocessors, or off CUDA"
+    assert above == "b*H state-passing programs >= multiprocessors, on CUDA"
+    assert tuning.form_rules(tuned, 128) == ("b*H*2 fused programs >= multiprocessors / 4, on CUDA",
+                                             "b*H*2 fused programs < multiprocessors / 4, or off CUDA")
     fp32 = torch.empty(8, 16, 32, 128)
-    assert tuning.default_tuning(fp32, fp32[:, :, :1]) is tuning.FP32_TUNING == tuning.default_tunings(fp32, fp32)[0]
+    assert tuning.default_tuning(fp32, fp32[:, :, :1]) is tuning.FP32_TUNING
+    assert tuning.default_tunings(fp32, fp32) == [(tuning.FP32_TUNING, "")]
 
 
 @pytest.mark.parametrize("needs_grad", [True, False], ids=["training", "inference"])
