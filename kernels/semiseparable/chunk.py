@@ -20,7 +20,7 @@ from triton.runtime.errors import OutOfResources, PTXASError
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div
 from composer.kernels.semiseparable.tiles import is_tile_size
-from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning, fused_pays
+from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning, fused_pays, fused_programs_per_head
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -297,7 +297,7 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     fused = tuning.fused
     if fused is None:
         b, _, H, P = x.shape
-        fused = fused_pays(b * H * (P // min(tuning.block_p, P)), x.device)
+        fused = fused_pays(b * H * fused_programs_per_head(tuning, P), x.device)
     return _constants_for(tuple(x.shape[2:]), x.dtype, tuple(B.shape[2:]), B.dtype, log_a is not None, chunk_len,
                           has_initial_state, return_final_state, tuning, has_dt, has_D, needs_grad, fused)
 

@@ -52,6 +52,6 @@ def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTun
     new_state = torch.empty_like(state)
     y_t = torch.empty_like(x_t)
     launch(kernels.ssd_step_fwd, (b * H, P // constants["BLOCK_P"]), dict(num_warps=constants["NUM_WARPS"]),
-           state_ptr=state,
-           x_ptr=x_t, log_a_ptr=log_a_t, B_ptr=B_t, C_ptr=C_t, new_state_ptr=new_state, y_ptr=y_t, n_heads=H)
+           state_ptr=state, x_ptr=x_t, log_a_ptr=log_a_t, B_ptr=B_t, C_ptr=C_t, new_state_ptr=new_state, y_ptr=y_t,
+           n_heads=H)
     return y_t, new_state

@@ -136,7 +136,7 @@ def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[tuple[SSDTuning, s
         if key not in SPLIT_WHEN_BUSY:
             return [(tuned, "")]
         split = SPLIT_WHEN_BUSY[key]
-        programs = _programs((key[0] // min(split.block_p, key[0])) * (key[1] // min(split.block_n, key[1])))
+        programs = _programs(state_programs_per_head(split, *key))
         return [(tuned, f"{programs} state-passing programs < multiprocessors, or off CUDA"),
                 (split, f"{programs} state-passing programs >= multiprocessors, on CUDA")]
     return [(FP32_TUNING, "")]
@@ -144,7 +144,7 @@ def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[tuple[SSDTuning, s
 
 def form_rules(tuning: SSDTuning, P: int) -> tuple[str, str]:
     """When `fused_pays` picks the fused and when the split forward under `tuning` (fused=None), for listings."""
-    programs = _programs(P // min(tuning.block_p, P))
+    programs = _programs(fused_programs_per_head(tuning, P))
     return (f"{programs} fused programs >= multiprocessors / 4, on CUDA",
             f"{programs} fused programs < multiprocessors / 4, or off CUDA")
 
@@ -153,11 +153,20 @@ def _programs(tiles_per_head: int) -> str:
     return "b*H" if tiles_per_head == 1 else f"b*H*{tiles_per_head}"
 
 
+def fused_programs_per_head(tuning: SSDTuning, P: int) -> int:
+    """The fused forward's programs per head: one per block_p columns."""
+    return P // min(tuning.block_p, P)
+
+
+def state_programs_per_head(tuning: SSDTuning, P: int, N: int) -> int:
+    """The split form's state-passing programs per head: one per (block_p, block_n) tile of the state."""
+    return fused_programs_per_head(tuning, P) * (N // min(tuning.block_n, N))
+
+
 def state_passing_fills(tuning: SSDTuning, heads: int, P: int, N: int, device: torch.device) -> bool:
     """Whether the split form's state-passing programs (one per head and state tile) number at least the
     multiprocessors; off CUDA, never (the interpreter has no waves to fill)."""
-    tiles = (P // min(tuning.block_p, P)) * (N // min(tuning.block_n, N))
-    return device.type == "cuda" and heads * tiles >= multiprocessors(device)
+    return device.type == "cuda" and heads * state_programs_per_head(tuning, P, N) >= multiprocessors(device)
 
 
 def fused_pays(programs: int, device: torch.device) -> bool:
