@@ -327,17 +327,17 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     log_a=None means no decay (a = 1, the `none` kind): the kernels are rendered without decay
     code. A `fixed` decay (one per head) is passed as log_a broadcast to (b, L, H). Inputs may be
     fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype. tuning: None picks
-    `default_tuning` for the inputs' types.
+    `default_tuning` for the inputs' types and whether a backward follows.
 
     dt (b, L, H), optional: the scan's input is then x * dt[..., None] (Mamba-2's discretisation),
     applied inside the kernels, which saves a pass over x and its gradient; dt gets a gradient.
     D (H,), optional: Mamba-2's skip, y += D[h] x (x before dt), fused into the output and dx kernels.
     """
     check_inputs(x, log_a, B, C, chunk_len, initial_state, dt, D)
-    tuning = tuning or default_tuning(x, B)
     flags = (initial_state is not None, return_final_state)
     inputs = (x, dt, log_a, B, C, initial_state, D)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    tuning = tuning or default_tuning(x, B, needs_grad)
     constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None,
                                                    has_D=D is not None, needs_grad=needs_grad)
     contiguous = [None if t is None else t.contiguous() for t in inputs]

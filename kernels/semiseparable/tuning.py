@@ -108,20 +108,25 @@ TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (128, 128): _P128_FUSED,
     (128, 256): _N256,
 }
-# Where the split form wins only once its sequential state passing has a program for every multiprocessor
-# (16-bit inputs, keyed by (P, N)); TUNED_16BIT's entry runs below that. At P = 128, N = 128 with b * H = 256
-# (a program per head) the split tiles beat the fused walk on the H200 (above); at b * H = 128, half a wave,
+# Where the split form wins in training only once its sequential state passing has a program for every
+# multiprocessor (16-bit inputs, keyed by (P, N)); TUNED_16BIT's entry runs below that and in inference. At
+# P = 128, N = 128 with b * H = 256 (a program per head) the split tiles beat the training forward of the fused
+# walk, which stores each chunk's state for the backward beside an (N, 64) fp32 state that fills the register
+# file, on the H200 at L = 8192: 1.17 against 1.33 ms; the inference walk, which stores none, is faster than
+# the split tiles there: 1.03 ms (results/ssd_h200_2026-11-28_session7_exp2.log). At b * H = 128, half a wave,
 # the split forward of the low-rank benchmark's (8, 4096, 16, 128, 128) took 0.42 ms on the H200 against the
 # fused 0.21 on the H100 (results/lowrank_h200_2026-11-28_session6.log, lowrank_h100_2026-11-28_session4.log).
 SPLIT_WHEN_BUSY: dict[tuple[int, int], SSDTuning] = {(128, 128): _STATE_PIECES}
 
 
-def default_tuning(x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
-    """The tiles for these inputs' types, (P, N) and batch times heads when the caller gives none."""
+def default_tuning(x: torch.Tensor, B: torch.Tensor, needs_grad: bool = True) -> SSDTuning:
+    """The tiles for these inputs' types, (P, N) and batch times heads when the caller gives none;
+    needs_grad: whether the forward saves for a backward."""
     if x.dtype == B.dtype and x.dtype != torch.float32:
         P, N = x.shape[3], B.shape[3]
         split = SPLIT_WHEN_BUSY.get((P, N))
-        if split is not None and state_passing_fills(split, x.shape[0] * x.shape[2], P, N, x.device):
+        if (split is not None and needs_grad
+                and state_passing_fills(split, x.shape[0] * x.shape[2], P, N, x.device)):
             return split
         return TUNED_16BIT.get((P, N), DEFAULT_TUNING)
     return FP32_TUNING
@@ -137,8 +142,8 @@ def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[tuple[SSDTuning, s
             return [(tuned, "")]
         split = SPLIT_WHEN_BUSY[key]
         programs = _programs(state_programs_per_head(split, *key))
-        return [(tuned, f"{programs} state-passing programs < multiprocessors, or off CUDA"),
-                (split, f"{programs} state-passing programs >= multiprocessors, on CUDA")]
+        return [(tuned, f"inference, or {programs} state-passing programs < multiprocessors, or off CUDA"),
+                (split, f"training, {programs} state-passing programs >= multiprocessors, on CUDA")]
     return [(FP32_TUNING, "")]
 
 

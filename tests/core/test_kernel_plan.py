@@ -82,16 +82,16 @@ def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
     assert len({s.file_name for s in specialisations}) == 4  # --emit writes each to its own file
     runs = {(dict(s.constants)["FUSED"], dict(s.constants)["OUTPUT_BLOCK_N"] if "OUTPUT_BLOCK_N" in dict(s.constants)
              else None): s.runs for s in specialisations if s.template == "ssd_forward.py.jinja"}
-    assert runs[True, None] == ("(b*H state-passing programs < multiprocessors, or off CUDA) and "
+    assert runs[True, None] == ("(inference, or b*H state-passing programs < multiprocessors, or off CUDA) and "
                                 "(b*H*2 fused programs >= multiprocessors / 4, on CUDA)")
     assert runs[False, 128].endswith("(b*H*2 fused programs < multiprocessors / 4, or off CUDA)")
-    assert runs[False, 64] == "b*H state-passing programs >= multiprocessors, on CUDA"
+    assert runs[False, 64] == "training, b*H state-passing programs >= multiprocessors, on CUDA"
     assert [s.runs for s in specialisations if s.template == "ssd_backward.py.jinja"] == [""]  # always
     header = next(s for s in specialisations if s.runs == runs[True, None]).source("wide").split("# triton:")[0]
     assert all(len(line) <= 120 and line.startswith("#") for line in header.splitlines())  # long runs wrap
     assert " ".join(line.lstrip("# ") for line in header.splitlines()[3:]) == f"runs: {runs[True, None]}"
     pieces = next(s for s in specialisations if s.runs == runs[False, 64])
-    assert "# runs: b*H state-passing programs >= multiprocessors, on CUDA\n" in pieces.source("wide")
+    assert "# runs: training, b*H state-passing programs >= multiprocessors, on CUDA\n" in pieces.source("wide")
     assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (False, 128),
                                                                                 (True, None)]
 

@@ -430,8 +430,9 @@ def test_auto_form_is_fused_from_one_program_per_four_multiprocessors(monkeypatc
 
 
 def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor(monkeypatch):
-    """At (P, N) = (128, 128) in bf16 the default is the split form's tiles once b * H state-passing
-    programs cover the multiprocessors, the batch-dependent fused-or-split tuning below that and off CUDA."""
+    """At (P, N) = (128, 128) in bf16 the training default is the split form's tiles once b * H state-passing
+    programs cover the multiprocessors, the batch-dependent fused-or-split tuning below that, off CUDA and in
+    inference."""
     from composer.kernels.semiseparable import tuning
 
     monkeypatch.setattr(tuning, "multiprocessors", lambda device: 132)
@@ -445,11 +446,12 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor(monkey
     B = torch.empty(8, 16, 1, 128, dtype=torch.bfloat16)
     heads_32, heads_16 = (torch.empty(8, 16, H, 128, dtype=torch.bfloat16) for H in (32, 16))
     assert tuning.default_tuning(heads_32, B) is split
+    assert tuning.default_tuning(heads_32, B, needs_grad=False) is tuning.TUNED_16BIT[128, 128]
     assert tuning.default_tuning(heads_16, B).fused is None  # the fused-or-split pick
     (tuned, below), (busy, above) = tuning.default_tunings(heads_16, B)
     assert tuned is tuning.TUNED_16BIT[128, 128] and busy is split
-    assert below == "b*H state-passing programs < multiprocessors, or off CUDA"
-    assert above == "b*H state-passing programs >= multiprocessors, on CUDA"
+    assert below == "inference, or b*H state-passing programs < multiprocessors, or off CUDA"
+    assert above == "training, b*H state-passing programs >= multiprocessors, on CUDA"
     assert tuning.form_rules(tuned, 128) == ("b*H*2 fused programs >= multiprocessors / 4, on CUDA",
                                              "b*H*2 fused programs < multiprocessors / 4, or off CUDA")
     fp32 = torch.empty(8, 16, 32, 128)
