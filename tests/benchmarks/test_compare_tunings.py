@@ -1,0 +1,50 @@
+"""benchmarks/compare_tunings.py with the GPU timer and inputs stubbed: each candidate runs under the
+tuning asked for (the default one for null), over its shape's default backward, in both modes."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from composer.kernels.semiseparable.tuning import TUNED_16BIT, SSDTuning
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_tunings.py"
+
+
+@pytest.fixture
+def compare(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("compare_tunings", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("compare_tunings", None)
+
+
+def test_each_candidate_is_timed_in_both_modes_under_its_own_tiles(compare, monkeypatch, capsys):
+    ssd = compare.ssd
+    tunings_run = []
+    monkeypatch.setattr(ssd, "inputs", lambda *shape, dtype, seed: (
+        torch.empty(1, 8, 2, shape[3], dtype=dtype), None, None, torch.empty(1, 8, 1, shape[5], dtype=dtype), None))
+    monkeypatch.setattr(ssd, "ours", lambda *args, tuning=None: tunings_run.append(tuning))
+    clock = iter(range(1, 100))
+
+    def fake_time_pair(fn, args, mode):
+        fn(*args)
+        return float(next(clock))
+
+    monkeypatch.setattr(ssd, "time_pair", fake_time_pair)
+    fused = {"block_p": 64, "block_q": 32, "fused": True}
+    assert compare.main(["label", "4096x128x64", json.dumps([None, fused])]) == 0
+    default_run, *fused_runs = tunings_run[:1] + tunings_run[3:]
+    assert default_run is None  # the call's own default, picked inside ssd_chunked_triton
+    assert all(t.block_q == 32 and t.fused and t.backward is not None for t in fused_runs)
+    # the shape's default backward, not the candidate's tiles
+    assert fused_runs[0].backward == TUNED_16BIT[128, 64].backward != SSDTuning(**fused)
+    result = json.loads(capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2])
+    assert result == {"(8, 4096, 32, 128, 1, 64) default": {"train_fwd": 2.0, "inference": 3.0},
+                      f"(8, 4096, 32, 128, 1, 64) {json.dumps(fused, sort_keys=True)}": {"train_fwd": 5.0,
+                                                                                         "inference": 6.0}}
