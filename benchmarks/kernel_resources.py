@@ -2,12 +2,13 @@
 
     python benchmarks/kernel_resources.py --P 64 --N 128 [--dtype bf16] [--form fused|split]
         [--inference] [--tuning block_q=32,num_warps=8] [--backward-tuning block_q=64]
-        [--kernel chunk_scan_fused_fwd]
+        [--kernel chunk_scan_fused_fwd] [--no-skip]
 
 Renders the forward and backward modules exactly as a call at b=8, L=4096, H=32 would (the launcher's
 `call_constants`, fed meta tensors), compiles each kernel for sm_90a with the Triton wheel's own ptxas,
-and prints ptxas's resource report. Pointers are taken as 16-byte aligned and sizes as multiples of 16,
-as Triton's JIT specialises them at such shapes. Spilled registers (stack frame, spill stores) and shared
+and prints ptxas's resource report and the instruction count of each kernel's hottest loop (nvdisasm).
+Pointers are taken as 16-byte aligned and sizes as multiples of 16, as Triton's JIT specialises them at
+such shapes. Spilled registers (stack frame, spill stores) and shared
 memory above 114 KB (two programs a multiprocessor) are what this is for: both cost speed that only the
 device shows, and both can be read here first.
 """
@@ -46,12 +47,13 @@ FP32_POINTERS = {"dt", "log_a", "cum", "D", "row_part", "column_part", "entering
 TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
-def modules(P: int, N: int, dtype: torch.dtype, tuning: SSDTuning, needs_grad: bool, chunk: int = 256) -> dict:
+def modules(P: int, N: int, dtype: torch.dtype, tuning: SSDTuning, needs_grad: bool, chunk: int = 256,
+            has_D: bool = True) -> dict:
     """{template: (rendered source, constants)} for the forward and (when needs_grad) the backward of one call."""
     meta = dict(device="meta", dtype=dtype)
     x, B = torch.empty(8, 4096, 32, P, **meta), torch.empty(8, 4096, 1, N, **meta)
     log_a = torch.empty(8, 4096, 32, **meta)
-    forward, backward = call_constants(x, log_a, B, chunk, False, False, tuning, has_dt=True, has_D=True,
+    forward, backward = call_constants(x, log_a, B, chunk, False, False, tuning, has_dt=True, has_D=has_D,
                                        needs_grad=needs_grad)
     sources = {"ssd_forward.py.jinja": (render_kernel("ssd_forward.py.jinja", forward, HEADER), forward)}
     if needs_grad:
@@ -87,16 +89,43 @@ def resources(kernel, arguments: list[str], dtype: torch.dtype, options: dict) -
                               options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
         file.write(compiled.asm["ptx"])
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", os.devnull],
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    cubin = file.name.removesuffix(".ptx") + ".cubin"
+    report = subprocess.run([str(tools / "ptxas"), "-v", "--gpu-name=sm_90a", file.name, "-o", cubin],
                             capture_output=True, text=True, check=True).stderr
+    sass = subprocess.run([str(tools / "nvdisasm"), "-c", cubin], capture_output=True, text=True, check=True).stdout
 
     def number(pattern: str) -> int:
         found = re.search(pattern, report)
         return int(found.group(1)) if found else 0
     return dict(registers=number(r"Used (\d+) registers"), stack=number(r"(\d+) bytes stack frame"),
                 spill_stores=number(r"(\d+) bytes spill stores"), spill_loads=number(r"(\d+) bytes spill loads"),
-                shared=compiled.metadata.shared)
+                shared=compiled.metadata.shared, loop=hottest_loop(sass))
+
+
+SASS_INSTRUCTION = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(.*);")
+SASS_LABEL = re.compile(r"^(\.L_x_\d+):")
+SASS_BACK_BRANCH = re.compile(r"BRA\s+`\((\.L_x_\d+)\)")
+
+
+def hottest_loop(sass: str) -> int:
+    """Instructions in the longest innermost loop of a kernel's SASS (nvdisasm -c), 0 without a loop.
+
+    An issue-bound kernel's time follows its loop's instruction count: with two 4-warp programs a
+    multiprocessor there is little else to hide each instruction's latency behind (session 7: the fused
+    walk at P=128, N=64, --no-skip --inference, went from 1121 to 834 and ran 24% faster)."""
+    labels, loops, count = {}, [], 0
+    for line in sass.splitlines():
+        if label := SASS_LABEL.match(line):
+            labels[label.group(1)] = count
+        elif instruction := SASS_INSTRUCTION.match(line):
+            branch = SASS_BACK_BRANCH.search(instruction.group(1))
+            if branch and branch.group(1) in labels:  # a branch back to an earlier label closes a loop
+                loops.append((labels[branch.group(1)], count))
+            count += 1
+    innermost = [(start, end) for start, end in loops
+                 if not any(start <= s and e <= end and (s, e) != (start, end) for s, e in loops)]
+    return max((end - start + 1 for start, end in innermost), default=0)
 
 
 def parse_tuning(text: str | None, base: SSDTuning) -> SSDTuning:
@@ -123,6 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning", help="SSDTuning fields over the default tiles, e.g. block_q=32,num_warps=8")
     parser.add_argument("--backward-tuning", help="SSDTuning fields over the default backward tiles")
     parser.add_argument("--kernel", help="only kernels whose name contains this")
+    parser.add_argument("--no-skip", action="store_true", help="render without the D skip, as benchmarks/ssd.py "
+                        "calls the kernels (Mamba-2's layers have it)")
     args = parser.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     meta = dict(device="meta", dtype=dtype)
@@ -134,7 +165,8 @@ def main(argv=None) -> int:
     tuning = dataclasses.replace(tuning, fused=form == "fused")
     print(f"P={args.P} N={args.N} {args.dtype} {form} forward, {'inference' if args.inference else 'training'}: "
           f"{tuning}")
-    for template, (source, constants) in modules(args.P, args.N, dtype, tuning, needs_grad=not args.inference).items():
+    for template, (source, constants) in modules(args.P, args.N, dtype, tuning, needs_grad=not args.inference,
+                                                 has_D=not args.no_skip).items():
         for name, (kernel, arguments, options) in launched_kernels(source, constants).items():
             if args.kernel and args.kernel not in name:
                 continue
@@ -142,7 +174,8 @@ def main(argv=None) -> int:
             num_warps, num_stages = options["num_warps"], options["num_stages"]
             cap = f", at most {options['maxnreg']} registers" if "maxnreg" in options else ""
             print(f"  {name:24s} {r['registers']:3d} registers, stack {r['stack']:5d} B, spills "
-                  f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB"
+                  f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB, "
+                  f"loop {r['loop']:4d} instructions"
                   f"  ({template}, {num_warps} warps, {num_stages} stages{cap})", flush=True)
     return 0
 

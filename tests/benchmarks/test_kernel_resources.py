@@ -10,11 +10,12 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_resources.py"
 REPORT = re.compile(r"^  (\w+) +(\d+) registers, stack +(\d+) B, spills +(\d+) B stored / +(\d+) B loaded, "
-                    r"shared +(\d+) KB", re.M)
+                    r"shared +(\d+) KB, loop +(\d+) instructions", re.M)
 
 
 def report(*args: str) -> dict:
-    """{kernel: (registers, stack, spill stores, spill loads, shared KB)} as the script prints them."""
+    """{kernel: (registers, stack, spill stores, spill loads, shared KB, hottest loop's instructions)} as the
+    script prints them."""
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TRITON_INTERPRET": "0"})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -25,7 +26,7 @@ def test_inference_report_lists_the_fused_kernel_alone_with_its_resources():
     kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "fused", "--inference",
                      "--tuning", "block_p=16,block_q=16")
     assert list(kernels) == ["chunk_scan_fused_fwd"]  # nothing saved, no backward; helpers are not kernels
-    registers, stack, spill_stores, _, shared = kernels["chunk_scan_fused_fwd"]
+    registers, stack, spill_stores, _, shared, _ = kernels["chunk_scan_fused_fwd"]
     assert 0 < registers <= 255 and shared > 0
     assert stack == spill_stores == 0  # 16x16 tiles fit in registers
 
@@ -60,3 +61,15 @@ def test_a_register_cap_reaches_ptxas_for_all_but_the_state_passing_kernels():
                            "split", "--inference", "--kernel", "state_passing", "--tuning", tiles],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
     assert "(ssd_forward.py.jinja, 8 warps, 3 stages)" in done.stdout  # its own warps, no cap
+
+
+def test_hottest_loop_counts_the_walks_instructions_per_block():
+    """The fused walk's loop is one block of steps: more steps a block, and the D skip, take more of its
+    instructions."""
+    def loop(*extra: str) -> int:
+        kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "fused", "--inference",
+                         "--kernel", "fused", *extra)
+        return kernels["chunk_scan_fused_fwd"][5]
+    short = loop("--tuning", "block_p=16,block_q=16", "--no-skip")
+    assert 0 < short < loop("--tuning", "block_p=16,block_q=32", "--no-skip")
+    assert short < loop("--tuning", "block_p=16,block_q=16")  # with the skip, y += D x in the loop
