@@ -361,7 +361,18 @@ def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backw
     assert ("states_ptr" in code) == ("def chunk_scores_fwd" in code) == saves_for_backward
 
 
+def assert_every_helper_called(source: str) -> None:
+    """Each @triton.jit function is a kernel (launched: its name holds _fwd or _bwd) or called by another
+    function of the module: a module carries no helper its kernels do not use."""
+    tree = ast.parse(code_only(source))
+    functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    unused = [name for name in functions if "_fwd" not in name and "_bwd" not in name and name not in called]
+    assert not unused, f"helpers no kernel calls: {unused}"
+
+
 def assert_formatted(source: str) -> None:
+    assert_every_helper_called(source)
     ast.parse(source)
     lines = source.splitlines()
     for number, line in enumerate(lines, 1):
