@@ -273,11 +273,15 @@ def fused_ours(x, dt, A, B, C):
     return ours(x, dt, A, B, C, tuning=dataclasses.replace(default_tuning(x, B), fused=True))
 
 
-def run_checks(results) -> None:
-    """bf16 (both implementations) and fp32 (ours) errors against the fp32 reference at odd shapes."""
+def run_checks(results, with_peer: bool = True) -> None:
+    """bf16 (both implementations; with_peer False: ours alone) and fp32 (ours) errors against the fp32
+    reference at odd shapes."""
     names = ["y", "dx", "ddt", "dA", "dB", "dC"]
+    implementations = [("composer", ours), ("composer_fused", fused_ours)]
+    if with_peer:
+        implementations.append(("mamba_ssm", peer))
     for shape in [(2, 1000, 8, 64, 1, 128), (1, 2048, 4, 128, 2, 64), (2, 513, 6, 64, 3, 256)]:
-        for label, fn in (("composer", ours), ("composer_fused", fused_ours), ("mamba_ssm", peer)):
+        for label, fn in implementations:
             errors = check(fn, shape, torch.bfloat16, seed=hash(shape) % 1000)
             results["checks"].append({"impl": label, "shape": shape, "dtype": "bf16", **dict(zip(names, errors))})
             ok = all(e == e and e < 2e-2 for e in errors)
@@ -311,6 +315,8 @@ def main():
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
     parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
+    parser.add_argument("--no-peer-checks", action="store_true", help="check ours alone: the peer's checks "
+                        "autotune its kernels at each check shape, minutes of device time")
     parser.add_argument("--repeats", type=int, default=1, help="time ours and the peer alternately this many "
                         "times per shape and mode and report the medians (the peer's times swing between runs)")
     parser.add_argument("--forms", action="store_true", help="fused against split forward over batch sizes")
@@ -357,7 +363,7 @@ def main():
         torch.cuda.empty_cache()
         (out / "ssd_results.json").write_text(json.dumps(results, indent=2))  # each shape kept if cut off
     if not args.no_checks:
-        run_checks(results)
+        run_checks(results, with_peer=not args.no_peer_checks)
         (out / "ssd_results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -52,3 +52,17 @@ def test_one_repeat_keeps_the_single_time_and_no_samples(ssd, monkeypatch):
     row = results["timings"][0]
     assert row["composer_fwdbwd_ms"] == 2.0 and row["fwdbwd_speedup"] == 1.0
     assert not any(key.endswith("_samples_ms") for key in row)
+
+
+def test_checks_without_the_peer_check_ours_alone(ssd, monkeypatch):
+    """--no-peer-checks: both of our forms in bf16 and ours in fp32 at each check shape, never the peer."""
+    checked = []
+    monkeypatch.setattr(ssd, "check", lambda fn, shape, dtype, seed: checked.append((fn, dtype)) or [0.0] * 6)
+    results = {"checks": []}
+    ssd.run_checks(results, with_peer=False)
+    assert ssd.peer not in {fn for fn, _ in checked}
+    assert [fn for fn, dtype in checked if dtype == torch.bfloat16] == [ssd.ours, ssd.fused_ours] * 3
+    assert [fn for fn, dtype in checked if dtype == torch.float32] == [ssd.ours] * 3
+    assert {row["impl"] for row in results["checks"]} == {"composer", "composer_fused"}
+    ssd.run_checks(results)
+    assert checked.count((ssd.peer, torch.bfloat16)) == 3  # by default the peer is checked too
