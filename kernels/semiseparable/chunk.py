@@ -81,6 +81,9 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
     for name, size in (("head dim P", P), ("state size N", N), ("chunk_len", chunk_len)):
         if not is_tile_size(size):
             raise ValueError(f"{name} = {size} must be a power of two >= 16 for the Triton kernels")
+    if chunk_len * max(H * P, G * N) >= 2**31:  # the fused walk's offsets inside a block are int32
+        raise ValueError(f"chunk_len * max(H * P, G * N) = {chunk_len * max(H * P, G * N)} must stay below 2**31 "
+                         "for the Triton kernels: use a shorter chunk or fewer heads per call")
     for t in (x, dt, log_a, B, C, initial_state, D):
         if t is not None and (t.dtype not in FLOAT_DTYPES or t.device != x.device):
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")

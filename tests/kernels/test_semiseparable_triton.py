@@ -323,6 +323,8 @@ def test_decay_none_renders_no_decay_code_under_a_header(template, fused):
         assert f"#   {name} = {value!r}" in header
     code = code_only(source)
     assert "log_a" not in code and "tl.exp" not in code and "cum" not in code
+    assert_every_helper_called(source)
+    assert_every_helper_called(render_kernel(template, {**constants, "DECAY": "data"}, HEADER))
     with_decay = code_only(render_kernel(template, {**constants, "DECAY": "data"}, HEADER))
     assert ("log_a_ptr" in with_decay or "cum_ptr" in with_decay) and "tl.exp" in with_decay
 
@@ -369,6 +371,12 @@ def assert_every_helper_called(source: str) -> None:
     called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     unused = [name for name in functions if "_fwd" not in name and "_bwd" not in name and name not in called]
     assert not unused, f"helpers no kernel calls: {unused}"
+    for function in tree.body:  # and no function assigns a name it never reads
+        if isinstance(function, ast.FunctionDef):
+            names = [node for node in ast.walk(function) if isinstance(node, ast.Name)]
+            read = {node.id for node in names if isinstance(node.ctx, ast.Load)}
+            unread = sorted({node.id for node in names if isinstance(node.ctx, ast.Store)} - read - {"_"})
+            assert not unread, f"{function.name} assigns {unread} and never reads them"
 
 
 def assert_formatted(source: str) -> None:
@@ -549,3 +557,13 @@ def test_launch_options_give_the_state_passing_kernels_their_own_warps_and_cap_t
     assert "STATE_NUM_WARPS" not in fused and chunk.launch_options(fused)["maxnreg"] == 128
     with pytest.raises(ValueError, match="max_registers = 16 must be 24 to 255"):
         chunk.call_constants(x, None, B, 64, False, True, SSDTuning(max_registers=16))
+
+
+def test_inputs_whose_block_offsets_pass_int32_are_refused_before_any_kernel():
+    """The fused walk offsets inside a block in int32: chunk_len * H * P (or G * N) at 2**31 is refused with
+    a way out, and just below it passes the check (meta tensors: nothing is allocated)."""
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    B = torch.empty(1, 16, 1, 16, **meta)
+    with pytest.raises(ValueError, match=r"chunk_len \* max\(H \* P, G \* N\) = 2147483648 must stay below 2\*\*31"):
+        chunk.check_inputs(torch.empty(1, 16, 2**17, 64, **meta), None, B, B, 256, None)
+    chunk.check_inputs(torch.empty(1, 16, 2**16, 64, **meta), None, B, B, 256, None)
