@@ -12,7 +12,6 @@ no checks, no peer, and the default tuning among the candidates.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,15 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssd  # noqa: E402
 
-from composer.kernels.semiseparable.tuning import default_tuning  # noqa: E402
-
 
 def forward_of(fields: dict | None, x: torch.Tensor, B: torch.Tensor):
     """ours() under `fields` over the default backward of these inputs, or under the default tuning."""
     if fields is None:
         return ssd.ours
-    defaults = default_tuning(x, B)
-    tuning = dataclasses.replace(ssd.tuning_of(fields), backward=defaults.backward or defaults)
+    tuning = ssd.over_default_backward(fields, x, B)
     return lambda *args: ssd.ours(*args, tuning=tuning)
 
 

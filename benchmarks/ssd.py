@@ -154,6 +154,12 @@ def tuning_of(forward: dict, backward: dict | None = None) -> SSDTuning:
     return SSDTuning(**forward, backward=None if backward is None else SSDTuning(**backward))
 
 
+def over_default_backward(forward: dict, x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
+    """The forward tiles `forward` with the default backward tiles for these inputs."""
+    defaults = default_tuning(x, B)
+    return dataclasses.replace(tuning_of(forward), backward=defaults.backward or defaults)
+
+
 def distinct(tunings, P, N):
     capped = {}
     for fields in tunings:
@@ -196,8 +202,7 @@ def sweep(shape, results, sweep_backward: bool, forward_tunings=FORWARD_TUNINGS,
                        key=lambda b: try_tuning(tuning_of(forward, b), shape, a, results, backward=True))
         best = tuning_of(forward, backward)
     else:
-        defaults = default_tuning(a[0], a[3])
-        best = dataclasses.replace(tuning_of(forward), backward=defaults.backward or defaults)
+        best = over_default_backward(forward, a[0], a[3])
     print(f"sweep picked for P={P} N={N}: {best}", flush=True)
     results.setdefault("picked", {})[f"P={P} N={N}"] = str(best)
     return best
