@@ -1,27 +1,17 @@
 """benchmarks/compare_tunings.py with the GPU timer and inputs stubbed: each candidate runs under the
 tuning asked for (the default one for null), over its shape's default backward, in both modes."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from composer.kernels.semiseparable.tuning import TUNED_16BIT, SSDTuning
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_tunings.py"
-
 
 @pytest.fixture
-def compare(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("compare_tunings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("compare_tunings", None)
+def compare(load_benchmark):
+    return load_benchmark("compare_tunings.py", "compare_tunings")
 
 
 def test_each_candidate_is_timed_in_both_modes_under_its_own_tiles(compare, monkeypatch, capsys):

@@ -1,26 +1,16 @@
 """benchmarks/ssd.py's timing loop, with the GPU timer stubbed: the peer's times swing between runs, so
 --repeats alternates the two sides and reports medians."""
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssd.py"
-
 
 @pytest.fixture
-def ssd(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("ssd_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def ssd(load_benchmark, monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    yield module
-    sys.modules.pop("ssd_benchmark", None)
+    return load_benchmark("ssd.py", "ssd_benchmark")
 
 
 def test_repeats_alternate_the_two_sides_per_mode_and_report_medians(ssd, monkeypatch):
