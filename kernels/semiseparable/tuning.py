@@ -89,10 +89,8 @@ FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
 # At N = 256 the output and dx kernels take the state in 64-entry pieces (output_block_n), which lets the
 # output kernel use 64-step blocks at P = 128 too, and the state passing runs 3 stages deep: forward
 # 1.40 -> 0.87 ms at L=4096, P=128 and 0.76 -> 0.58 at P=64 (results/ssd_sweep_h200_2026-11-28_session5.log,
-# then ssd_h100_2026-11-28_session5.log). At P = 128, N = 128 the same split tiles beat the fused walk, whose
-# (N, 64) fp32 state there already fills the register file (255 registers, spills), once b * H fills the GPU
-# (SPLIT_WHEN_BUSY): on the H200 at b * H = 256, L = 8192 1.17 against 1.31 ms, at 4096 0.61 against 0.68
-# (results/ssd_sweep_h200_2026-11-28_session6_*.log, ssd_h200_2026-11-28_session6_*.log).
+# then ssd_h100_2026-11-28_session5.log). At P = 128, N = 128 the same split tiles take the training forward
+# once b * H fills the GPU (SPLIT_WHEN_BUSY, below).
 _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
                  backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
