@@ -137,6 +137,13 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
                              "on NVIDIA GPUs), or None for ptxas's choice")
         constants["MAX_REGISTERS"] = tuning.max_registers
     if fused is None:  # the backward: one form
+        # Past N = 128 the dB kernel's (BLOCK_Q, N) fp32 product per head spills: by default its heads' terms
+        # accumulate on the tensor cores instead and (decay) the dx kernel forms the leaving state's dcum shares
+        # (SSDTuning.leaving_share_in_dx). At P=128,
+        # N=256, L=4096 on the H200: dB 0.70 -> 0.39 ms, dx 0.72 -> 0.91, fwd+bwd 3.69 -> 3.55; at N = 128 dx's
+        # cost outweighs dB's gain (fwd+bwd +6%; results/ssd_h200_2026-11-28_session8_ab.log, call 5).
+        share_in_dx = tuning.leaving_share_in_dx
+        constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
         return constants
     constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
     if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
@@ -223,10 +230,11 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     dscores = torch.empty_like(scores)
     dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
     initial_state_grad = None if initial_state is None else torch.empty_like(initial_state)
-    decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_share_ptr",
+    decay_scratch = dict.fromkeys(("row_part_ptr", "column_part_ptr", "entering_share_ptr", "leaving_parts_ptr",
                                    "state_dot_grad_ptr"))
     dlog_a = ddt_parts = dD_parts = None
     p_tiles = constants["P"] // constants["BLOCK_P"]
+    share_in_dx = constants["LEAVING_SHARE_IN_DX"]  # which kernel writes leaving_parts, under decay
     if dt is not None:  # one partial sum of ddt per P tile; summed below
         ddt_parts = x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
     if D is not None:  # one partial sum of dD per dx program; summed below
@@ -236,15 +244,18 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
         decay_scratch = dict(
             row_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
             column_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
-            entering_share_ptr=torch.empty_like(cum), leaving_share_ptr=torch.empty_like(cum),
+            entering_share_ptr=torch.empty_like(cum),
+            leaving_parts_ptr=cum.new_empty(b, H, n_chunks, p_tiles if share_in_dx else 1, constants["Q"]),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
     launch(kernels.state_passing_bwd, grids.state_tile, state_options, dy_ptr=dy, cum_ptr=cum,
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
            C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
            initial_state_grad_ptr=initial_state_grad, **sizes)
-    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum, B_ptr=B,
-           scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx, x_ptr=None if dt is None and D is None else x,
+    launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum,
+           leaving_parts_ptr=decay_scratch["leaving_parts_ptr"] if share_in_dx else None, B_ptr=B,
+           scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx,
+           x_ptr=x if dt is not None or D is not None or (cum is not None and share_in_dx) else None,
            dt_ptr=dt, ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
     launch(kernels.chunk_scan_bwd_dscores, grids.group_block, options, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
            cum_ptr=cum, B_ptr=None if cum is None else B, C_ptr=None if cum is None else C,
@@ -254,7 +265,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
            states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)
     launch(kernels.chunk_scan_bwd_dB, grids.group_q_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum,
-           leaving_share_ptr=decay_scratch["leaving_share_ptr"], B_ptr=B, C_ptr=C, state_grads_ptr=state_grads,
+           leaving_parts_ptr=None if share_in_dx else decay_scratch["leaving_parts_ptr"],
+           B_ptr=None if share_in_dx or cum is None else B, C_ptr=C, state_grads_ptr=state_grads,
            dscores_ptr=dscores, dB_ptr=dB, **sizes)
     if cum is not None:
         launch(kernels.chunk_cumsum_bwd, grids.chunk, options, cum_ptr=cum, dlog_a_ptr=dlog_a, **decay_scratch,

@@ -172,13 +172,16 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16, fused=True), SSDTuning(block_q=32)),  # fused walk in 16 steps, backward reads 32
     # C h^T and B G^T in two state pieces
     (SSDTuning(block_q=16, output_block_n=16, heads_per_program=2), SSDTuning(block_q=32, output_block_n=16)),
+    # dx forms the leaving state's dcum shares, dB's loop over heads is products alone (the N = 256 default)
+    (SSDTuning(block_q=16, heads_per_program=2), SSDTuning(block_q=16, leaving_share_in_dx=True)),
 ], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q",
-        "register_cap", "fused", "output_block_n"])
+        "register_cap", "fused", "output_block_n", "leaving_share_in_dx"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     backward = None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q, block_n=16,
                                                        block_s=backward.block_s,
-                                                       output_block_n=backward.output_block_n)
+                                                       output_block_n=backward.output_block_n,
+                                                       leaving_share_in_dx=backward.leaving_share_in_dx)
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
@@ -292,7 +295,7 @@ def test_steps_continue_a_chunked_prefill():
 CONSTANTS = dict(P=64, N=64, Q=64, HEADS_PER_GROUP=2, HEADS_PER_PROGRAM=1, DECAY="none", HAS_INITIAL_STATE=True,
                  HAS_DT=False, HAS_D=False, RETURN_FINAL_STATE=True, OPERAND="fp32", DOT_PRECISION="ieee",
                  BLOCK_P=32, BLOCK_Q=32, BLOCK_N=32, SCORE_BLOCK=32, NUM_WARPS=4, NUM_STAGES=3, SPLIT_DIAGONAL=True,
-                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, STATE_NUM_WARPS=4, OUTPUT_BLOCK_N=64)
+                 STATE_BLOCK_Q=32, STATE_NUM_STAGES=3, STATE_NUM_WARPS=4, OUTPUT_BLOCK_N=64, LEAVING_SHARE_IN_DX=False)
 SPLIT_FORM = dict(FUSED=False, SAVES_FOR_BACKWARD=True)  # the forward's own constants
 HEADER = dict(spec="mamba2_tiny", layer="ssd")
 
@@ -329,19 +332,22 @@ def test_decay_none_renders_no_decay_code_under_a_header(template, fused):
     assert ("log_a_ptr" in with_decay or "cum_ptr" in with_decay) and "tl.exp" in with_decay
 
 
-@pytest.mark.parametrize("template", ["ssd_forward.py.jinja", "ssd_backward.py.jinja"])
+@pytest.mark.parametrize("template,share_in_dx", [("ssd_forward.py.jinja", False), ("ssd_backward.py.jinja", False),
+                                                  ("ssd_backward.py.jinja", True)],
+                         ids=["forward", "backward", "backward_share_in_dx"])
 @pytest.mark.parametrize("decay", ["none", "data"])
 @pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_D", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
 @pytest.mark.parametrize("heads_per_program", [1, 2])
 @pytest.mark.parametrize("split_diagonal", [True, False])
 @pytest.mark.parametrize("output_block_n", [64, 32], ids=["whole_state", "state_pieces"])
-def test_rendered_kernels_are_formatted_python(template, decay, flag, heads_per_program, split_diagonal,
+def test_rendered_kernels_are_formatted_python(template, share_in_dx, decay, flag, heads_per_program, split_diagonal,
                                                output_block_n):
     """Rendered source is read by people: valid Python, lines within 120 columns, no trailing
     spaces and no more than two blank lines in a row, whichever branches the constants take."""
     constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
                  "RETURN_FINAL_STATE": False, "HEADS_PER_PROGRAM": heads_per_program, "SPLIT_DIAGONAL": split_diagonal,
-                 "OUTPUT_BLOCK_N": output_block_n, **(SPLIT_FORM if template == "ssd_forward.py.jinja" else {})}
+                 "OUTPUT_BLOCK_N": output_block_n, "LEAVING_SHARE_IN_DX": share_in_dx,
+                 **(SPLIT_FORM if template == "ssd_forward.py.jinja" else {})}
     if flag:
         constants[flag] = True
     assert_formatted(render_kernel(template, constants, HEADER))
