@@ -101,19 +101,20 @@ _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
 _STATE_PIECES = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
                           fused=False, backward=DEFAULT_TUNING.backward)
-# One tuning for both head dims at N = 256: block_p caps at P, so at P = 64 it is the P = 64 pick. At P = 128 the
-# output kernel is capped at 168 registers, three programs a multiprocessor where ptxas's 192 leave room for
-# two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled (results/ssd_h200_2026-11-28_session8_ab.log).
-# At P = 64 it takes 128 and the cap changes nothing.
-_N256 = dataclasses.replace(_STATE_PIECES, max_registers=168,
-                            backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
+# At N = 256 block_p caps at P, so at P = 64 this is the P = 64 pick.
+_N256 = dataclasses.replace(_STATE_PIECES, backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
+# At P = 128 the output kernel is capped at 168 registers, three programs a multiprocessor where ptxas's 192
+# leave room for two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled. At P = 64 it takes 128 registers
+# uncapped, yet the cap slowed it, 0.31 -> 0.37 ms at L=4096 (results/ssd_h200_2026-11-28_session8_ab.log: calls 1,
+# 2 and 4), so the cap is P = 128's alone.
+_N256_P128 = dataclasses.replace(_N256, max_registers=168)
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,
     (64, 256): _N256,
     (128, 64): _P128_FUSED,
     (128, 128): _P128_FUSED,
-    (128, 256): _N256,
+    (128, 256): _N256_P128,
 }
 # Where the split form wins in training only once its sequential state passing has a program for every
 # multiprocessor (16-bit inputs, keyed by (P, N)); TUNED_16BIT's entry runs below that and in inference. At
