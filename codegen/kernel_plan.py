@@ -3,7 +3,8 @@ number of layers or blocks that share it.
 
 The constants come from the same function the launcher calls (`call_constants`), fed meta
 tensors shaped and typed as the layers feed the kernels at run time, so this listing is the
-set of modules a training run renders, not an estimate of it. The layers hand the kernels the
+set of modules a training run renders, not an estimate of it (or, with `inference`, a run without
+gradients: forwards that save nothing for a backward, and no backward). The layers hand the kernels the
 activations' dtype: fp32 by default, bf16 under `--precision bf16` (autocast).
 """
 
@@ -81,28 +82,30 @@ def _scans(mixer) -> list[dict] | None:
                  D=isinstance(mixer, SemiseparableMixer) and mixer.skip, final=False)]
 
 
-def _ssd_constants(mixer, scan: dict, dtype: torch.dtype) -> list[tuple[str, dict, str]]:
+def _ssd_constants(mixer, scan: dict, dtype: torch.dtype, inference: bool = False) -> list[tuple[str, dict, str]]:
     """The forward and backward constants of one scan, for each default tuning the batch may pick; both
     forward forms where a tuning leaves the choice to the batch (the fused form where its programs keep the
-    GPU busy, the split form elsewhere)."""
+    GPU busy, the split form elsewhere). inference: the forwards a run without gradients takes (one
+    tuning, whatever the batch: `default_tuning`'s), saving nothing, and no backward."""
     from composer.kernels.semiseparable.chunk import call_constants  # imports triton
-    from composer.kernels.semiseparable.tuning import default_tunings, form_rules
+    from composer.kernels.semiseparable.tuning import default_tuning, default_tunings, form_rules
 
     meta = dict(device="meta", dtype=dtype)
     x = torch.empty(1, mixer.chunk, mixer.heads, scan["P"], **meta)
     B = torch.empty(1, mixer.chunk, scan["G"], scan["N"], **meta)
     log_a = torch.empty(1, mixer.chunk, mixer.heads, **meta) if scan["decays"] else None
     kernels = []
-    for tuning, when in default_tunings(x, B):
+    tunings = [(default_tuning(x, B, needs_grad=False), "")] if inference else default_tunings(x, B)
+    for tuning, when in tunings:
         for fused in [False, True] if tuning.fused is None else [tuning.fused]:
             forward, backward = call_constants(x, log_a, B, mixer.chunk, False, scan["final"],
                                                dataclasses.replace(tuning, fused=fused), has_dt=scan["dt"],
-                                               has_D=scan["D"])
+                                               has_D=scan["D"], needs_grad=not inference)
             form = "" if tuning.fused is not None else form_rules(tuning, scan["P"])[0 if fused else 1]
             conditions = [c for c in (when, form) if c]
             runs = " and ".join(f"({c})" for c in conditions) if len(conditions) > 1 else "".join(conditions)
             kernels.append((SSD_TEMPLATES[0], forward, runs))
-            if (SSD_TEMPLATES[1], backward, "") not in kernels:  # tunings that share their backward list it once
+            if not inference and (SSD_TEMPLATES[1], backward, "") not in kernels:  # tunings that share their backward list it once
                 kernels.append((SSD_TEMPLATES[1], backward, ""))
     return kernels
 
@@ -115,9 +118,11 @@ def _norm_constants(mixer) -> list[tuple[str, dict, str]]:
     return [(NORM_TEMPLATE, norm_constants(mixer.heads * mixer.head_dim, mixer.gate), "")]
 
 
-def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisation], list[str]]:
+def kernel_plan(spec: Spec, precision: str = "fp32",
+                inference: bool = False) -> tuple[list[Specialisation], list[str]]:
     """(specialisations, blocks whose mixer core runs on the reference because no kernel fits it) for
-    training at `precision` ("fp32" or "bf16"); `spec` must be resolved."""
+    training at `precision` ("fp32" or "bf16"), or with `inference` for a run without gradients (under
+    torch.no_grad) at that precision; `spec` must be resolved."""
     dtype = ACTIVATION_DTYPES[precision]
     users: dict[tuple, list[str]] = {}
     on_reference = []
@@ -126,7 +131,7 @@ def kernel_plan(spec: Spec, precision: str = "fp32") -> tuple[list[Specialisatio
         scans = _scans(mixer)
         if scans is None:
             on_reference.append(name)
-        kernels = [pair for scan in scans or [] for pair in _ssd_constants(mixer, scan, dtype)]
+        kernels = [pair for scan in scans or [] for pair in _ssd_constants(mixer, scan, dtype, inference)]
         for template, constants, when in kernels + _norm_constants(mixer):
             blocks, whens = users.setdefault((template, tuple(sorted(constants.items()))), ([], []))
             if name not in blocks:  # a head dim of 16 makes a linear attention's two scans one

@@ -77,7 +77,7 @@ def cmd_kernels(args) -> int:
     from composer.codegen.kernel_plan import kernel_plan
     from composer.resolve import resolve
     spec = resolve(_load(args))
-    specialisations, on_reference = kernel_plan(spec, args.precision)
+    specialisations, on_reference = kernel_plan(spec, args.precision, inference=args.inference)
     for item in specialisations:
         constants = " ".join(f"{k}={v}" for k, v in item.constants)
         console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
@@ -178,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     kernels.add_argument("--emit", metavar="DIR", help="write their rendered source there, for reading")
     kernels.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                          help="the training precision the kernels are specialised for (as `mixc train`)")
+    kernels.add_argument("--inference", action="store_true",
+                         help="the kernels a run without gradients renders instead (under torch.no_grad): forwards "
+                              "that save nothing for a backward, no backward")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

@@ -96,6 +96,31 @@ def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
                                                                                 (True, None)]
 
 
+def test_inference_lists_forwards_that_save_nothing_and_no_backward(tmp_path, capsys):
+    """Without gradients the forward saves nothing and no backward runs; at (P, N) = (128, 128) in bf16 the
+    split tiles for a busy training forward never run, so only the batch's choice of form remains."""
+    wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
+    spec = resolve(composer.validate(small_spec_data(blocks={"a": {"mixer": wide}}, layers=["a"])))
+    inference = [s for s in kernel_plan(spec, "bf16", inference=True)[0] if s.template != "gated_rmsnorm.py.jinja"]
+    assert [s.template for s in inference] == ["ssd_forward.py.jinja"] * 2
+    assert sorted(dict(s.constants)["FUSED"] for s in inference) == [False, True]
+    # the fused walk stores no states; the split kernels pass them through memory either way
+    assert [dict(s.constants)["SAVES_FOR_BACKWARD"] for s in sorted(inference, key=lambda s: dict(s.constants)["FUSED"])
+            ] == [True, False]
+    assert {s.runs for s in inference} == {"b*H*2 fused programs >= multiprocessors / 4, on CUDA",
+                                           "b*H*2 fused programs < multiprocessors / 4, or off CUDA"}
+    fused = next(s for s in inference if dict(s.constants)["FUSED"]).source("wide")
+    assert "def chunk_scan_fused_fwd" in fused and "states_ptr" not in fused and "def chunk_scores_fwd" not in fused
+    training = kernel_plan(spec, "bf16")[0]
+    shared = {s.file_name for s in inference} & {s.file_name for s in training}
+    assert [name.split("_P")[0] for name in shared] == ["ssd_forward"]  # the split one: training's own module
+    path = tmp_path / "wide.json"
+    path.write_text(spec.model_dump_json())
+    assert main(["kernels", str(path), "--precision", "bf16", "--inference"]) == 0
+    printed = capsys.readouterr().out
+    assert "ssd_forward.py.jinja" in printed and "ssd_backward.py.jinja" not in printed
+
+
 def test_linear_attention_lists_its_value_and_normaliser_scans():
     lowrank = {"kind": "lowrank", "heads": 2, "head_dim": 32, "feature_dim": 16, "chunk": 64}
     specialisations, on_reference = plan_of({"a": {"mixer": lowrank}}, ["a"])
