@@ -174,8 +174,8 @@ def main(argv=None) -> int:
             num_warps, num_stages = options["num_warps"], options["num_stages"]
             cap = f", at most {options['maxnreg']} registers" if "maxnreg" in options else ""
             print(f"  {name:24s} {r['registers']:3d} registers, stack {r['stack']:5d} B, spills "
-                  f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB, "
-                  f"loop {r['loop']:4d} instructions"
+                  f"{r['spill_stores']:5d} B stored / {r['spill_loads']:5d} B loaded, "
+                  f"shared {r['shared'] // 1024:3d} KB, loop {r['loop']:4d} instructions"
                   f"  ({template}, {num_warps} warps, {num_stages} stages{cap})", flush=True)
     return 0
 

@@ -105,7 +105,8 @@ def _ssd_constants(mixer, scan: dict, dtype: torch.dtype, inference: bool = Fals
             conditions = [c for c in (when, form) if c]
             runs = " and ".join(f"({c})" for c in conditions) if len(conditions) > 1 else "".join(conditions)
             kernels.append((SSD_TEMPLATES[0], forward, runs))
-            if not inference and (SSD_TEMPLATES[1], backward, "") not in kernels:  # tunings that share their backward list it once
+            # tunings that share their backward list it once
+            if not inference and (SSD_TEMPLATES[1], backward, "") not in kernels:
                 kernels.append((SSD_TEMPLATES[1], backward, ""))
     return kernels
 
