@@ -101,8 +101,12 @@ _P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
 _P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
 _STATE_PIECES = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
                           fused=False, backward=DEFAULT_TUNING.backward)
-# At N = 256 block_p caps at P, so at P = 64 this is the P = 64 pick.
-_N256 = dataclasses.replace(_STATE_PIECES, backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
+# At N = 256 block_p caps at P, so at P = 64 this is the P = 64 pick. The forward state passing takes the
+# whole state, one program of 8 warps a head (x read once): 0.287 -> 0.251 ms at L=4096, P=128 and 0.186 ->
+# 0.155 at P=64 on the H200, where 4 warps and (P, 128) tiles took 0.298 and 0.168 with the same kernel
+# (results/ssd_h200_2026-11-28_session9_ab.log).
+_N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8,
+                            backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
 # At P = 128 the output kernel is capped at 168 registers, three programs a multiprocessor where ptxas's 192
 # leave room for two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled. At P = 64 it takes 128 registers
 # uncapped, yet the cap slowed it, 0.31 -> 0.37 ms at L=4096 (results/ssd_h200_2026-11-28_session8_ab.log: calls 1,
