@@ -109,13 +109,16 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     # A whole (N, block_p) state beside a larger output block crowds shared memory past N = 128.
     output_block_n = min(tuning.output_block_n or (state_size if state_size <= 128 else 64), state_size)
     state_block_q = min(tuning.state_block_q or block_q, chunk_len)
-    score_block = min(max(tuning.block_s or block_q, block_q, readers_block_q), chunk_len)
+    # The backward's dx programs take their own steps (dx_block_q) and read the scores in blocks that large.
+    dx_block_q = min(tuning.dx_block_q or block_q, chunk_len) if fused is None else block_q
+    score_block = min(max(tuning.block_s or block_q, block_q, dx_block_q, readers_block_q), chunk_len)
     operand = tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32")
     if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q,
-                                                 output_block_n)):
+                                                 output_block_n, dx_block_q)):
         raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
-                         f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q} "
-                         f"and output_block_n = {tuning.output_block_n} must be powers of two >= 16")
+                         f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q}, "
+                         f"output_block_n = {tuning.output_block_n} and dx_block_q = {tuning.dx_block_q} must be "
+                         "powers of two >= 16")
     constants = dict(
         P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
         DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
@@ -144,6 +147,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         # results/ssd_h200_2026-11-28_session8_ab.log, call 5).
         share_in_dx = tuning.leaving_share_in_dx
         constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
+        constants["DX_BLOCK_Q"] = dx_block_q
         return constants
     constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
     if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
@@ -158,7 +162,7 @@ class Grids(NamedTuple):
 
     chunk: tuple  # one chunk of one head
     state_tile: tuple  # all chunks in sequence, one (BLOCK_P, BLOCK_N) tile of one head's state
-    q_p_tile: tuple  # BLOCK_Q steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads
+    q_p_tile: tuple  # BLOCK_Q (backward: DX_BLOCK_Q) steps and BLOCK_P columns of one chunk of HEADS_PER_PROGRAM heads
     group_q_tile: tuple  # BLOCK_Q steps of one chunk of one group
     group_block: tuple  # one (SCORE_BLOCK, SCORE_BLOCK) block of one chunk's scores of one group
     head_p_tile: tuple  # the whole sequence, BLOCK_P columns of one head (the fused forward)
@@ -170,8 +174,9 @@ class Grids(NamedTuple):
         state_tiles = p_tiles * (constants["N"] // constants.get("BLOCK_N", constants["N"]))
         score_tiles = constants["Q"] // constants.get("SCORE_BLOCK", constants["Q"])
         heads_per_program = constants.get("HEADS_PER_PROGRAM", 1)
+        output_q_tiles = constants["Q"] // constants.get("DX_BLOCK_Q", constants["BLOCK_Q"])
         return cls((n_chunks, batch * heads), (state_tiles, batch * heads),
-                   (q_tiles * p_tiles, batch * heads // heads_per_program, n_chunks),
+                   (output_q_tiles * p_tiles, batch * heads // heads_per_program, n_chunks),
                    (q_tiles, batch * groups, n_chunks), (score_tiles ** 2, batch * groups, n_chunks),
                    (p_tiles, batch * heads))
 
@@ -238,7 +243,7 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     if dt is not None:  # one partial sum of ddt per P tile; summed below
         ddt_parts = x.new_empty(b, L, H, p_tiles, dtype=torch.float32)
     if D is not None:  # one partial sum of dD per dx program; summed below
-        dD_parts = x.new_empty(b, H, n_chunks, constants["Q"] // constants["BLOCK_Q"] * p_tiles, dtype=torch.float32)
+        dD_parts = x.new_empty(b, H, n_chunks, grids.q_p_tile[0], dtype=torch.float32)
     if cum is not None:
         score_tiles = constants["Q"] // constants["SCORE_BLOCK"]
         decay_scratch = dict(

@@ -55,6 +55,9 @@ class SSDTuning:
                  (it holds B G^T already) and dB's loop over a group's heads is products alone; False: dB forms
                  the shares from a (block_q, N) fp32 product per head. None: True past N = 128, where that
                  product spills.
+    dx_block_q   backward only: steps per dx program (chunk_scan_bwd_dx), which reads the chunk's (N, block_p)
+                 state gradient once per program; None: block_q. dC and dB hold (block_q, N) fp32 products, so
+                 past N = 128 they keep smaller blocks than dx can take.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -75,6 +78,7 @@ class SSDTuning:
     dot_precision: str | None = None
     operand: str | None = None
     leaving_share_in_dx: bool | None = None
+    dx_block_q: int | None = None
     backward: "SSDTuning | None" = None
 
 
@@ -111,7 +115,12 @@ _N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8,
 # leave room for two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled. At P = 64 it takes 128 registers
 # uncapped, yet the cap slowed it, 0.31 -> 0.37 ms at L=4096 (results/ssd_h200_2026-11-28_session8_ab.log: calls 1,
 # 2 and 4), so the cap is P = 128's alone.
-_N256_P128 = dataclasses.replace(_N256, max_registers=168)
+# Its backward runs dx in 64-step blocks (reading each chunk's (N, 128) state gradient half as often) at 2 stages
+# (247 registers, none spilled; 3 spill), the state passing at 3: fwd+bwd 3.51 -> 3.22 ms at L=4096 on the H200,
+# dx 0.91 -> 0.77, dC 0.50 -> 0.41, dB 0.39 -> 0.34 (results/ssd_h200_2026-11-28_session9_ab.log, call 4). At
+# P = 64 the 64-step dx was slower, 0.56 -> 0.59 ms (call 3).
+_N256_P128 = dataclasses.replace(_N256, max_registers=168, backward=dataclasses.replace(
+    _N256.backward, dx_block_q=64, num_stages=2, state_num_stages=3))
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
     (64, 128): _P64,

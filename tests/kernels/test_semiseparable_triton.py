@@ -123,6 +123,7 @@ DT_CASES = [
     (2, 4, 2, 37, 32, 32, 16, "data", (16, 16)),
     (1, 3, 1, 70, 16, 16, 32, "data", (16, 32)),
     (2, 4, 1, 45, 32, 16, 16, "none", (16, 16)),
+    (2, 3, 1, 77, 16, 32, 32, "data", (16, 16, 32)),  # (block_p, block_q, dx_block_q): ddt and dD from 32-step dx
 ]
 
 
@@ -148,7 +149,7 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
             y, state = ssd_chunked_triton(x_, log_a_ if decay == "data" else None, B_, C_, chunk_len, h0_, dt=dt_,
                                           D=D_ if use_D else None,
                                           tuning=SSDTuning(block_p=tiles[0], block_q=tiles[1], block_n=tiles[1],
-                                                           fused=fused))
+                                                           fused=fused, dx_block_q=tiles[2] if len(tiles) > 2 else None))
         ((y * y_grad.to(y)).sum() + (state * state_grad.to(state)).sum()).backward()
         results.append([y, state] + [leaf.grad for leaf in leaves])
     names = ["y", "final_state", "dx", "ddt", "dlog_a", "dB", "dC", "dinitial_state", "dD"]
@@ -174,14 +175,18 @@ def test_dt_scaled_input_matches_reference_on_x_times_dt(b, H, G, L, P, N, chunk
     (SSDTuning(block_q=16, output_block_n=16, heads_per_program=2), SSDTuning(block_q=32, output_block_n=16)),
     # dx forms the leaving state's dcum shares, dB's loop over heads is products alone (the N = 256 default)
     (SSDTuning(block_q=16, heads_per_program=2), SSDTuning(block_q=16, leaving_share_in_dx=True)),
+    # dx programs in larger blocks than dC and dB (the P = 128, N = 256 default): the scores are written that large
+    (SSDTuning(block_q=16, heads_per_program=2), SSDTuning(block_q=16, dx_block_q=32, leaving_share_in_dx=True)),
+    (SSDTuning(block_q=32), SSDTuning(block_q=32, dx_block_q=16)),  # and in smaller ones
 ], ids=["block_s", "backward_larger", "backward_block_s", "heads_per_program", "one_loop", "state_block_q",
-        "register_cap", "fused", "output_block_n", "leaving_share_in_dx"])
+        "register_cap", "fused", "output_block_n", "leaving_share_in_dx", "dx_block_q", "dx_block_q_smaller"])
 def test_score_blocks_and_direction_tiles_do_not_change_results(decay, forward, backward):
     torch.manual_seed(64)
     backward = None if backward is None else SSDTuning(block_p=16, block_q=backward.block_q, block_n=16,
                                                        block_s=backward.block_s,
                                                        output_block_n=backward.output_block_n,
-                                                       leaving_share_in_dx=backward.leaving_share_in_dx)
+                                                       leaving_share_in_dx=backward.leaving_share_in_dx,
+                                                       dx_block_q=backward.dx_block_q)
     tuning = SSDTuning(block_p=16, block_q=forward.block_q, block_n=16, block_s=forward.block_s,
                        heads_per_program=forward.heads_per_program, split_diagonal=forward.split_diagonal,
                        state_block_q=forward.state_block_q, state_num_stages=forward.state_num_stages,
