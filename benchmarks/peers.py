@@ -14,6 +14,8 @@ import sys
 import types
 from pathlib import Path
 
+from triton.runtime.autotuner import Autotuner
+
 PEERS = Path(__file__).resolve().parents[1] / ".peers"
 
 
@@ -43,3 +45,15 @@ def mamba_chunk_scan_combined():
 def mamba_rmsnorm_gated():
     """mamba_ssm's fused gated RMSNorm, mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn."""
     return _mamba_triton("layernorm_gated", "rmsnorm_fn")
+
+
+def forget_autotuning(package: str = "mamba_ssm") -> int:
+    """Clear the picks of every Triton autotuner in `package`'s loaded modules, so the next call tunes
+    again. mamba_ssm's kernels tune on their first call in a process, and their times swing between
+    processes (up to 2x on the H200) with what that one tuning picked. Returns how many were cleared."""
+    tuners = {id(value): value for name, module in list(sys.modules.items())
+              if name == package or name.startswith(package + ".")
+              for value in vars(module).values() if isinstance(value, Autotuner)}
+    for tuner in tuners.values():
+        tuner.cache.clear()
+    return len(tuners)

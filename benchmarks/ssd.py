@@ -26,7 +26,7 @@ import triton
 from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import mamba_chunk_scan_combined  # noqa: E402
+from peers import forget_autotuning, mamba_chunk_scan_combined  # noqa: E402
 
 from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # noqa: E402
 from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning  # noqa: E402
@@ -99,20 +99,26 @@ def bytes_and_flops(b, L, H, P, G, N, elem=2):
     return moved, flops
 
 
-def time_pair(fn, args, mode: str):
-    """do_bench median (ms) of one call of `fn` in `mode`: "inference" (inputs need no gradient, so
-    nothing is saved for a backward), "train_fwd" (the forward alone, saving what the backward reads)
-    or "fwdbwd" (forward and backward)."""
+def mode_call(fn, args, mode: str):
+    """(one call of `fn` in `mode`, the tensors do_bench sets grads to None on): "inference" (inputs need
+    no gradient, so nothing is saved for a backward), "train_fwd" (the forward alone, saving what the
+    backward reads) or "fwdbwd" (forward and backward)."""
     if mode == "inference":
-        return do_bench(lambda: fn(*args), warmup=25, rep=200, return_mode="median")
+        return (lambda: fn(*args)), None
     leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
     if mode == "train_fwd":
-        return do_bench(lambda: fn(*leaves), warmup=25, rep=200, return_mode="median")
+        return (lambda: fn(*leaves)), None
     dy = torch.randn_like(leaves[0])
 
     def step():
         fn(*leaves).backward(dy)
-    return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
+    return step, leaves
+
+
+def time_pair(fn, args, mode: str):
+    """do_bench median (ms) of one call of `fn` in `mode` (`mode_call`)."""
+    call, leaves = mode_call(fn, args, mode)
+    return do_bench(call, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
 
 
 # Tilings --sweep tries at --sweep-length (4096) for each (P, N) of --sweep-sizes, as SSDTuning fields:
@@ -224,10 +230,12 @@ def profile(shape, tuning) -> None:
                                                                       max_name_column_width=48), flush=True)
 
 
-def time_shape(shape, a, tuned, results, repeats: int = 1) -> None:
+def time_shape(shape, a, tuned, results, repeats: int = 1, peer_retune: bool = False) -> None:
     """Time `tuned` (ours) and the peer at `shape` in each mode. With repeats > 1 the two alternate that
     many times per mode, so a slow spell of the shared machine falls on both, and the row keeps every
-    sample beside their median."""
+    sample beside their median. peer_retune: the peer's autotuners forget their picks before each of its
+    samples, which tunes them again (outside the timing); the row adds the peer's fastest sample and the
+    speed-up against it (`{mode}_speedup_vs_best`), the ratio least favourable to us."""
     start = time.perf_counter()
     tuned(*a)
     torch.cuda.synchronize()
@@ -237,14 +245,21 @@ def time_shape(shape, a, tuned, results, repeats: int = 1) -> None:
         samples = {"composer": [], "mamba_ssm": []}
         for _ in range(repeats):
             for label, fn in (("composer", tuned), ("mamba_ssm", peer)):
+                if label == "mamba_ssm" and peer_retune:
+                    forget_autotuning()
+                    mode_call(fn, a, mode)[0]()  # tunes the kernels this mode runs, untimed
                 samples[label].append(time_pair(fn, a, mode))
         for label, times in samples.items():
             row[f"{label}_{mode}_ms"] = statistics.median(times)
             if repeats > 1:
                 row[f"{label}_{mode}_samples_ms"] = times
+        if peer_retune:
+            row[f"mamba_ssm_{mode}_best_ms"] = min(samples["mamba_ssm"])
     moved, flops = bytes_and_flops(*shape)
     for mode in ("inference", "train_fwd", "fwdbwd"):
         row[f"{mode}_speedup"] = row[f"mamba_ssm_{mode}_ms"] / row[f"composer_{mode}_ms"]
+        if peer_retune:
+            row[f"{mode}_speedup_vs_best"] = row[f"mamba_ssm_{mode}_best_ms"] / row[f"composer_{mode}_ms"]
     row["composer_fwd_GBps"] = moved / row["composer_train_fwd_ms"] / 1e6
     row["composer_fwd_TFLOPs"] = flops / row["composer_train_fwd_ms"] / 1e9
     results["timings"].append(row)
@@ -255,6 +270,10 @@ def time_shape(shape, a, tuned, results, repeats: int = 1) -> None:
           f"{row['composer_fwd_GBps']:.0f} GB/s of {COPY_BYTES_PER_S / 1e9:.0f}, "
           f"{row['composer_fwd_TFLOPs']:.0f} TFLOP/s of {MATMUL_FLOPS / 1e12:.0f}, "
           f"first call {first_call:.1f} s", flush=True)
+    if peer_retune:
+        print(f"time {shape} against mamba_ssm's fastest of {repeats} tunings: " + ", ".join(
+            f"{mode} {row[f'mamba_ssm_{mode}_best_ms']:.3f} ms (x{row[f'{mode}_speedup_vs_best']:.2f})"
+            for mode in ("inference", "train_fwd", "fwdbwd")), flush=True)
 
 
 def compare_forms(results) -> None:
@@ -324,6 +343,8 @@ def main():
                         "autotune its kernels at each check shape, minutes of device time")
     parser.add_argument("--repeats", type=int, default=1, help="time ours and the peer alternately this many "
                         "times per shape and mode and report the medians (the peer's times swing between runs)")
+    parser.add_argument("--peer-retune", action="store_true", help="tune the peer's autotuned kernels again "
+                        "before each of its samples (use with --repeats) and report its fastest beside the median")
     parser.add_argument("--forms", action="store_true", help="fused against split forward over batch sizes")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -360,7 +381,7 @@ def main():
         a = inputs(*shape, dtype=torch.bfloat16, seed=0)
         tuning = picked.get((shape[3], shape[5]))
         try:
-            time_shape(shape, a, lambda *t: ours(*t, tuning=tuning), results, args.repeats)
+            time_shape(shape, a, lambda *t: ours(*t, tuning=tuning), results, args.repeats, args.peer_retune)
         except Exception as exc:  # noqa: BLE001  (a shape that does not run is a result too)
             results["timings"].append({"shape": shape, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(f"time {shape} failed: {results['timings'][-1]['error']}", flush=True)

@@ -2,6 +2,7 @@
 --repeats alternates the two sides and reports medians."""
 
 import itertools
+import sys
 
 import pytest
 import torch
@@ -56,3 +57,57 @@ def test_checks_without_the_peer_check_ours_alone(ssd, monkeypatch):
     assert {row["impl"] for row in results["checks"]} == {"composer", "composer_fused"}
     ssd.run_checks(results)
     assert checked.count((ssd.peer, torch.bfloat16)) == 3  # by default the peer is checked too
+
+
+def test_peer_retune_tunes_the_peer_again_before_each_of_its_samples(ssd, monkeypatch):
+    """--peer-retune: the peer's autotuners forget their picks and run once untimed before each of its
+    samples; the row adds its fastest sample and the speed-up against that."""
+    events, clock = [], itertools.count(1)
+
+    def ours(*a):
+        return None
+
+    def fake_time_pair(fn, a, mode):
+        events.append(("time", "composer" if fn is ours else "mamba_ssm", mode))
+        return float(next(clock))
+
+    def fake_mode_call(fn, a, mode):
+        return (lambda: events.append(("tune", mode))), None
+
+    monkeypatch.setattr(ssd, "time_pair", fake_time_pair)
+    monkeypatch.setattr(ssd, "mode_call", fake_mode_call)
+    monkeypatch.setattr(ssd, "forget_autotuning", lambda: events.append(("forget",)) or 25)
+    results = {"timings": []}
+    ssd.time_shape((8, 4096, 32, 64, 1, 128), (), ours, results, repeats=2, peer_retune=True)
+    assert events[:6] == [("time", "composer", "inference"), ("forget",), ("tune", "inference"),
+                          ("time", "mamba_ssm", "inference"), ("time", "composer", "inference"), ("forget",)]
+    assert events.count(("forget",)) == 6 and events.count(("tune", "fwdbwd")) == 2
+    row = results["timings"][0]
+    # inference: ours 1, 3 (median 2); the peer 2, 4 (median 3, fastest 2)
+    assert row["mamba_ssm_inference_best_ms"] == 2.0 and row["inference_speedup_vs_best"] == 1.0
+    assert row["inference_speedup"] == 1.5
+
+
+def test_forget_autotuning_clears_the_package_autotuners_only(load_benchmark, monkeypatch):
+    import types
+
+    import triton
+    import triton.language as tl
+
+    peers = load_benchmark("peers.py", "peers_benchmark")
+
+    def tuner():
+        @triton.autotune(configs=[triton.Config({"BLOCK": 16})], key=["n"])
+        @triton.jit
+        def kernel(x_ptr, n, BLOCK: tl.constexpr):
+            pass
+        kernel.cache[(16,)] = kernel.configs[0]  # as if it had tuned once
+        return kernel
+
+    ours, theirs = tuner(), tuner()
+    for name, value in (("fake_peer.ops", ours), ("fake_peer.again", ours), ("other_package", theirs)):
+        module = types.ModuleType(name)
+        module.kernel = value
+        monkeypatch.setitem(sys.modules, name, module)
+    assert peers.forget_autotuning("fake_peer") == 1  # one autotuner, reached from two modules
+    assert ours.cache == {} and theirs.cache != {}
