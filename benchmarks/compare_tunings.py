@@ -1,17 +1,24 @@
-"""Time composer's SSD forward under several tunings at a few shapes, training and inference, on one GPU.
+"""Time composer's SSD kernels under several tunings at a few shapes, on one GPU.
 
-    python benchmarks/compare_tunings.py LABEL SHAPES [TUNINGS]
+    python benchmarks/compare_tunings.py LABEL SHAPES [TUNINGS] [--over-default] [--modes train_fwd,inference]
+        [--kernels]
 
 SHAPES: comma-separated LxPxN at b=8, H=32, one group (as ssd.py's --shapes). TUNINGS: a JSON list of
 SSDTuning fields, `null` for the default tuning of the call (which may differ between training and
-inference); default `[null]`. Each tuning takes the default backward of its shape. Prints one line per
-(shape, tuning) with do_bench medians in ms of the training forward (saving for the backward) and the
-inference forward, then a RESULT line with all of them as JSON. A quicker question than ssd.py's --sweep:
-no checks, no peer, and the default tuning among the candidates.
+inference); default `[null]`. Each candidate's fields make a fresh SSDTuning over the shape's default
+backward; with --over-default they override the shape's default tuning instead. A "backward" entry
+({"dx_block_q": 64, ...}) overrides fields of that default backward. --modes: which of train_fwd (the
+forward saving for the backward), inference and fwdbwd to time (do_bench medians, ms). --kernels: each
+kernel's mean device time (ms) over three forward+backward calls, from torch.profiler.
+Prints one line per (shape, tuning), then a RESULT line with all of them as JSON. A quicker question than
+ssd.py's --sweep: no checks, no peer, and the default tuning among the candidates.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,29 +28,71 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssd  # noqa: E402
 
+MODES = ("train_fwd", "inference", "fwdbwd")
 
-def forward_of(fields: dict | None, x: torch.Tensor, B: torch.Tensor):
-    """ours() under `fields` over the default backward of these inputs, or under the default tuning."""
+
+def tuning_for(fields: dict | None, x: torch.Tensor, B: torch.Tensor, over_default: bool = False):
+    """The SSDTuning of one candidate (None: the call's own default, picked inside ssd_chunked_triton)."""
     if fields is None:
-        return ssd.ours
-    tuning = ssd.over_default_backward(fields, x, B)
-    return lambda *args: ssd.ours(*args, tuning=tuning)
+        return None
+    fields = dict(fields)
+    backward_fields = fields.pop("backward", None) or {}
+    defaults = ssd.default_tuning(x, B)
+    tuning = dataclasses.replace(defaults, **fields) if over_default else ssd.tuning_of(fields)
+    backward = dataclasses.replace(defaults.backward or defaults, **backward_fields)
+    return dataclasses.replace(tuning, backward=backward)
+
+
+def kernel_times(fn, args, calls: int = 3) -> dict[str, float]:
+    """Mean device time (ms) of each kernel over `calls` forward+backward calls of `fn`, the largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
+    dy = torch.ones_like(leaves[0])
+
+    def step():
+        for leaf in leaves:  # no gradient accumulation kernels in the profile
+            leaf.grad = None
+        fn(*leaves).backward(dy)
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        torch.cuda.synchronize()
+    times = collections.Counter()
+    for event in prof.key_averages():
+        times[event.key[:48]] += event.self_device_time_total / calls / 1000
+    return {name: round(ms, 4) for name, ms in times.most_common() if ms > 0.001}
 
 
 def main(argv: list[str]) -> int:
-    label, shapes = argv[0], ssd.parse_shapes(argv[1])
-    candidates = json.loads(argv[2]) if len(argv) > 2 else [None]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("label")
+    parser.add_argument("shapes", type=ssd.parse_shapes)
+    parser.add_argument("tunings", nargs="?", type=json.loads, default=[None])
+    parser.add_argument("--over-default", action="store_true", help="fields override the shape's default tuning")
+    parser.add_argument("--modes", default="train_fwd,inference", help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--kernels", action="store_true", help="per-kernel device times of forward+backward")
+    args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    if not set(modes) <= set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)}; got {args.modes}")
     results = {}
-    for shape in shapes:
-        args = ssd.inputs(*shape, dtype=torch.bfloat16, seed=0)
-        for fields in candidates:
-            forward = forward_of(fields, args[0], args[3])
-            ssd.time_pair(forward, args, "train_fwd")  # compile and warm both paths first
-            times = {mode: round(ssd.time_pair(forward, args, mode), 4) for mode in ("train_fwd", "inference")}
+    for shape in args.shapes:
+        inputs = ssd.inputs(*shape, dtype=torch.bfloat16, seed=0)
+        for fields in args.tunings:
+            tuning = tuning_for(fields, inputs[0], inputs[3], args.over_default)
+            run = ssd.ours if tuning is None else (lambda *t, tuning=tuning: ssd.ours(*t, tuning=tuning))
+            ssd.time_pair(run, inputs, modes[0])  # compile and warm up first
+            times = {mode: round(ssd.time_pair(run, inputs, mode), 4) for mode in modes}
+            if args.kernels:
+                times["kernels_ms"] = kernel_times(run, inputs)
             key = f"{shape} {'default' if fields is None else json.dumps(fields, sort_keys=True)}"
             results[key] = times
-            print(label, key, times, flush=True)
-    print("RESULT", label, json.dumps(results), flush=True)
+            print(args.label, key, json.dumps(times), flush=True)
+    print("RESULT", args.label, json.dumps(results), flush=True)
     return 0
 
 

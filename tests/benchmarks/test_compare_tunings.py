@@ -38,3 +38,40 @@ def test_each_candidate_is_timed_in_both_modes_under_its_own_tiles(compare, monk
     assert result == {"(8, 4096, 32, 128, 1, 64) default": {"train_fwd": 2.0, "inference": 3.0},
                       f"(8, 4096, 32, 128, 1, 64) {json.dumps(fused, sort_keys=True)}": {"train_fwd": 5.0,
                                                                                          "inference": 6.0}}
+
+
+def test_over_default_fields_and_backward_fields_override_the_shape_defaults(compare, monkeypatch, capsys):
+    """--over-default: {"state_num_warps": 4} keeps every other field of the shape's pick; "backward" overrides fields
+    of its default backward. --modes picks what is timed, --kernels adds the per-kernel profile."""
+    ssd = compare.ssd
+    tunings_run, timed = [], []
+    monkeypatch.setattr(ssd, "inputs", lambda *shape, dtype, seed: (
+        torch.empty(1, 8, 2, shape[3], dtype=dtype), None, None, torch.empty(1, 8, 1, shape[5], dtype=dtype), None))
+    monkeypatch.setattr(ssd, "ours", lambda *args, tuning=None: tunings_run.append(tuning))
+
+    def fake_time_pair(fn, args, mode):
+        fn(*args)
+        timed.append(mode)
+        return 1.0
+
+    monkeypatch.setattr(ssd, "time_pair", fake_time_pair)
+    monkeypatch.setattr(compare, "kernel_times", lambda fn, args: fn(*args) or {"chunk_scan_bwd_dx": 0.5})
+    candidate = {"state_num_warps": 4, "backward": {"dx_block_q": 32, "num_stages": 3}}
+    assert compare.main(["label", "4096x128x256", json.dumps([candidate]), "--over-default",
+                         "--modes", "fwdbwd", "--kernels"]) == 0
+    assert timed == ["fwdbwd", "fwdbwd"]  # the warm-up, then the one mode asked for
+    pick = TUNED_16BIT[128, 256]
+    tuning = tunings_run[0]
+    assert tuning.state_num_warps == 4 != pick.state_num_warps and tuning.max_registers == pick.max_registers == 168
+    assert tuning.block_n == pick.block_n and tuning.output_block_n == pick.output_block_n
+    assert (tuning.backward.dx_block_q, tuning.backward.num_stages) == (32, 3) != (pick.backward.dx_block_q,
+                                                                                   pick.backward.num_stages)
+    assert tuning.backward.state_num_stages == pick.backward.state_num_stages  # the rest of the default backward
+    result = json.loads(capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2])
+    assert result == {f"(8, 4096, 32, 128, 1, 256) {json.dumps(candidate, sort_keys=True)}": {
+        "fwdbwd": 1.0, "kernels_ms": {"chunk_scan_bwd_dx": 0.5}}}
+
+
+def test_unknown_modes_are_refused(compare):
+    with pytest.raises(SystemExit):
+        compare.main(["label", "4096x64x128", "--modes", "train_fwd,backward"])
