@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,18 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssd  # noqa: E402
 
 MODES = ("train_fwd", "inference", "fwdbwd")
-
-
-def tuning_for(fields: dict | None, x: torch.Tensor, B: torch.Tensor, over_default: bool = False):
-    """The SSDTuning of one candidate (None: the call's own default, picked inside ssd_chunked_triton)."""
-    if fields is None:
-        return None
-    fields = dict(fields)
-    backward_fields = fields.pop("backward", None) or {}
-    defaults = ssd.default_tuning(x, B)
-    tuning = dataclasses.replace(defaults, **fields) if over_default else ssd.tuning_of(fields)
-    backward = dataclasses.replace(defaults.backward or defaults, **backward_fields)
-    return dataclasses.replace(tuning, backward=backward)
 
 
 def kernel_times(fn, args, calls: int = 3) -> dict[str, float]:
@@ -83,8 +70,11 @@ def main(argv: list[str]) -> int:
     for shape in args.shapes:
         inputs = ssd.inputs(*shape, dtype=torch.bfloat16, seed=0)
         for fields in args.tunings:
-            tuning = tuning_for(fields, inputs[0], inputs[3], args.over_default)
-            run = ssd.ours if tuning is None else (lambda *t, tuning=tuning: ssd.ours(*t, tuning=tuning))
+            if fields is None:  # the call's own default, picked inside ssd_chunked_triton
+                run = ssd.ours
+            else:
+                tuning = ssd.over_default_backward(fields, inputs[0], inputs[3], args.over_default)
+                run = lambda *t, tuning=tuning: ssd.ours(*t, tuning=tuning)  # noqa: E731
             ssd.time_pair(run, inputs, modes[0])  # compile and warm up first
             times = {mode: round(ssd.time_pair(run, inputs, mode), 4) for mode in modes}
             if args.kernels:

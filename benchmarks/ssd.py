@@ -160,10 +160,15 @@ def tuning_of(forward: dict, backward: dict | None = None) -> SSDTuning:
     return SSDTuning(**forward, backward=None if backward is None else SSDTuning(**backward))
 
 
-def over_default_backward(forward: dict, x: torch.Tensor, B: torch.Tensor) -> SSDTuning:
-    """The forward tiles `forward` with the default backward tiles for these inputs."""
+def over_default_backward(forward: dict, x: torch.Tensor, B: torch.Tensor, over_default: bool = False) -> SSDTuning:
+    """The forward tiles `forward` (SSDTuning fields; with over_default, overrides of the default tuning for
+    these inputs) with the default backward tiles for these inputs, whose fields a "backward" entry of
+    `forward` overrides."""
+    forward = dict(forward)
+    backward_fields = forward.pop("backward", None) or {}
     defaults = default_tuning(x, B)
-    return dataclasses.replace(tuning_of(forward), backward=defaults.backward or defaults)
+    tuning = dataclasses.replace(defaults, **forward) if over_default else tuning_of(forward)
+    return dataclasses.replace(tuning, backward=dataclasses.replace(defaults.backward or defaults, **backward_fields))
 
 
 def distinct(tunings, P, N):
