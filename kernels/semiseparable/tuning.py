@@ -119,7 +119,10 @@ _N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8,
 # (247 registers, none spilled; 3 spill), the state passing at 3: fwd+bwd 3.51 -> 3.22 ms at L=4096 on the H200,
 # dx 0.91 -> 0.77, dC 0.50 -> 0.41, dB 0.39 -> 0.34 (results/ssd_h200_2026-11-28_session9_ab.log, call 4). At
 # P = 64 the 64-step dx was slower, 0.56 -> 0.59 ms (call 3).
-_N256_P128 = dataclasses.replace(_N256, max_registers=168, backward=dataclasses.replace(
+# Its forward's output kernel pipelines 3 stages deep (73 KB shared, three programs a multiprocessor still fit):
+# 0.772 -> 0.747 ms at L=4096 and 0.400 -> 0.385 at L=2048 on the H200 (results/ssd_h200_2026-11-28_session10_ab.log,
+# call 4).
+_N256_P128 = dataclasses.replace(_N256, max_registers=168, num_stages=3, backward=dataclasses.replace(
     _N256.backward, dx_block_q=64, num_stages=2, state_num_stages=3))
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): _P64,
