@@ -349,7 +349,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=1, help="time ours and the peer alternately this many "
                         "times per shape and mode and report the medians (the peer's times swing between runs)")
     parser.add_argument("--peer-retune", action="store_true", help="tune the peer's autotuned kernels again "
-                        "before each of its samples (use with --repeats) and report its fastest beside the median")
+                        "before each of its samples (use with --repeats) and report its fastest beside the median; about "
+                        "110 s a shape on the H200 with --repeats 3, so pair it with --shapes")
     parser.add_argument("--forms", action="store_true", help="fused against split forward over batch sizes")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
