@@ -250,7 +250,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             row_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
             column_part_ptr=cum.new_empty(b, H, n_chunks, score_tiles, constants["Q"]),
             entering_share_ptr=torch.empty_like(cum),
-            leaving_parts_ptr=cum.new_empty(b, H, n_chunks, p_tiles if share_in_dx else 1, constants["Q"]),
+            # one share per dx program's column slice, or dB's one: the template's count
+            leaving_parts_ptr=cum.new_empty(b, H, n_chunks, kernels.LEAVING_PARTS.value, constants["Q"]),
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
     launch(kernels.state_passing_bwd, grids.state_tile, state_options, dy_ptr=dy, cum_ptr=cum,
