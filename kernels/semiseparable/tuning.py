@@ -124,11 +124,16 @@ _N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8,
 # call 4).
 _N256_P128 = dataclasses.replace(_N256, max_registers=168, num_stages=3, backward=dataclasses.replace(
     _N256.backward, dx_block_q=64, num_stages=2, state_num_stages=3))
+# At N = 64 the fused walk pipelines 3 stages deep (73 KB shared, two programs a multiprocessor still; 16 bytes
+# spilled against 20 at 2). On the H200, training forward 0.433 -> 0.410 ms at L=4096, P=128 and 0.452 -> 0.409 at
+# P=64; inference 0.385 -> 0.370 at P=128 (results/ssd_h200_2026-11-28_session11_ab.log, call 1, which also checks
+# bf16 fused and split against the reference at odd lengths). At N = 128 it was slower, 0.354 -> 0.541 at P=64
+# (session 10's A/B, call 6). The split form, run where b * H is small, takes 3 stages there too.
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
-    (64, 64): _P64,
+    (64, 64): dataclasses.replace(_P64, num_stages=3),
     (64, 128): _P64,
     (64, 256): _N256,
-    (128, 64): _P128_FUSED,
+    (128, 64): dataclasses.replace(_P128_FUSED, num_stages=3),
     (128, 128): _P128_FUSED,
     (128, 256): _N256_P128,
 }
