@@ -9,6 +9,7 @@ define the notation used here (b, L, H, P, G, N, Q, c).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -150,6 +151,8 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         constants["DX_BLOCK_Q"] = dx_block_q
         return constants
     constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
+    if not fused:  # the launcher's choice: only the split form has a state passing to overlap
+        constants["SIDE_STREAM_SCORES"] = tuning.side_stream_scores
     if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
         unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
         constants = {name: value for name, value in constants.items() if name not in unread}
@@ -181,6 +184,23 @@ class Grids(NamedTuple):
                    (p_tiles, batch * heads))
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+@contextlib.contextmanager
+def side_stream(device: torch.device):
+    """Run the enclosed launches on this device's side stream, after the work queued so far on the current
+    one (SSDTuning.side_stream_scores). The caller makes the current stream wait for it before reading what they
+    wrote. Their tensors were allocated on the current stream, which waits for the side one before any later use
+    or free, so the allocator needs no record_stream."""
+    side = _SIDE_STREAMS.get(device)
+    if side is None:
+        side = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+
+
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
     (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
@@ -198,6 +218,7 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     y = torch.empty_like(x)
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     scores = states = cum = None
+    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda  # the scores beside the state passing
     if constants["SAVES_FOR_BACKWARD"]:
         # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
         scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
@@ -205,8 +226,9 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         if log_a is not None:
             cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
             launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-        launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
-               **sizes)
+        with side_stream(x.device) if beside else contextlib.nullcontext():
+            launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
+                   **sizes)
     if constants["FUSED"]:
         launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
@@ -215,6 +237,8 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     state_options = launch_options(constants, state_passing=True)
     launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
+    if beside:  # the output kernel reads the scores
+        torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
            scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum

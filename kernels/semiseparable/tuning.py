@@ -58,6 +58,9 @@ class SSDTuning:
     dx_block_q   backward only: steps per dx program (chunk_scan_bwd_dx), which reads the chunk's (N, block_p)
                  state gradient once per program; None: block_q. dC and dB hold (block_q, N) fp32 products, so
                  past N = 128 they keep smaller blocks than dx can take.
+    side_stream_scores  split forward only, on CUDA: chunk_scores_fwd runs on a second stream beside
+                 state_passing_fwd, which does not read the scores, and chunk_scan_fwd waits for both. The state
+                 passing's programs are few and long, so the scores fill multiprocessors they leave idle.
     backward     the backward kernels' own choices (they hold more tiles at once); None: these.
     """
 
@@ -79,6 +82,7 @@ class SSDTuning:
     operand: str | None = None
     leaving_share_in_dx: bool | None = None
     dx_block_q: int | None = None
+    side_stream_scores: bool = False
     backward: "SSDTuning | None" = None
 
 
@@ -108,8 +112,12 @@ _STATE_PIECES = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, ou
 # At N = 256 block_p caps at P, so at P = 64 this is the P = 64 pick. The forward state passing takes the
 # whole state, one program of 8 warps a head (x read once): 0.287 -> 0.251 ms at L=4096, P=128 and 0.186 ->
 # 0.155 at P=64 on the H200, where 4 warps and (P, 128) tiles took 0.298 and 0.168 with the same kernel
-# (results/ssd_h200_2026-11-28_session9_ab.log).
-_N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8,
+# (results/ssd_h200_2026-11-28_session9_ab.log). Those programs (one a head, one a multiprocessor) leave
+# multiprocessors idle, which the scores kernel fills from a side stream: training forward 0.383 -> 0.373 ms at
+# L=2048, P=128, 0.745 -> 0.724 at L=4096, 0.522 -> 0.507 at L=4096, P=64 and 1.470 -> 1.435 at L=8192, P=128, on
+# the H200 (results/ssd_h200_2026-11-28_session11_ab.log, call 7). At P=128, N=128, whose state passing runs more
+# programs, it was slower, 0.561 -> 0.577 (call 6), so N = 256 alone takes it.
+_N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8, side_stream_scores=True,
                             backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
 # At P = 128 the output kernel is capped at 168 registers, three programs a multiprocessor where ptxas's 192
 # leave room for two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled. At P = 64 it takes 128 registers

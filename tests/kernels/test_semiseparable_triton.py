@@ -508,6 +508,26 @@ def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     assert "BLOCK_N" not in source and "HEADS_PER_PROGRAM" not in source and "SPLIT_DIAGONAL" not in source
 
 
+def test_side_stream_scores_is_the_split_forwards_launch_choice():
+    """Only the split forward has a state passing for the scores kernel to run beside: its constants carry the
+    choice (so the module's header shows it), the fused forward's and the backward's do not. The results are the
+    same either way (off CUDA the launches stay on one stream; on CUDA the output kernel waits for both)."""
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    x, B = torch.empty(2, 64, 8, 64, **meta), torch.empty(2, 64, 1, 64, **meta)
+    beside = SSDTuning(block_p=32, block_q=16, block_n=32, fused=False, side_stream_scores=True)
+    forward, backward = chunk.call_constants(x, None, B, 64, False, True, beside)
+    assert forward["SIDE_STREAM_SCORES"] is True and "SIDE_STREAM_SCORES" not in backward
+    fused, _ = chunk.call_constants(x, None, B, 64, False, True, dataclasses.replace(beside, fused=True))
+    assert "SIDE_STREAM_SCORES" not in fused
+    assert "SIDE_STREAM_SCORES = True" in render_kernel("ssd_forward.py.jinja", forward, HEADER)
+    torch.manual_seed(7)
+    x, log_a, B, C, _ = (t.float().to(DEVICE) for t in make_inputs(b=2, L=45, H=4, P=32, G=2, N=32))
+    outputs = [ssd_chunked_triton(x, log_a, B, C, 32, tuning=dataclasses.replace(beside, side_stream_scores=side))
+               for side in (True, False)]
+    for got, want in zip(*outputs):
+        assert torch.equal(got, want)
+
+
 def test_tiles_too_large_for_the_gpu_say_which_kernel_and_which_fields_to_lower():
     """Triton's OutOfResources (raised when a kernel compiles on the GPU) reaches the user as a ValueError
     that names the kernel and the SSDTuning fields, not as a traceback from inside Triton."""
