@@ -17,7 +17,6 @@ ssd.py's --sweep: no checks, no peer, and the default tuning among the candidate
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 from pathlib import Path
@@ -28,30 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssd  # noqa: E402
 
 MODES = ("train_fwd", "inference", "fwdbwd")
-
-
-def kernel_times(fn, args, calls: int = 3) -> dict[str, float]:
-    """Mean device time (ms) of each kernel over `calls` forward+backward calls of `fn`, the largest first."""
-    from torch.profiler import ProfilerActivity, profile
-
-    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
-    dy = torch.ones_like(leaves[0])
-
-    def step():
-        for leaf in leaves:  # no gradient accumulation kernels in the profile
-            leaf.grad = None
-        fn(*leaves).backward(dy)
-
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            step()
-        torch.cuda.synchronize()
-    times = collections.Counter()
-    for event in prof.key_averages():
-        times[event.key[:48]] += event.self_device_time_total / calls / 1000
-    return {name: round(ms, 4) for name, ms in times.most_common() if ms > 0.001}
 
 
 def main(argv: list[str]) -> int:
@@ -78,7 +53,7 @@ def main(argv: list[str]) -> int:
             ssd.time_pair(run, inputs, modes[0])  # compile and warm up first
             times = {mode: round(ssd.time_pair(run, inputs, mode), 4) for mode in modes}
             if args.kernels:
-                times["kernels_ms"] = kernel_times(run, inputs)
+                times["kernels_ms"] = ssd.kernel_times(run, inputs)
             key = f"{shape} {'default' if fields is None else json.dumps(fields, sort_keys=True)}"
             results[key] = times
             print(args.label, key, json.dumps(times), flush=True)

@@ -13,6 +13,7 @@ same inputs: y = SSD(x * dt, dt * A, B, C), dt already positive, no D, no gate.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -219,20 +220,36 @@ def sweep(shape, results, sweep_backward: bool, forward_tunings=FORWARD_TUNINGS,
     return best
 
 
+def kernel_times(fn, args, calls: int = 3) -> dict[str, float]:
+    """Mean device time (ms) of each kernel over `calls` forward+backward calls of `fn`, the largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
+    dy = torch.ones_like(leaves[0])
+
+    def step():
+        for leaf in leaves:  # no gradient accumulation kernels in the profile
+            leaf.grad = None
+        fn(*leaves).backward(dy)
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        torch.cuda.synchronize()
+    times = collections.Counter()
+    for event in prof.key_averages():
+        times[event.key[:48]] += event.self_device_time_total / calls / 1000
+    return {name: round(ms, 4) for name, ms in times.most_common() if ms > 0.001}
+
+
 def profile(shape, tuning) -> None:
-    """Per-kernel CUDA time of one forward+backward of each implementation (after a warm-up)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    """Each kernel's mean device time (ms, `kernel_times`) in a forward+backward of each implementation, a JSON
+    line each."""
     a = inputs(*shape, dtype=torch.bfloat16, seed=0)
     for label, fn in (("composer", lambda *t: ours(*t, tuning=tuning)), ("mamba_ssm", peer)):
-        leaves = [t.detach().clone().requires_grad_() for t in a]
-        for _ in range(2):
-            fn(*leaves).backward(torch.ones_like(leaves[0]))
-        torch.cuda.synchronize()
-        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn(*leaves).backward(torch.ones_like(leaves[0]))
-            torch.cuda.synchronize()
-        print(f"profile {label} {shape}\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=14,
-                                                                      max_name_column_width=48), flush=True)
+        print(f"profile {label} {shape} {json.dumps(kernel_times(fn, a))}", flush=True)
 
 
 def time_shape(shape, a, tuned, results, repeats: int = 1, peer_retune: bool = False) -> None:
@@ -330,7 +347,7 @@ def parse_shapes(text: str) -> list[tuple]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one timing shape")
-    parser.add_argument("--profile", action="store_true", help="per-kernel times at the main shape")
+    parser.add_argument("--profile", action="store_true", help="each kernel's mean device time (ms) in a forward+backward at the main shape, ours and the peer's")
     parser.add_argument("--profile-shapes", help="per-kernel times at these comma-separated LxPxN (b=8, H=32)")
     parser.add_argument("--sweep", action="store_true", help="try the tunings below at --sweep-length for each (P, N)"
                         " of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")

@@ -55,7 +55,7 @@ def test_over_default_fields_and_backward_fields_override_the_shape_defaults(com
         return 1.0
 
     monkeypatch.setattr(ssd, "time_pair", fake_time_pair)
-    monkeypatch.setattr(compare, "kernel_times", lambda fn, args: fn(*args) or {"chunk_scan_bwd_dx": 0.5})
+    monkeypatch.setattr(ssd, "kernel_times", lambda fn, args: fn(*args) or {"chunk_scan_bwd_dx": 0.5})
     candidate = {"state_num_warps": 4, "backward": {"dx_block_q": 32, "num_stages": 3}}
     assert compare.main(["label", "4096x128x256", json.dumps([candidate]), "--over-default",
                          "--modes", "fwdbwd", "--kernels"]) == 0

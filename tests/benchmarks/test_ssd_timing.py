@@ -111,3 +111,19 @@ def test_forget_autotuning_clears_the_package_autotuners_only(load_benchmark, mo
         monkeypatch.setitem(sys.modules, name, module)
     assert peers.forget_autotuning("fake_peer") == 1  # one autotuner, reached from two modules
     assert ours.cache == {} and theirs.cache != {}
+
+
+def test_profile_prints_each_sides_kernel_times_as_a_json_line(ssd, monkeypatch, capsys):
+    """--profile: one line per implementation, its kernels' mean device times (compare_tunings' --kernels too)."""
+    import json
+
+    profiled = []
+    monkeypatch.setattr(ssd, "inputs", lambda *shape, dtype, seed: ("x",))
+    monkeypatch.setattr(ssd, "ours", lambda *a, tuning=None: profiled.append(("composer", tuning)))
+    monkeypatch.setattr(ssd, "peer", lambda *a: profiled.append(("mamba_ssm", None)))
+    monkeypatch.setattr(ssd, "kernel_times", lambda fn, a: fn(*a) or {"kernel": float(len(profiled))})
+    ssd.profile((8, 2048, 32, 128, 1, 256), "tuning")
+    assert profiled == [("composer", "tuning"), ("mamba_ssm", None)]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 2)[1] for line in lines] == ["composer", "mamba_ssm"]
+    assert [json.loads(line[line.index("{"):]) for line in lines] == [{"kernel": 1.0}, {"kernel": 2.0}]
