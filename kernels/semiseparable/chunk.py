@@ -276,7 +276,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             entering_share_ptr=torch.empty_like(cum),
             # one share per dx program's column slice, or dB's one: the template's count
             leaving_parts_ptr=cum.new_empty(b, H, n_chunks, kernels.LEAVING_PARTS.value, constants["Q"]),
-            state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, grids.state_tile[0]))
+            # one partial <h, G> per state-passing program (the grid's first axis): the template's count
+            state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, kernels.STATE_TILES.value))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
     launch(kernels.state_passing_bwd, grids.state_tile, state_options, dy_ptr=dy, cum_ptr=cum,
            states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
