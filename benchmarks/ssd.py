@@ -224,13 +224,12 @@ def kernel_times(fn, args, calls: int = 3) -> dict[str, float]:
     """Mean device time (ms) of each kernel over `calls` forward+backward calls of `fn`, the largest first."""
     from torch.profiler import ProfilerActivity, profile
 
-    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) for a in args]
-    dy = torch.ones_like(leaves[0])
+    forward_backward, leaves = mode_call(fn, args, "fwdbwd")
 
     def step():
         for leaf in leaves:  # no gradient accumulation kernels in the profile
             leaf.grad = None
-        fn(*leaves).backward(dy)
+        forward_backward()
 
     step()
     torch.cuda.synchronize()
