@@ -36,8 +36,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from composer.codegen.render import render_kernel  # noqa: E402
-from composer.kernels.semiseparable.chunk import HEADER, call_constants, launch_options  # noqa: E402
-from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning  # noqa: E402
+from composer.kernels.semiseparable.chunk import HEADER, call_constants, default_tuning, launch_options  # noqa: E402
+from composer.kernels.semiseparable.tuning import SSDTuning  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 SIZE_ARGUMENTS = {"seq_len", "n_heads", "n_chunks", "n_blocks"}

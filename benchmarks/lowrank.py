@@ -26,7 +26,7 @@ from triton.testing import do_bench
 
 from composer.kernels.lowrank.chunk import linear_attention_chunked_triton
 from composer.kernels.lowrank.reference import feature_map, linear_attention_chunked
-from composer.layers.lowrank import retnet_log_decay
+from composer.kinds.lowrank.layer import retnet_log_decay
 
 CHUNK = 64  # fla's chunk for simple_gla; ours takes the same
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import forget_autotuning, mamba_chunk_scan_combined  # noqa: E402
 
 from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # noqa: E402
-from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning  # noqa: E402
+from composer.kernels.semiseparable.chunk import default_tuning  # noqa: E402
+from composer.kernels.semiseparable.tuning import SSDTuning  # noqa: E402
 from composer.kernels.semiseparable.reference import ssd_chunked  # noqa: E402
 
 CHUNK = 256

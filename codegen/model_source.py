@@ -8,14 +8,17 @@ number, a bool, a checked identifier or one of a spec field's fixed literals.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from composer.codegen.render import render_template
+from composer.kinds import LayerCall, kind_of
+from composer.resolve import model_sizes
 from composer.schedule import layer_names
-from composer.spec import (AttentionMixer, LowrankMixer, MLPChannel, MonarchMixer, MonarchMLPChannel,
-                           QuasiseparableMixer, SemiseparableMixer, Spec, SwiGLUChannel)
+from composer.spec import Spec
 
-RUNTIME = "composer.layers"
+RUNTIME = "composer.layers"  # the blocks, model and norms around the kinds' layers
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 LINE_WIDTH = 100
@@ -32,38 +35,23 @@ def _call(cls_name: str, **kwargs) -> str:
     return f"{cls_name}(\n" + "".join(f"{inner}{arg},\n" for arg in args) + " " * CALL_INDENT + ")"
 
 
-def mixer_call(m, d_model: int, max_len: int, eps: float) -> str:
-    if isinstance(m, AttentionMixer):
-        return _call("Attention", d_model=d_model, heads=m.heads, kv_heads=m.kv_heads, head_dim=m.head_dim,
-                     max_len=max_len, causal=m.causal, window=m.window, rope=m.rope, rope_base=m.rope_base,
-                     bias=m.bias)
-    if isinstance(m, SemiseparableMixer):
-        return _call("Mamba2", d_model=d_model, heads=m.heads, head_dim=m.head_dim, state=m.state, groups=m.groups,
-                     chunk=m.chunk, conv=m.conv, decay=m.decay, gate=m.gate, out_norm=m.out_norm, skip=m.skip,
-                     bias=m.bias, eps=eps)
-    if isinstance(m, QuasiseparableMixer):
-        return _call("Hydra", d_model=d_model, heads=m.heads, head_dim=m.head_dim, state=m.state, groups=m.groups,
-                     chunk=m.chunk, conv=m.conv, gate=m.gate, out_norm=m.out_norm, skip=m.skip, bias=m.bias,
-                     eps=eps)
-    if isinstance(m, LowrankMixer):
-        return _call("LinearAttention", d_model=d_model, heads=m.heads, head_dim=m.head_dim,
-                     feature_dim=m.feature_dim, feature_map=m.feature_map, causal=m.causal, normalize=m.normalize,
-                     decay=m.decay, chunk=m.chunk)
-    if isinstance(m, MonarchMixer):
-        return _call("MonarchMixer", d_model=d_model, max_len=max_len, blocks=m.blocks, heads=m.heads,
-                     causal=m.causal, gate=m.gate)
-    raise TypeError(f"no layer for mixer {type(m).__name__}")
+def _checked(call: LayerCall) -> LayerCall:
+    """A kind's call, if only checked words and literals would reach the source."""
+    if not all(_WORD.fullmatch(part) for part in call.module.split(".")) or not _WORD.fullmatch(call.cls):
+        raise ValueError(f"layer {call.cls!r} from {call.module!r}: module and class must be dotted identifiers")
+    for key, value in call.kwargs.items():
+        plain = value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str)
+                                                                            and _WORD.fullmatch(value))
+        if not _WORD.fullmatch(key) or not plain:
+            raise ValueError(f"layer {call.cls}: argument {key}={value!r} is not a number, bool, None or word")
+    return call
 
 
-def channel_call(c, d_model: int) -> str | None:
-    if isinstance(c, MLPChannel):
-        return _call("MLP", d_model=d_model, hidden=c.hidden, activation=c.activation, bias=c.bias)
-    if isinstance(c, SwiGLUChannel):
-        return _call("SwiGLU", d_model=d_model, hidden=c.hidden, bias=c.bias)
-    if isinstance(c, MonarchMLPChannel):
-        return _call("MonarchMLP", d_model=d_model, hidden=c.hidden, blocks=c.blocks, activation=c.activation,
-                     bias=c.bias)
-    return None
+def part_call(spec: Spec, block, part: str) -> LayerCall | None:
+    """The layer a resolved block's mixer or channel contributes, from its kind."""
+    value = getattr(block, part)
+    call = kind_of(value, "sequence" if part == "mixer" else "channel").layer(value, model_sizes(spec, block))
+    return None if call is None else _checked(call)
 
 
 def norm_call(norm, width: int) -> str:
@@ -80,27 +68,34 @@ class _BlockSource:
 
 
 def _summary(block) -> str:
-    channel = "no channel mixer" if block.channel.kind == "none" else f"{block.channel.kind} channel mixer"
-    return f"{block.mixer.kind} sequence mixer, {channel}, pre-{block.norm.kind}"
+    mixer, channel = kind_of(block.mixer, "sequence"), kind_of(block.channel, "channel")
+    return f"{mixer.summary(block.mixer)}, {channel.summary(block.channel)}, pre-{block.norm.kind}"
 
 
 def _run_length(names: list[str]) -> list[tuple[str, int]]:
     return [(name, len(list(group))) for name, group in itertools.groupby(names)]
 
 
+def _import_lines(calls: list[LayerCall], runtime_names: set[str], runtime: str) -> list[str]:
+    modules: dict[str, set[str]] = {runtime: set(runtime_names)}
+    for call in calls:
+        modules.setdefault(call.module, set()).add(call.cls)
+    return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(modules.items())]
+
+
 def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RUNTIME) -> str:
     """Module source defining `make_model()`; `spec` must be resolved (composer.resolve)."""
     schedule = layer_names(spec)
     used = [name for name in spec.blocks if name in schedule]
-    blocks = [
-        _BlockSource(name, _summary(block), mixer_call(block.mixer, spec.d_model, spec.max_len, block.norm.eps),
-                     norm_call(block.norm, spec.d_model), channel_call(block.channel, spec.d_model))
-        for name, block in ((n, spec.blocks[n]) for n in used)
-    ]
-    source_text = "\n".join(b.mixer + (b.channel or "") + b.norm for b in blocks) + norm_call(spec.norm, spec.d_model)
-    imports = sorted({"Block", "LanguageModel"} | {
-        word for word in ("Attention", "Mamba2", "Hydra", "LinearAttention", "MonarchMixer", "MLP", "SwiGLU",
-                          "MonarchMLP", "RMSNorm", "LayerNorm") if f"{word}(" in source_text})
+    blocks, calls = [], []
+    for name in used:
+        block = spec.blocks[name]
+        mixer, channel = part_call(spec, block, "mixer"), part_call(spec, block, "channel")
+        calls += [c for c in (mixer, channel) if c is not None]
+        blocks.append(_BlockSource(name, _summary(block), _call(mixer.cls, **mixer.kwargs),
+                                   norm_call(block.norm, spec.d_model),
+                                   None if channel is None else _call(channel.cls, **channel.kwargs)))
+    norms = {norm_call(spec.blocks[n].norm, 1).split("(")[0] for n in used} | {norm_call(spec.norm, 1).split("(")[0]}
     runs = _run_length(schedule)
     rows = [f'*["{name}"] * {count},' if count > 1 else f'"{name}",' for name, count in runs]
     return render_template(
@@ -108,6 +103,6 @@ def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RU
         name=spec.name, origin=origin, d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),
-        schedule_rows=rows, imports=imports, runtime=runtime, blocks=blocks,
-        final_norm=norm_call(spec.norm, spec.d_model),
+        schedule_rows=rows, import_lines=_import_lines(calls, {"Block", "LanguageModel"} | norms, runtime),
+        blocks=blocks, final_norm=norm_call(spec.norm, spec.d_model),
     )

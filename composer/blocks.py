@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from composer.grammar.errors import did_you_mean
-from composer.resolve import Problem
+from composer.problems import Problem
 from composer.spec import CHANNEL_KINDS, MIXER_KINDS, NORM_KINDS
 
 PARTS = {"mixer": MIXER_KINDS, "channel": CHANNEL_KINDS, "norm": NORM_KINDS}

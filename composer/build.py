@@ -1,4 +1,5 @@
-"""Spec -> torch.nn.Module, through the rendered module source (codegen)."""
+"""Spec -> torch.nn.Module, through the rendered module source (codegen), with each layer handed the
+kernels its plan decided."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from torch import nn
 
 from composer.codegen.cache import load_source
 from composer.codegen.model_source import render_model_source
-from composer.codegen.kernel_plan import kernel_sizes
-from composer.kernels.semiseparable.tiles import triton_supports
+from composer.kernels.plan import LayerKernels, Target
+from composer.planner import block_kernels
 from composer.resolve import resolve
-from composer.spec import LowrankMixer, Spec
+from composer.schedule import layer_names
+from composer.spec import Spec
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -21,36 +23,37 @@ def model_source(spec: Spec, origin: str | None = None) -> str:
 
 
 def build(spec: Spec, backend: str = "auto", device: str | torch.device | None = None,
-          dtype: torch.dtype | None = None) -> nn.Module:
+          dtype: torch.dtype | None = None, target: Target | None = None) -> nn.Module:
     """A freshly initialised module for `spec`. Parameters are fp32 unless `dtype` says otherwise.
 
     backend "reference" runs the plain-PyTorch definitions everywhere; "triton" runs the generated
-    kernels of the families that have them (semiseparable, quasiseparable, lowrank, and the state-space
-    layers' gated output norm) on any device (on a CPU, only under TRITON_INTERPRET=1); "auto" uses
-    them on CUDA tensors where their sizes fit.
+    kernels of the kinds that have them on any device (on a CPU, only under TRITON_INTERPRET=1); "auto"
+    uses them on CUDA tensors where the plan put a layer on them. target: what the kernels are planned for
+    (default: this process's GPU, else the Triton interpreter).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     resolved = resolve(spec)
+    kernels = block_kernels(resolved, target or Target.current())
     if backend == "triton":
-        _check_triton_sizes(resolved)
+        _check_triton_paths(kernels)
     module = load_source(render_model_source(resolved), f"composer_model_{spec.name}")
     model = module.make_model()
+    for layer, name in zip(model.layers, layer_names(resolved)):
+        hand_plan(layer.mixer, kernels[name])
     for layer in model.modules():
         if hasattr(layer, "backend"):
             layer.backend = backend
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
 
 
-def _check_triton_sizes(spec: Spec) -> None:
-    for name, block in spec.blocks.items():
-        mixer = block.mixer
-        sizes = kernel_sizes(mixer)
-        if sizes is None or triton_supports(*sizes):
-            continue
-        head_dim, state, chunk = sizes
-        what, got = "state", str(state)
-        if isinstance(mixer, LowrankMixer):
-            what, got = "the mapped feature dim", f"{state} from {mixer.feature_map}({mixer.feature_dim})"
-        raise ValueError(f"block `{name}`: backend 'triton' needs head_dim, {what} and chunk to be powers of two "
-                         f">= 16 (got {head_dim}, {got}, {chunk}); use backend 'auto'")
+def hand_plan(mixer: nn.Module, kernels: LayerKernels) -> None:
+    """Give a layer its plan entry: layers on generated kernels take it through `receive_plan`."""
+    if kernels.entry is not None and hasattr(mixer, "receive_plan"):
+        mixer.receive_plan(kernels.entry)
+
+
+def _check_triton_paths(kernels: dict[str, LayerKernels]) -> None:
+    for name, planned in kernels.items():
+        if planned.path == "reference":
+            raise ValueError(f"block `{name}`: backend 'triton' cannot run it: {planned.reason}; use backend 'auto'")

@@ -29,8 +29,18 @@ def _load(args):
 
 def cmd_check(args) -> int:
     spec = _load(args)
+    from composer.loader import locate
+    from composer.planner import default_target, reference_warnings
+    from composer.resolve import resolve
     from composer.schedule import layer_names
     names = layer_names(spec)
+    target = default_target(args.precision)
+    warnings = reference_warnings(resolve(spec), target)
+    if warnings:
+        report = locate(args.spec, warnings, args.model, "error" if args.strict else "warning")
+        errors.print(report.render() + "\n", markup=False)
+        if args.strict:
+            return 2
     console.print(f"{args.spec}: model `{spec.name}` is valid: {len(names)} layers, blocks "
                   f"{', '.join(sorted(set(names)))}")
     if args.holes:
@@ -40,11 +50,12 @@ def cmd_check(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from composer.planner import plan
-    from composer.report import layer_table, plan_dot, plan_json, totals_text
-    the_plan = plan(_load(args))
+    from composer.planner import default_target, plan
+    from composer.report import kernels_text, layer_table, plan_dot, plan_json, totals_text
+    the_plan = plan(_load(args), default_target(args.precision, "inference" if args.inference else "train"))
     console.print(layer_table(the_plan))
     console.print(totals_text(the_plan))
+    console.print(kernels_text(the_plan))
     if args.json:
         Path(args.json).write_text(plan_json(the_plan))
         console.print(f"wrote {args.json}")
@@ -75,16 +86,20 @@ def cmd_source(args) -> int:
 
 def cmd_kernels(args) -> int:
     from composer.codegen.kernel_plan import kernel_plan
+    from composer.planner import default_target
+    from composer.report import target_text
     from composer.resolve import resolve
     spec = resolve(_load(args))
-    specialisations, on_reference = kernel_plan(spec, args.precision, inference=args.inference)
+    target = default_target(args.precision, "inference" if args.inference else "train")
+    specialisations, off_kernels = kernel_plan(spec, target)
+    console.print(target_text(target))
     for item in specialisations:
         constants = " ".join(f"{k}={v}" for k, v in item.constants)
         console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
         if item.runs:
             console.print(f"{'':24s} runs: {item.runs}")
-    if on_reference:
-        console.print(f"reference PyTorch (no generated kernel yet): {', '.join(on_reference)}")
+    for block, why in off_kernels.items():
+        console.print(f"block {block}: {why}")
     if args.emit:
         out = Path(args.emit)
         out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +155,14 @@ def parser() -> argparse.ArgumentParser:
 
     check = command("check", "check a spec; exit 2 with located errors when it is invalid", cmd_check)
     check.add_argument("--holes", action="store_true", help="list what a search section may vary")
-    plan = command("plan", "print the per-layer plan: parameters, FLOPs, state", cmd_plan)
+    check.add_argument("--strict", action="store_true", help="a layer that will run the plain-PyTorch reference "
+                       "on a GPU (sizes the generated kernels do not take) is an error, not a warning")
+    check.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)
+    plan = command("plan", "print the per-layer plan: parameters, FLOPs, state, and what runs for each layer",
+                   cmd_plan)
+    plan.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                      help="the activations' dtype the kernels are planned for")
+    plan.add_argument("--inference", action="store_true", help="plan a run without gradients")
     plan.add_argument("--json", metavar="FILE", help="write the plan and op graph as JSON")
     plan.add_argument("--dot", metavar="FILE", help="write the op graph as Graphviz DOT")
     plan.add_argument("--svg", metavar="FILE", help="render the op graph as SVG (needs Graphviz)")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 
-from composer.spec import AttentionMixer, RatioSchedule, Spec
+from composer.kinds import kind_of
+from composer.spec import RatioSchedule, Spec
 
 # Hyperparameters of training, not of the architecture: a search may vary them,
 # they leave the spec as it is.
@@ -38,7 +39,7 @@ def hole_paths(spec: Spec) -> list[str]:
 def attention_block_in_ratio(spec: Spec) -> str:
     ratio = spec.layers.ratio
     for name in ratio:
-        if name in spec.blocks and isinstance(spec.blocks[name].mixer, AttentionMixer):
+        if name in spec.blocks and kind_of(spec.blocks[name].mixer, "sequence").attention:
             return name
     raise HoleError("attention_fraction needs an attention block in the ratio")
 

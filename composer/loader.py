@@ -210,3 +210,20 @@ def load(source: str | Path | dict, model: str | None = None) -> Spec:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError.single(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
     return validate(data)
+
+
+def locate(source: str | Path, problems: list[Problem], model: str | None = None,
+           severity: str = "warning") -> SpecError:
+    """Problems found after loading (a valid spec's warnings), pointed at the spec file's lines like its errors.
+    Only a .mix file has positions; other sources name the data path."""
+    path = Path(source)
+    source_map, name, relocated = None, model, {}
+    if path.suffix == ".mix":
+        parsed = parse_file(path)
+        name = model or next(iter(parsed.models))
+        source_map = parsed.source_map
+        _, relocated, _, _ = flatten_blocks(parsed.models[name].get("blocks", {}))
+    error = _Reporter(source_map, name, relocated).error(problems)
+    for diagnostic in error.diagnostics:
+        diagnostic.severity = severity
+    return SpecError(error.diagnostics, error.sources)

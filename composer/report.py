@@ -7,6 +7,7 @@ import json
 import networkx as nx
 from rich.table import Table
 
+from composer.kernels.plan import Target
 from composer.planner import Plan
 
 
@@ -30,13 +31,41 @@ def layer_table(plan: Plan) -> Table:
     table = Table(title=f"{spec.name}: d_model {spec.d_model}, {len(plan.layers)} layers, "
                         f"vocab {spec.padded_vocab}, context {spec.max_len}, {spec.dtype}")
     for column in ("layer", "block", "mixer", "channel", "params", "fwd FLOP/token", "decode FLOP/token",
-                   "fixed state", "KV / token"):
-        table.add_column(column, justify="right" if column not in ("block", "mixer", "channel") else "left")
+                   "fixed state", "KV / token", "runs"):
+        table.add_column(column, justify="right" if column not in ("block", "mixer", "channel", "runs") else "left")
     for row in plan.layers:
         table.add_row(str(row.index), row.block, row.mixer, row.channel, f"{row.params:,}", human(row.flops),
                       human(row.decode_flops), human_bytes(row.state_bytes) if row.state_bytes else "-",
-                      human_bytes(row.kv_bytes) if row.kv_bytes else "-")
+                      human_bytes(row.kv_bytes) if row.kv_bytes else "-", row.kernels.path)
     return table
+
+
+def target_text(target: Target) -> str:
+    sms = f"{target.multiprocessors} multiprocessors" if target.on_gpu else "no multiprocessors"
+    return f"kernels planned for {target.gpu} ({sms}), {target.precision}, {target.mode}"
+
+
+def kernels_text(plan: Plan) -> str:
+    """What runs for each block's sequence mixer, and why: generated kernels (how many specialisations), the
+    reference (which size keeps it off them) or PyTorch ops (its kind has no kernels)."""
+    lines = [target_text(plan.target)]
+    seen = set()
+    for row in plan.layers:
+        if row.block in seen:
+            continue
+        seen.add(row.block)
+        k = row.kernels
+        detail = f"{len(k.calls)} specialisations (mixc kernels lists them)" if k.path == "generated" else k.reason
+        lines.append(f"  block {row.block}: {k.path}: {detail}")
+    return "\n".join(lines)
+
+
+def _layer_json(row) -> dict:
+    data = {name: value for name, value in vars(row).items() if name != "kernels"}
+    data["kernels"] = {"path": row.kernels.path, "reason": row.kernels.reason,
+                       "calls": [{"template": c.template, "constants": dict(c.constants), "when": c.when}
+                                 for c in row.kernels.calls]}
+    return data
 
 
 def totals(plan: Plan) -> dict:
@@ -68,7 +97,7 @@ def totals_text(plan: Plan) -> str:
 def plan_json(plan: Plan) -> str:
     graph = nx.node_link_data(plan.graph, edges="edges")
     return json.dumps({"spec": plan.spec.model_dump(), "totals": totals(plan),
-                       "layers": [vars(row) for row in plan.layers], "graph": graph}, indent=2, default=list)
+                       "layers": [_layer_json(row) for row in plan.layers], "graph": graph}, indent=2, default=list)
 
 
 def plan_dot(plan: Plan) -> str:

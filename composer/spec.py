@@ -1,37 +1,25 @@
 """The typed spec: pydantic models for a model, its blocks, mixers and schedule.
 
-This module holds structure and per-field limits only. Checks that need several
-fields at once (head counts against d_model, schedule names against blocks) live
-in `composer.checks`, so every problem can be reported at its own path.
+This module holds structure and per-field limits only; each mixer kind brings its own fields
+(composer.kinds), joined here into one discriminated union per role. Checks that need several
+fields at once (head counts against d_model, schedule names against blocks) live in
+`composer.resolve`, so every problem can be reported at its own path.
 """
 
 from __future__ import annotations
 
-import keyword
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+import composer.kinds  # noqa: F401  (registers the built-in kinds before the unions are built)
+from composer.fields import Identifier, PositiveInt, Strict
+from composer.kinds import FIELDS, registry
 
 
-def _check_identifier(name: str) -> str:
-    # Names reach generated source: only plain identifiers get through.
-    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
-        raise ValueError(f"`{name}` is not a valid name: use letters, digits and _, not a Python keyword")
-    return name
-
-
-def _none_word(value: Any) -> Any:
-    """The DSL has no null literal: `window = none` means "not set"."""
-    return None if value == "none" else value
-
-
-Identifier = Annotated[str, AfterValidator(_check_identifier)]
-PositiveInt = Annotated[int, Field(gt=0)]
-OptionalPositiveInt = Annotated[PositiveInt | None, BeforeValidator(_none_word)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 def _kind_from_name(value: Any) -> Any:
@@ -56,129 +44,16 @@ Norm = Annotated[
     BeforeValidator(_kind_from_name),
 ]
 
-# ── sequence mixers ──────────────────────────────────────────────────────────
+# ── mixers: one discriminated union per role, of the registered kinds' fields (composer.kinds) ────
 
 
-class AttentionMixer(_Strict):
-    """Softmax attention; head_dim defaults to d_model / heads, kv_heads to heads (GQA when fewer)."""
-
-    kind: Literal["attention"] = "attention"
-    heads: PositiveInt
-    kv_heads: OptionalPositiveInt = None
-    head_dim: OptionalPositiveInt = None
-    causal: bool = True
-    window: OptionalPositiveInt = None
-    rope: bool = True
-    rope_base: Annotated[float, Field(gt=0)] = 10000.0
-    bias: bool = False
+def _union(role: str):
+    members = tuple(FIELDS[role].values())
+    return Annotated[Annotated[Union[members], Field(discriminator="kind")], BeforeValidator(_kind_from_name)]
 
 
-class _StateSpaceFields(_Strict):
-    """What Mamba-2 SSD and Hydra share: d_inner = expand * d_model, heads = d_inner / head_dim."""
-
-    state: Annotated[int, Field(ge=1, le=256)] = 128
-    head_dim: Annotated[int, Field(ge=1, le=256)] = 64
-    heads: OptionalPositiveInt = None
-    expand: Annotated[float, Field(gt=0, le=8)] = 2
-    groups: PositiveInt = 1
-    chunk: Annotated[int, Field(ge=1, le=1024)] = 256
-    conv: Annotated[int, Field(ge=0, le=8)] = 4
-    gate: bool = True
-    out_norm: bool = True
-    skip: bool = True
-    bias: bool = False
-
-
-class SemiseparableMixer(_StateSpaceFields):
-    """Mamba-2 SSD: decay `data` (a_t = exp(dt_t A)), `fixed` (one learned decay per head, RetNet) or `none`."""
-
-    kind: Literal["semiseparable"] = "semiseparable"
-    decay: Literal["none", "fixed", "data"] = "data"
-
-
-class QuasiseparableMixer(_StateSpaceFields):
-    """Hydra: a forward and a reversed semiseparable half plus a diagonal; bidirectional."""
-
-    kind: Literal["quasiseparable"] = "quasiseparable"
-
-
-class LowrankMixer(_Strict):
-    """Linear attention phi(Q) phi(K)^T V; decay `fixed` gives a RetNet-style per-head decay."""
-
-    kind: Literal["lowrank"] = "lowrank"
-    heads: OptionalPositiveInt = None
-    head_dim: PositiveInt = 64
-    feature_dim: OptionalPositiveInt = None
-    feature_map: Literal["elu", "relu", "identity", "taylor", "softmax"] = "elu"
-    expand: Annotated[float, Field(gt=0, le=8)] = 1
-    causal: bool = True
-    normalize: bool = True
-    decay: Literal["none", "fixed"] = "none"
-    chunk: Annotated[int, Field(ge=1, le=1024)] = 64
-
-
-class MonarchMixer(_Strict):
-    """M2-style gated Monarch mixing along the sequence: y = out(gate * M v), M = P^T L P R per channel group."""
-
-    kind: Literal["monarch"] = "monarch"
-    blocks: OptionalPositiveInt = None
-    heads: PositiveInt = 1
-    causal: bool = False
-    gate: bool = True
-
-
-Mixer = Annotated[
-    Annotated[
-        Union[AttentionMixer, SemiseparableMixer, QuasiseparableMixer, LowrankMixer, MonarchMixer],
-        Field(discriminator="kind"),
-    ],
-    BeforeValidator(_kind_from_name),
-]
-
-# ── channel mixers ───────────────────────────────────────────────────────────
-
-Activation = Literal["gelu", "relu", "silu"]
-
-
-class MLPChannel(_Strict):
-    kind: Literal["mlp"] = "mlp"
-    hidden: OptionalPositiveInt = None  # 4 * d_model
-    activation: Activation = "gelu"
-    bias: bool = False
-
-
-class SwiGLUChannel(_Strict):
-    kind: Literal["swiglu"] = "swiglu"
-    hidden: OptionalPositiveInt = None  # 8/3 * d_model rounded up to a multiple of 64
-    bias: bool = False
-
-
-class MonarchMLPChannel(_Strict):
-    """An MLP whose two dense maps are Monarch matrices with `blocks` diagonal blocks each (M2)."""
-
-    kind: Literal["monarch_mlp"] = "monarch_mlp"
-    hidden: OptionalPositiveInt = None  # 4 * d_model
-    blocks: PositiveInt = 4
-    activation: Activation = "gelu"
-    bias: bool = True
-
-
-class NoChannel(_Strict):
-    kind: Literal["none"] = "none"
-
-
-Channel = Annotated[
-    Annotated[
-        Union[MLPChannel, SwiGLUChannel, MonarchMLPChannel, NoChannel],
-        Field(discriminator="kind"),
-    ],
-    BeforeValidator(_kind_from_name),
-]
-
-MIXER_KINDS = {cls.model_fields["kind"].default: cls for cls in
-               (AttentionMixer, SemiseparableMixer, QuasiseparableMixer, LowrankMixer, MonarchMixer)}
-CHANNEL_KINDS = {cls.model_fields["kind"].default: cls for cls in
-                 (MLPChannel, SwiGLUChannel, MonarchMLPChannel, NoChannel)}
+MIXER_KINDS = FIELDS["sequence"]   # kind name -> fields, kept up to date by the registry
+CHANNEL_KINDS = FIELDS["channel"]
 NORM_KINDS = {cls.model_fields["kind"].default: cls for cls in (RMSNorm, LayerNorm)}
 
 # ── blocks, schedule, search ─────────────────────────────────────────────────
@@ -187,8 +62,8 @@ NORM_KINDS = {cls.model_fields["kind"].default: cls for cls in (RMSNorm, LayerNo
 class Block(_Strict):
     """norm -> mixer -> residual -> norm -> channel -> residual; norm defaults to the model's."""
 
-    mixer: Mixer
-    channel: Channel = NoChannel()
+    mixer: Any  # the sequence kinds' union, set by _rebuild_unions
+    channel: Any = None  # the channel kinds' union; default `none`
     norm: Norm | None = None
 
 
@@ -248,3 +123,17 @@ class Spec(_Strict):
     @property
     def padded_vocab(self) -> int:
         return -(-self.vocab // self.vocab_pad_to) * self.vocab_pad_to
+
+
+def _rebuild_unions() -> None:
+    """Point Block's mixer and channel at the registered kinds and rebuild the models that hold them, so a
+    kind registered after import validates like the built-in ones."""
+    no_channel = FIELDS["channel"]["none"]() if "none" in FIELDS["channel"] else PydanticUndefined
+    for part, role, default in (("mixer", "sequence", PydanticUndefined), ("channel", "channel", no_channel)):
+        Block.__pydantic_fields__[part] = FieldInfo.from_annotated_attribute(_union(role), default)
+    for model in (Block, Spec):
+        model.model_rebuild(force=True)
+
+
+registry.on_change(_rebuild_unions)
+_rebuild_unions()

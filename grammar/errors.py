@@ -29,10 +29,11 @@ class Diagnostic:
     message: str
     span: Span | None = None
     hint: str | None = None
+    severity: str = "error"  # or "warning": the spec is valid, but something about it needs saying
 
     def render(self, sources: dict[str, str]) -> str:
         where = f"{self.span}: " if self.span else ""
-        lines = [f"{where}error: {self.message}"]
+        lines = [f"{where}{self.severity}: {self.message}"]
         text = sources.get(self.span.file) if self.span else None
         if text is not None:
             source_lines = text.splitlines()

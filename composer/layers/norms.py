@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from composer.kernels.norms.reference import gated_rmsnorm
-from composer.kernels.semiseparable.tiles import kernels_chosen
+from composer.kernels.plan import runs_generated
 
 
 class RMSNorm(nn.Module):
@@ -32,11 +32,12 @@ class GatedRMSNorm(RMSNorm):
     """
 
     backend = "auto"
+    kernel_constants: dict | None = None  # the plan's norm_constants, set by `composer.build`
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        if kernels_chosen(self.backend, x.is_cuda):
+        if runs_generated(self.backend, x.is_cuda):
             from composer.kernels.norms.gated_rmsnorm import gated_rmsnorm_triton  # imports triton only when used
-            return gated_rmsnorm_triton(x, gate, self.weight, self.eps)
+            return gated_rmsnorm_triton(x, gate, self.weight, self.eps, self.kernel_constants)
         return gated_rmsnorm(x, gate, self.weight, self.eps)
 
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import torch
 
+from composer.kernels.lowrank.plan import NORMALISER_WIDTH
 from composer.kernels.semiseparable.chunk import ssd_chunked_triton
-
-NORMALISER_WIDTH = 16
 
 
 def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=True, log_a=None, eps=1e-6,
-                                    initial_state=None, return_final_state=True):
+                                    initial_state=None, return_final_state=True, plans=None):
     """y (b, L, H, P) and the final state (S, or (S, z) when normalize), as the reference; the state
     is None when return_final_state is False (a causal call then skips writing it).
 
     q, k (b, L, H, F) already feature-mapped; v (b, L, H, P); log_a (b, L, H) or None (no decay).
+    plans: the layer's (values, normaliser) ScanPlans; None plans each scan from its tensors.
     """
     if log_a is not None and not causal:
         raise ValueError("a decay (log_a) needs causal=True")
@@ -32,7 +32,8 @@ def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=T
         S0, z0 = initial_state if normalize else (initial_state, None)
     if not causal:
         return _non_causal(q, k, v, normalize, eps, S0, z0, return_final_state)
-    y, S = ssd_chunked_triton(v, log_a, k, q, chunk_len, S0, return_final_state)
+    values_plan, normaliser_plan = plans or (None, None)
+    y, S = ssd_chunked_triton(v, log_a, k, q, chunk_len, S0, return_final_state, plan=values_plan)
     if not normalize:
         return y, S if return_final_state else None
     ones = v.new_zeros(*v.shape[:3], NORMALISER_WIDTH)
@@ -41,7 +42,8 @@ def linear_attention_chunked_triton(q, k, v, chunk_len, causal=True, normalize=T
     if z0 is not None:
         z_state0 = z0.new_zeros(*z0.shape[:2], NORMALISER_WIDTH, z0.shape[2])
         z_state0[:, :, 0] = z0
-    denominator, z_state = ssd_chunked_triton(ones, log_a, k, q, chunk_len, z_state0, return_final_state)
+    denominator, z_state = ssd_chunked_triton(ones, log_a, k, q, chunk_len, z_state0, return_final_state,
+                                              plan=normaliser_plan)
     z = None if z_state is None else z_state[:, :, 0]
     return y / (denominator[..., :1] + eps), (S, z) if return_final_state else None
 

@@ -7,21 +7,14 @@ rendered from codegen/templates/gated_rmsnorm.py.jinja, once per (width, gate) i
 from __future__ import annotations
 
 import torch
-import triton
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div, multiprocessors
+from composer.kernels.norms.plan import norm_constants
 from composer.kernels.norms.reference import gated_rmsnorm
 
 HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
-TILE_ELEMENTS = 8192  # a program's (ROWS, BLOCK_W) tile: enough rows per program to hide a narrow row's latency
 BACKWARD_PROGRAMS_PER_SM = 2  # the backward's programs each sum dweight over a run of rows
-
-
-def norm_constants(width: int, has_gate: bool) -> dict:
-    block_w = max(16, triton.next_power_of_2(width))
-    return dict(W=width, BLOCK_W=block_w, ROWS=max(1, TILE_ELEMENTS // block_w), HAS_GATE=has_gate,
-                NUM_WARPS=4 if block_w <= 1024 else 8)
 
 
 def _backward_programs(device: torch.device, n_row_tiles: int) -> int:
@@ -68,9 +61,11 @@ class GatedRMSNorm(torch.autograd.Function):
         return dx, dgate, dweight_parts.sum(0).to(weight.dtype), None, None
 
 
-def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                         constants: dict | None = None) -> torch.Tensor:
     """g / sqrt(mean(g^2) + eps) * weight over the last dim, g = x * silu(gate) (x when gate is None), in
-    x's dtype; sums in fp32. x and gate (..., W) of one shape, weight (W,)."""
+    x's dtype; sums in fp32. x and gate (..., W) of one shape, weight (W,). constants: the layer's planned
+    `norm_constants` (None: planned here for this width and gate)."""
     width = x.shape[-1]
     if weight.shape != (width,) or (gate is not None and gate.shape != x.shape):
         raise ValueError(f"expected x and gate of one shape (..., W) and weight (W,); got {tuple(x.shape)}, "
@@ -79,5 +74,6 @@ def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: tor
         return gated_rmsnorm(x, gate, weight, eps)
     rows = x.reshape(-1, width).contiguous()
     gate_rows = None if gate is None else gate.reshape(-1, width).to(x.dtype).contiguous()
-    out = GatedRMSNorm.apply(rows, gate_rows, weight.contiguous(), float(eps), norm_constants(width, gate is not None))
+    out = GatedRMSNorm.apply(rows, gate_rows, weight.contiguous(), float(eps),
+                              constants or norm_constants(width, gate is not None))
     return out.reshape(x.shape)

@@ -19,9 +19,9 @@ import torch
 from triton.runtime.errors import OutOfResources, PTXASError
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.device import ceil_div
-from composer.kernels.semiseparable.tiles import is_tile_size
-from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning, fused_pays, fused_programs_per_head
+from composer.kernels.device import ceil_div, multiprocessors
+from composer.kernels.semiseparable.plan import ScanPlan, ScanSizes, fits, plan_scan, tunings_by_batch
+from composer.kernels.semiseparable.tuning import SSDTuning
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -79,84 +79,15 @@ def check_inputs(x, log_a, B, C, chunk_len, initial_state, dt=None, D=None) -> N
         raise ValueError(f"D must be (H,) = ({H},); got {tuple(D.shape)}")
     if initial_state is not None and initial_state.shape != (b, H, P, N):
         raise ValueError(f"initial_state must be (b, H, P, N) = {(b, H, P, N)}; got {tuple(initial_state.shape)}")
-    for name, size in (("head dim P", P), ("state size N", N), ("chunk_len", chunk_len)):
-        if not is_tile_size(size):
-            raise ValueError(f"{name} = {size} must be a power of two >= 16 for the Triton kernels")
+    reason = fits(P, N, chunk_len)
+    if reason is not None:
+        raise ValueError(f"{reason} (got head dim P = {P}, state size N = {N}, chunk_len = {chunk_len})")
     if chunk_len * max(H * P, G * N) >= 2**31:  # the fused walk's offsets inside a block are int32
         raise ValueError(f"chunk_len * max(H * P, G * N) = {chunk_len * max(H * P, G * N)} must stay below 2**31 "
                          "for the Triton kernels: use a shorter chunk or fewer heads per call")
     for t in (x, dt, log_a, B, C, initial_state, D):
         if t is not None and (t.dtype not in FLOAT_DTYPES or t.device != x.device):
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {x.device}; got {t.dtype} on {t.device}")
-
-
-# The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
-# it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
-FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "STATE_NUM_WARPS", "SPLIT_DIAGONAL",
-                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM"})
-
-
-def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                  has_dt: bool = False, readers_block_q: int = 0, has_D: bool = False, fused: bool | None = None,
-                  saves_for_backward: bool = True) -> dict:
-    """The template constants of one direction's kernels: everything they are specialised on.
-    readers_block_q: the largest block in which the other direction reads this one's scores (the
-    backward reads the forward's), so SCORE_BLOCK covers it too. fused, saves_for_backward: the
-    forward's form, and whether it writes what the backward reads (the split form always does);
-    None for the backward, which has one form."""
-    head_dim, state_size = x.shape[3], B.shape[3]
-    block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
-    block_n = min(tuning.block_n, state_size)
-    # A whole (N, block_p) state beside a larger output block crowds shared memory past N = 128.
-    output_block_n = min(tuning.output_block_n or (state_size if state_size <= 128 else 64), state_size)
-    state_block_q = min(tuning.state_block_q or block_q, chunk_len)
-    # The backward's dx programs take their own steps (dx_block_q) and read the scores in blocks that large.
-    dx_block_q = min(tuning.dx_block_q or block_q, chunk_len) if fused is None else block_q
-    score_block = min(max(tuning.block_s or block_q, block_q, dx_block_q, readers_block_q), chunk_len)
-    operand = tuning.operand or (OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32")
-    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q,
-                                                 output_block_n, dx_block_q)):
-        raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
-                         f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q}, "
-                         f"output_block_n = {tuning.output_block_n} and dx_block_q = {tuning.dx_block_q} must be "
-                         "powers of two >= 16")
-    constants = dict(
-        P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=x.shape[2] // B.shape[2],
-        DECAY="none" if log_a is None else "data", HAS_DT=has_dt, HAS_D=has_D,
-        HAS_INITIAL_STATE=has_initial_state, RETURN_FINAL_STATE=return_final_state,
-        OPERAND=operand,
-        # Only fp32 operands have a precision to choose; "none" keeps 16-bit modules from splitting on it.
-        DOT_PRECISION=(tuning.dot_precision or "tf32x3") if operand == "fp32" else "none",
-        BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
-        NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
-        STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
-        STATE_NUM_WARPS=tuning.state_num_warps or tuning.num_warps,
-        OUTPUT_BLOCK_N=output_block_n,
-        # Heads of one group per output (and dx) program: a divisor of the heads per group.
-        HEADS_PER_PROGRAM=math.gcd(max(1, tuning.heads_per_program), x.shape[2] // B.shape[2]),
-    )
-    if tuning.max_registers is not None:  # absent rather than None: constants are ints, bools and words
-        if not 24 <= tuning.max_registers <= 255:
-            raise ValueError(f"tuning.max_registers = {tuning.max_registers} must be 24 to 255 (a thread's registers "
-                             "on NVIDIA GPUs), or None for ptxas's choice")
-        constants["MAX_REGISTERS"] = tuning.max_registers
-    if fused is None:  # the backward: one form
-        # Past N = 128 the dB kernel's (BLOCK_Q, N) fp32 product per head spills: by default its heads' terms
-        # accumulate on the tensor cores instead and (decay) the dx kernel forms the leaving state's dcum shares
-        # (SSDTuning.leaving_share_in_dx). At P=128, N=256, L=4096 on the H200: dB 0.70 -> 0.39 ms, dx 0.72 ->
-        # 0.91, fwd+bwd 3.69 -> 3.55; at N = 128 dx's cost outweighs dB's gain (fwd+bwd +6%;
-        # results/ssd_h200_2026-11-28_session8_ab.log, call 5).
-        share_in_dx = tuning.leaving_share_in_dx
-        constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
-        constants["DX_BLOCK_Q"] = dx_block_q
-        return constants
-    constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
-    if not fused:  # the launcher's choice: only the split form has a state passing to overlap
-        constants["SIDE_STREAM_SCORES"] = tuning.side_stream_scores
-    if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
-        unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
-        constants = {name: value for name, value in constants.items() if name not in unread}
-    return constants
 
 
 class Grids(NamedTuple):
@@ -333,47 +264,65 @@ class SSDChunked(torch.autograd.Function):
         return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD, None, None
 
 
-def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                   has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
-    """The forward's and the backward's constants for one call: the backward reads the forward's
-    scores in blocks of its own SCORE_BLOCK (>= its BLOCK_Q), so the forward writes blocks at least
-    that large: an unwritten corner of a block would reach a product as garbage. needs_grad: whether
-    a backward will run, so the forward must save what it reads. The dicts are shared between calls
-    with the same facts (every forward and backward asks): read them, never change them."""
-    fused = tuning.fused
-    if fused is None:
-        b, _, H, P = x.shape
-        fused = fused_pays(b * H * fused_programs_per_head(tuning, P), x.device)
-    return _constants_for(tuple(x.shape[2:]), x.dtype, tuple(B.shape[2:]), B.dtype, log_a is not None, chunk_len,
-                          has_initial_state, return_final_state, tuning, has_dt, has_D, needs_grad, fused)
+def scan_sizes(x, log_a, B, chunk_len, has_initial_state, return_final_state, has_dt=False,
+               has_D=False) -> ScanSizes:
+    """The sizes and flags a call's tensors imply (for calls that bring no plan)."""
+    return ScanSizes(x.shape[3], B.shape[3], chunk_len, x.shape[2], B.shape[2], log_a is not None, has_dt, has_D,
+                     has_initial_state, return_final_state)
+
+
+def operand_of(x, B) -> str:
+    """The plan's operand key for these inputs: their dtype, or fp32 when they differ."""
+    return OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"
+
+
+def device_multiprocessors(device: torch.device) -> int | None:
+    """The plan's GPU fact for a device: its multiprocessors on CUDA; None (no waves to fill) elsewhere."""
+    return multiprocessors(device) if device.type == "cuda" else None
 
 
 @functools.lru_cache(maxsize=256)
-def _constants_for(x_heads_dim: tuple, x_dtype, B_groups_dim: tuple, B_dtype, decays: bool, chunk_len: int,
-                   has_initial_state: bool, return_final_state: bool, tuning: SSDTuning, has_dt: bool, has_D: bool,
-                   needs_grad: bool, fused: bool) -> tuple[dict, dict]:
-    """`call_constants` from the facts the constants depend on (not the batch or the length)."""
-    x = torch.empty(1, 1, *x_heads_dim, dtype=x_dtype, device="meta")
-    B = torch.empty(1, 1, *B_groups_dim, dtype=B_dtype, device="meta")
-    log_a = torch.empty(1, 1, x_heads_dim[0], device="meta") if decays else None
-    backward = tuning.backward or tuning
-    flags = (has_initial_state, return_final_state)
-    backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
-    forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
-                                      readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D, fused=fused,
-                                      saves_for_backward=needs_grad)
-    return forward_constants, backward_constants
+def _plan_for(sizes: ScanSizes, sms: int | None, tuning: SSDTuning | None) -> ScanPlan:
+    return plan_scan(sizes, sms, tuning)
+
+
+def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning | None = None,
+                  has_dt: bool = False, has_D: bool = False) -> ScanPlan:
+    """The plan of a call made without one: the same `plan_scan` a layer's plan comes from, for the sizes the
+    tensors imply and x's device (remembered per process)."""
+    sizes = scan_sizes(x, log_a, B, chunk_len, has_initial_state, return_final_state, has_dt, has_D)
+    return _plan_for(sizes, device_multiprocessors(x.device), tuning)
+
+
+def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
+                   has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
+    """The forward's and the backward's constants a call with these tensors runs under `tuning` (its form
+    picked for x's batch on x's device). The dicts are shared: read them, never change them."""
+    plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
+    variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
+    backward = variant.backward or plan.select(operand_of(x, B), True, x.shape[0]).backward
+    return variant.forward, backward
+
+
+def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
+    """The measured tuning (tuning.py) the plan gives these inputs' types, (P, N) and batch."""
+    sizes = scan_sizes(x, None, B, 64, False, False)
+    tunings = tunings_by_batch(sizes, operand_of(x, B), needs_grad, device_multiprocessors(x.device))
+    return [tuning for start, tuning, _ in tunings if start <= x.shape[0]][-1]
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
-                       dt=None, D=None, tuning: SSDTuning | None = None):
+                       dt=None, D=None, tuning: SSDTuning | None = None, plan: ScanPlan | None = None):
     """The SSD chunked scan on the Triton kernels: y (b, L, H, P) and the final state (b, H, P, N),
     or None when return_final_state is False. Shapes and semantics as `reference.ssd_chunked`.
 
     log_a=None means no decay (a = 1, the `none` kind): the kernels are rendered without decay
     code. A `fixed` decay (one per head) is passed as log_a broadcast to (b, L, H). Inputs may be
-    fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype. tuning: None picks
-    `default_tuning` for the inputs' types and whether a backward follows.
+    fp32, bf16 or fp16; the kernels accumulate in fp32, and y has x's dtype.
+
+    plan: the layer's `ScanPlan` (kernels/semiseparable/plan.py), which holds every constant; the launcher only
+    picks its variant for the inputs' dtype, whether a backward follows and the batch. Without one, the plan
+    for these tensors' sizes on their device, with `tuning` (None: the measured tunings) for every variant.
 
     dt (b, L, H), optional: the scan's input is then x * dt[..., None] (Mamba-2's discretisation),
     applied inside the kernels, which saves a pass over x and its gradient; dt gets a gradient.
@@ -383,9 +332,13 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     flags = (initial_state is not None, return_final_state)
     inputs = (x, dt, log_a, B, C, initial_state, D)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    tuning = tuning or default_tuning(x, B, needs_grad)
-    constants, backward_constants = call_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt=dt is not None,
-                                                   has_D=D is not None, needs_grad=needs_grad)
+    sizes = scan_sizes(x, log_a, B, chunk_len, *flags, has_dt=dt is not None, has_D=D is not None)
+    if plan is None:
+        plan = _plan_for(sizes, device_multiprocessors(x.device), tuning)
+    elif plan.sizes != sizes:
+        raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
+    variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
+    constants, backward_constants = variant.forward, variant.backward
     contiguous = [None if t is None else t.contiguous() for t in inputs]
     if not needs_grad:  # inference: nothing to save, no autograd node
         y, final_state = _forward(constants, *contiguous)[:2]

@@ -1,16 +1,12 @@
 """Launch choices for the generated SSD kernels: the tuning knobs, the tiles measured per (P, N), and
 when the fused forward runs. They change speed, never results (operand types and dot precision aside:
-rounding). `chunk.py` turns them into template constants.
+rounding). `plan.py` turns them into template constants and batch rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-import torch
-
-from composer.kernels.device import multiprocessors
 
 
 @dataclass(frozen=True)
@@ -156,45 +152,6 @@ TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
 SPLIT_WHEN_BUSY: dict[tuple[int, int], SSDTuning] = {(128, 128): _STATE_PIECES}
 
 
-def default_tuning(x: torch.Tensor, B: torch.Tensor, needs_grad: bool = True) -> SSDTuning:
-    """The tiles for these inputs' types, (P, N) and batch times heads when the caller gives none;
-    needs_grad: whether the forward saves for a backward."""
-    if x.dtype == B.dtype and x.dtype != torch.float32:
-        P, N = x.shape[3], B.shape[3]
-        split = SPLIT_WHEN_BUSY.get((P, N))
-        if (split is not None and needs_grad
-                and state_passing_fills(split, x.shape[0] * x.shape[2], P, N, x.device)):
-            return split
-        return TUNED_16BIT.get((P, N), DEFAULT_TUNING)
-    return FP32_TUNING
-
-
-def default_tunings(x: torch.Tensor, B: torch.Tensor) -> list[tuple[SSDTuning, str]]:
-    """Every tuning `default_tuning` may pick for these types and (P, N), whatever the batch, each with
-    when it is picked ("" where it is the only one)."""
-    if x.dtype == B.dtype and x.dtype != torch.float32:
-        key = (x.shape[3], B.shape[3])
-        tuned = TUNED_16BIT.get(key, DEFAULT_TUNING)
-        if key not in SPLIT_WHEN_BUSY:
-            return [(tuned, "")]
-        split = SPLIT_WHEN_BUSY[key]
-        programs = _programs(state_programs_per_head(split, *key))
-        return [(tuned, f"inference, or {programs} state-passing programs < multiprocessors, or off CUDA"),
-                (split, f"training, {programs} state-passing programs >= multiprocessors, on CUDA")]
-    return [(FP32_TUNING, "")]
-
-
-def form_rules(tuning: SSDTuning, P: int) -> tuple[str, str]:
-    """When `fused_pays` picks the fused and when the split forward under `tuning` (fused=None), for listings."""
-    programs = _programs(fused_programs_per_head(tuning, P))
-    return (f"{programs} fused programs >= multiprocessors / 4, on CUDA",
-            f"{programs} fused programs < multiprocessors / 4, or off CUDA")
-
-
-def _programs(tiles_per_head: int) -> str:
-    return "b*H" if tiles_per_head == 1 else f"b*H*{tiles_per_head}"
-
-
 def fused_programs_per_head(tuning: SSDTuning, P: int) -> int:
     """The fused forward's programs per head: one per block_p columns."""
     return P // min(tuning.block_p, P)
@@ -203,18 +160,3 @@ def fused_programs_per_head(tuning: SSDTuning, P: int) -> int:
 def state_programs_per_head(tuning: SSDTuning, P: int, N: int) -> int:
     """The split form's state-passing programs per head: one per (block_p, block_n) tile of the state."""
     return fused_programs_per_head(tuning, P) * (N // min(tuning.block_n, N))
-
-
-def state_passing_fills(tuning: SSDTuning, heads: int, P: int, N: int, device: torch.device) -> bool:
-    """Whether the split form's state-passing programs (one per head and state tile) number at least the
-    multiprocessors; off CUDA, never (the interpreter has no waves to fill)."""
-    return device.type == "cuda" and heads * state_programs_per_head(tuning, P, N) >= multiprocessors(device)
-
-
-def fused_pays(programs: int, device: torch.device) -> bool:
-    """Whether `programs` fused-forward programs keep enough of the GPU busy: one per four
-    multiprocessors. On the H100 at L=4096, P=64, N=128 (results/ssd_h100_2026-11-28_session4.log,
-    "forms") the fused form was faster from b=2 (64 programs: 0.29 against 0.39 ms) up, and level at
-    b=1 (32 programs), where the split form is latency-bound too. Off CUDA (the interpreter) the split
-    form is the default."""
-    return device.type == "cuda" and 4 * programs >= multiprocessors(device)

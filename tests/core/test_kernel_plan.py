@@ -6,6 +6,7 @@ import re
 import composer
 from composer.cli import main
 from composer.codegen.kernel_plan import kernel_plan
+from composer.kernels.plan import DEFAULT_GPU, Target
 from composer.resolve import resolve
 
 from .conftest import small_spec_data
@@ -13,11 +14,16 @@ from .conftest import small_spec_data
 SSD = {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16}
 
 
+def gpu(precision: str = "fp32", mode: str = "train") -> Target:
+    return Target(DEFAULT_GPU.gpu, DEFAULT_GPU.multiprocessors, DEFAULT_GPU.capability, precision, mode)
+
+
 def plan_of(blocks: dict, layers: list, precision: str = "fp32", norms: bool = False):
-    """The plan's specialisations (the SSD ones only unless `norms`) and its blocks on the reference."""
-    specialisations, on_reference = kernel_plan(
-        resolve(composer.validate(small_spec_data(blocks=blocks, layers=layers))), precision)
-    return [s for s in specialisations if norms or s.template != "gated_rmsnorm.py.jinja"], on_reference
+    """The plan's specialisations on a 132-multiprocessor GPU (the SSD ones only unless `norms`) and its blocks
+    whose mixer runs plain PyTorch."""
+    specialisations, off_kernels = kernel_plan(
+        resolve(composer.validate(small_spec_data(blocks=blocks, layers=layers))), gpu(precision))
+    return [s for s in specialisations if norms or s.template != "gated_rmsnorm.py.jinja"], list(off_kernels)
 
 
 def test_identical_blocks_share_one_specialisation_per_template():
@@ -66,7 +72,7 @@ def test_sizes_with_a_fused_forward_list_both_forward_forms_under_distinct_names
     assert len(specialisations) == 3 and len({s.file_name for s in specialisations}) == 3
     fused = next(s for s in forwards if dict(s.constants)["FUSED"])
     assert "def chunk_scan_fused_fwd" in fused.source("small")
-    assert fused.runs == "b*H fused programs >= multiprocessors / 4, on CUDA"  # one 64-column tile a head
+    assert fused.runs == "b*H fused programs >= 132 multiprocessors / 4"  # one 64-column tile a head
     fp32, _ = plan_of({"a": {"mixer": mamba2}}, ["a"])
     assert all(s.runs == "" for s in fp32)  # one form, always
     assert [dict(s.constants)["FUSED"] for s in fp32 if s.template == "ssd_forward.py.jinja"] == [False]
@@ -82,16 +88,16 @@ def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
     assert len({s.file_name for s in specialisations}) == 4  # --emit writes each to its own file
     runs = {(dict(s.constants)["FUSED"], dict(s.constants)["OUTPUT_BLOCK_N"] if "OUTPUT_BLOCK_N" in dict(s.constants)
              else None): s.runs for s in specialisations if s.template == "ssd_forward.py.jinja"}
-    assert runs[True, None] == ("(inference, or b*H state-passing programs < multiprocessors, or off CUDA) and "
-                                "(b*H*2 fused programs >= multiprocessors / 4, on CUDA)")
-    assert runs[False, 128].endswith("(b*H*2 fused programs < multiprocessors / 4, or off CUDA)")
-    assert runs[False, 64] == "training, b*H state-passing programs >= multiprocessors, on CUDA"
+    assert runs[True, None] == ("b*H state-passing programs < 132 multiprocessors and "
+                                "b*H*2 fused programs >= 132 multiprocessors / 4")
+    assert runs[False, 128].endswith("and b*H*2 fused programs < 132 multiprocessors / 4")
+    assert runs[False, 64] == "b*H state-passing programs >= 132 multiprocessors"
     assert [s.runs for s in specialisations if s.template == "ssd_backward.py.jinja"] == [""]  # always
     header = next(s for s in specialisations if s.runs == runs[True, None]).source("wide").split("# triton:")[0]
     assert all(len(line) <= 120 and line.startswith("#") for line in header.splitlines())  # long runs wrap
     assert " ".join(line.lstrip("# ") for line in header.splitlines()[3:]) == f"runs: {runs[True, None]}"
     pieces = next(s for s in specialisations if s.runs == runs[False, 64])
-    assert "# runs: training, b*H state-passing programs >= multiprocessors, on CUDA\n" in pieces.source("wide")
+    assert "# runs: b*H state-passing programs >= 132 multiprocessors\n" in pieces.source("wide")
     assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (False, 128),
                                                                                 (True, None)]
 
@@ -101,17 +107,17 @@ def test_inference_lists_forwards_that_save_nothing_and_no_backward(tmp_path, ca
     split tiles for a busy training forward never run, so only the batch's choice of form remains."""
     wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
     spec = resolve(composer.validate(small_spec_data(blocks={"a": {"mixer": wide}}, layers=["a"])))
-    inference = [s for s in kernel_plan(spec, "bf16", inference=True)[0] if s.template != "gated_rmsnorm.py.jinja"]
+    inference = [s for s in kernel_plan(spec, gpu("bf16", "inference"))[0] if s.template != "gated_rmsnorm.py.jinja"]
     assert [s.template for s in inference] == ["ssd_forward.py.jinja"] * 2
     assert sorted(dict(s.constants)["FUSED"] for s in inference) == [False, True]
     # the fused walk stores no states; the split kernels pass them through memory either way
     assert [dict(s.constants)["SAVES_FOR_BACKWARD"] for s in sorted(inference, key=lambda s: dict(s.constants)["FUSED"])
             ] == [True, False]
-    assert {s.runs for s in inference} == {"b*H*2 fused programs >= multiprocessors / 4, on CUDA",
-                                           "b*H*2 fused programs < multiprocessors / 4, or off CUDA"}
+    assert {s.runs for s in inference} == {"b*H*2 fused programs >= 132 multiprocessors / 4",
+                                           "b*H*2 fused programs < 132 multiprocessors / 4"}
     fused = next(s for s in inference if dict(s.constants)["FUSED"]).source("wide")
     assert "def chunk_scan_fused_fwd" in fused and "states_ptr" not in fused and "def chunk_scores_fwd" not in fused
-    training = kernel_plan(spec, "bf16")[0]
+    training = kernel_plan(spec, gpu("bf16"))[0]
     shared = {s.file_name for s in inference} & {s.file_name for s in training}
     assert [name.split("_P")[0] for name in shared] == ["ssd_forward"]  # the split one: training's own module
     path = tmp_path / "wide.json"
@@ -134,7 +140,7 @@ def test_linear_attention_lists_its_value_and_normaliser_scans():
     _, on_reference = plan_of({"a": {"mixer": {**lowrank, "feature_map": "taylor"}}}, ["a"])
     assert on_reference == ["a"]  # 1 + 16 + 256 features
     non_causal, on_reference = plan_of({"a": {"mixer": {**lowrank, "causal": False}}}, ["a"])
-    assert non_causal == [] and on_reference == []  # the whole-sequence state is one product, no scan
+    assert non_causal == [] and on_reference == ["a"]  # the whole-sequence state is one product, no scan
 
 
 def test_specialisations_differing_only_in_a_flag_emit_to_distinct_files():
@@ -161,7 +167,7 @@ def test_emit_writes_python_that_names_spec_and_blocks(tmp_path, capsys):
         ast.parse(text)
         assert text.startswith("# Generated by composer from template ")
         assert "# spec: small\n# blocks: ssd\n" in text
-    assert "reference PyTorch (no generated kernel yet): attn" in capsys.readouterr().out
+    assert "block attn: torch: attention has no generated kernels" in capsys.readouterr().out
 
 
 def test_state_space_blocks_list_their_fused_output_norm_once_per_width_and_gate():

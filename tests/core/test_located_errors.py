@@ -70,8 +70,8 @@ def test_unknown_block_in_ratio_points_at_its_name():
 
 
 def test_bad_search_choice_points_at_the_entry():
-    d = only(error_at("{16, 32}", "{16, 12}"))
-    assert d.span.line == 15 and "`ssd.mixer.state = 12` gives an invalid spec" in d.message
+    d = only(error_at("ssd.mixer.state in {16, 32}", "ssd.mixer.groups in {1, 3}"))
+    assert d.span.line == 15 and "`ssd.mixer.groups = 3` gives an invalid spec" in d.message
 
 
 def test_rendered_error_underlines_the_text():

@@ -68,7 +68,7 @@ def test_wrong_type_names_the_field(small_data):
     ({"kind": "semiseparable", "head_dim": 48, "state": 16}, "head_dim 48 does not divide the inner width 128"),
     ({"kind": "semiseparable", "head_dim": 16, "heads": 4}, "heads 4 x head_dim 16 must equal expand x d_model = 128"),
     ({"kind": "semiseparable", "head_dim": 16, "groups": 3}, "groups 3 must divide heads 8"),
-    ({"kind": "semiseparable", "head_dim": 16, "state": 12}, "state 12 must be a multiple of 8"),
+    ({"kind": "semiseparable", "head_dim": 16, "conv": 1}, "conv 1 is a per-channel scale"),
     ({"kind": "semiseparable", "head_dim": 16, "chunk": 48}, "chunk 48 must be a power of two"),
     ({"kind": "semiseparable", "head_dim": 16, "expand": 1.01}, "is not a whole width"),
     ({"kind": "lowrank", "head_dim": 16, "causal": False, "decay": "fixed"}, "decay needs causal = true"),
@@ -127,8 +127,8 @@ def test_search_holes_are_checked_before_any_training(small_data):
                       {"path": "attention_fraction", "low": 0.0, "high": 0.5},
                       {"path": "lr", "low": 1e-4, "high": 1e-2, "log": True}]}
     composer.validate({**small_data, "search": good})
-    bad_value = {"space": [{"path": "ssd.mixer.state", "choices": [16, 12]}]}
-    assert "`ssd.mixer.state = 12` gives an invalid spec" in error_of({**small_data, "search": bad_value})
+    bad_value = {"space": [{"path": "ssd.mixer.groups", "choices": [1, 3]}]}
+    assert "`ssd.mixer.groups = 3` gives an invalid spec" in error_of({**small_data, "search": bad_value})
     bad_path = {"space": [{"path": "ssd.mixer.stat", "choices": [16]}]}
     assert "did you mean `ssd.mixer.state`?" in error_of({**small_data, "search": bad_path})
     bad_range = {"space": [{"path": "lr", "low": 0.0, "high": 1.0, "log": True}]}

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from composer.kernels.lowrank.reference import feature_dim_out, feature_map, linear_attention_chunked
-from composer.kernels.semiseparable.tiles import kernels_chosen
+from composer.kernels.plan import runs_generated
+from composer.kernels.semiseparable.plan import fits
 
 
 def retnet_log_decay(heads: int) -> torch.Tensor:
@@ -19,6 +20,7 @@ class LinearAttention(nn.Module):
     the generated SSD kernels (one group per head) or the plain-PyTorch reference."""
 
     backend = "auto"
+    scan_plans = None  # the plan's (values, normaliser) ScanPlans, set by `composer.build`
 
     def __init__(self, d_model: int, heads: int, head_dim: int, feature_dim: int, feature_map: str = "elu",
                  causal: bool = True, normalize: bool = True, decay: str = "none", chunk: int = 64):
@@ -30,10 +32,15 @@ class LinearAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, heads * head_dim, bias=False)
         self.o_proj = nn.Linear(heads * head_dim, d_model, bias=False)
         self.mapped_dim = feature_dim_out(feature_map, feature_dim)
+        self.planned = fits(head_dim, self.mapped_dim, chunk) is None  # the sizes the kernels take
         if decay == "fixed":
             self.register_buffer("log_decay", retnet_log_decay(heads), persistent=False)
         else:
             self.log_decay = None
+
+    def receive_plan(self, entry) -> None:
+        """The plan's ScanLayerPlan: the values' and the normaliser's scan plans."""
+        self.scan_plans = entry.scans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, L, _ = x.shape
@@ -41,12 +48,13 @@ class LinearAttention(nn.Module):
         k = self.k_proj(x).view(b, L, self.heads, self.feature_dim)
         v = self.v_proj(x).view(b, L, self.heads, self.head_dim)
         log_a = self.log_decay.expand(b, L, self.heads) if self.log_decay is not None else None
-        if kernels_chosen(self.backend, x.is_cuda, self.head_dim, self.mapped_dim, self.chunk):
+        if runs_generated(self.backend, x.is_cuda, self.planned):
             # in the activations' dtype: bf16 operands under autocast
             from composer.kernels.lowrank.chunk import linear_attention_chunked_triton  # imports triton
             q, k = feature_map(q, self.map), feature_map(k, self.map)
             y, _ = linear_attention_chunked_triton(q, k, v.to(q.dtype), self.chunk, causal=self.causal,
-                                                   normalize=self.normalize, log_a=log_a, return_final_state=False)
+                                                   normalize=self.normalize, log_a=log_a, return_final_state=False,
+                                                   plans=self.scan_plans)
         else:
             q, k = feature_map(q.float(), self.map), feature_map(k.float(), self.map)
             y, _ = linear_attention_chunked(q, k, v.float(), self.chunk, causal=self.causal,

@@ -1,4 +1,4 @@
-"""Mamba-2 (SSD) and Hydra (quasiseparable) layers on the semiseparable core.
+"""The Mamba-2 (SSD) layer on the semiseparable core, and the base it shares with Hydra.
 
 Widths: d_inner = heads * head_dim; B and C have `groups` groups of `state` channels.
 in_proj packs [z (gate), x, B, C, dt] in that order, as mamba_ssm does, so
@@ -13,27 +13,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.kernels.quasiseparable.reference import shift
 from composer.kernels.semiseparable.reference import ssd_chunked
-from composer.kernels.semiseparable.tiles import kernels_chosen
+from composer.kernels.plan import runs_generated
+from composer.kernels.semiseparable.plan import fits
 from composer.layers.norms import GatedRMSNorm
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
 
-def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None) -> torch.Tensor:
+def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None, planned: bool = True,
+             plan=None) -> torch.Tensor:
     """The SSD core y (fp32) of input x * dt (x alone when dt is None) and decay log_a (None: no
     decay), plus D[h] x when D (H,) is given (Mamba-2's skip). The generated Triton kernels run for
-    backend "triton", and for "auto" on CUDA tensors when the sizes suit them; the plain-PyTorch
-    reference otherwise, in fp32.
+    backend "triton", and for "auto" on CUDA tensors when the plan put the layer on them (`planned`);
+    the plain-PyTorch reference otherwise, in fp32. plan: the layer's ScanPlan, every constant of the
+    kernels (None: planned from the tensors' sizes).
 
     x, B and C keep the activations' dtype: under bf16 autocast the kernels multiply bf16 operands
     on the tensor cores (fp32 accumulation), as mamba_ssm does; dt scales x and D adds the skip inside
     the kernels, and log_a=None renders them without decay code.
     """
-    if kernels_chosen(backend, x.is_cuda, x.shape[-1], B.shape[-1], chunk):
+    if runs_generated(backend, x.is_cuda, planned):
         from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
-        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt, D=D)
+        y, _ = ssd_chunked_triton(x, log_a, B, C, chunk, return_final_state=False, dt=dt, D=D, plan=plan)
         return y.float()
     x = x.float()
     log_a = torch.zeros(x.shape[:3], device=x.device) if log_a is None else log_a
@@ -51,10 +53,13 @@ def _dt_bias(heads: int) -> torch.Tensor:
 class _StateSpaceBase(nn.Module):
     """Projections, short conv, decay parameters, skip, gate and output norm shared by both layers.
 
-    `backend` ("auto", "reference" or "triton") picks the SSD core; `composer.build` sets it.
+    `backend` ("auto", "reference" or "triton") picks the SSD core; `composer.build` sets it, and hands
+    the layer its plan: `scan_plan` (the kernels' ScanPlan, None off the generated path or when the layer
+    was made without `build`: then it is planned from the tensors' sizes).
     """
 
     backend = "auto"
+    scan_plan = None
 
     def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int, chunk: int, conv: int,
                  decay: str, gate: bool, out_norm: bool, skip: bool, bias: bool, directions: int,
@@ -76,6 +81,13 @@ class _StateSpaceBase(nn.Module):
         self.D = nn.Parameter(torch.ones(heads)) if skip else None
         self.norm = GatedRMSNorm(self.d_inner, eps) if out_norm else None
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.planned = fits(head_dim, state, chunk) is None  # the sizes the kernels take
+
+    def receive_plan(self, entry) -> None:
+        """The plan's ScanLayerPlan: the scan's plan, and the output norm's constants."""
+        self.scan_plan = entry.scans[0] if entry.scans else None
+        if self.norm is not None:
+            self.norm.kernel_constants = entry.norm
 
     def _short_conv(self, xbc: torch.Tensor) -> torch.Tensor:
         if self.conv1d is None:
@@ -126,38 +138,6 @@ class Mamba2(_StateSpaceBase):
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
-        y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale, D=self.D)
-        return self._finish(y.to(hidden.dtype), z)
-
-
-class Hydra(_StateSpaceBase):
-    """Hydra (Hwang et al., 2024): shift(SS_fw(x)) + flip(shift(SS_bw(flip x))) + (D + fc_D(x)) x.
-
-    Each direction has its own B, C and dt; dt_bias and A are shared, as in Hydra's code.
-    The two halves scale x by their own dt, so the layer runs the SSD core twice itself.
-    """
-
-    def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int = 1, chunk: int = 256,
-                 conv: int = 7, gate: bool = True, out_norm: bool = True, skip: bool = True, bias: bool = False,
-                 eps: float = 1e-5):
-        super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, "data", gate, out_norm, skip, bias,
-                         directions=2, causal_conv=False, eps=eps)
-        self.fc_D = nn.Linear(self.d_inner, heads, bias=False)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        b, L, _ = hidden.shape
-        z, x, bc, dt = self._split(self.in_proj(hidden))
-        halves = []
-        for direction in (0, 1):
-            log_a, dt_scale = self._decay(dt, b, L, direction)
-            x_in, B, C = x, bc[:, :, direction, 0], bc[:, :, direction, 1]
-            if direction == 1:
-                x_in, log_a, B, C, dt_scale = (t.flip(1) for t in (x_in, log_a, B, C, dt_scale))
-            y = ssd_scan(x_in, log_a, B, C, self.chunk, self.backend, dt=dt_scale)
-            y = shift(y)
-            halves.append(y.flip(1) if direction == 1 else y)
-        diagonal = self.fc_D(x.reshape(b, L, self.d_inner)).float()
-        if self.D is not None:
-            diagonal = diagonal + self.D.float()
-        y = halves[0] + halves[1] + x.float() * diagonal[..., None]
+        y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale, D=self.D,
+                     planned=self.planned, plan=self.scan_plan)
         return self._finish(y.to(hidden.dtype), z)

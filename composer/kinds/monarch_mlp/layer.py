@@ -1,36 +1,13 @@
-"""Channel mixers: dense MLP, SwiGLU, and the Monarch MLP of M2."""
+"""The Monarch MLP channel mixer of M2: an MLP whose two dense maps are Monarch matrices."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
-
-
-class MLP(nn.Module):
-    def __init__(self, d_model: int, hidden: int, activation: str = "gelu", bias: bool = False):
-        super().__init__()
-        self.fc1 = nn.Linear(d_model, hidden, bias=bias)
-        self.fc2 = nn.Linear(hidden, d_model, bias=bias)
-        self.activation = ACTIVATIONS[activation]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation(self.fc1(x)))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, d_model: int, hidden: int, bias: bool = False):
-        super().__init__()
-        self.gate_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.up_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, d_model, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+from composer.layers.activations import ACTIVATIONS
 
 
 class MonarchLinear(nn.Module):

@@ -1,0 +1,281 @@
+"""The SSD kernels' plan: from a scan's sizes and a GPU's facts to every template constant, with the
+batch rule that picks among them. Pure: no tensors, no Triton.
+
+This is the one place that says which sizes the kernels take (`fits`), which tuning a scan gets
+(kernels/semiseparable/tuning.py holds the measured choices) and which forward form a batch runs.
+A layer receives its `ScanPlan`; the launcher only calls `select` with the inputs' dtype, whether a
+backward follows and the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from composer.kernels.device import ceil_div
+from composer.kernels.plan import KernelCall
+from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SPLIT_WHEN_BUSY, TUNED_16BIT,
+                                                   SSDTuning, fused_programs_per_head, state_programs_per_head)
+
+OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
+
+# The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
+# it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
+FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "STATE_NUM_WARPS", "SPLIT_DIAGONAL",
+                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM"})
+
+
+def is_tile_size(n: int) -> bool:
+    """tl.arange needs powers of two and tl.dot tiles of at least 16."""
+    return n >= 16 and n & (n - 1) == 0
+
+
+def misfits(head_dim: int, state: int, chunk: int) -> list[str]:
+    """The names of the sizes the kernels cannot tile (head_dim, state, chunk), in that order."""
+    return [name for name, size in (("head_dim", head_dim), ("state", state), ("chunk", chunk))
+            if not is_tile_size(size)]
+
+
+def fits(head_dim: int, state: int, chunk: int) -> str | None:
+    """None when the kernels take a scan of these sizes, else why not (for `mixc check` and errors)."""
+    sizes = dict(head_dim=head_dim, state=state, chunk=chunk)
+    bad = [f"{name} {sizes[name]}" for name in misfits(head_dim, state, chunk)]
+    if not bad:
+        return None
+    return f"{' and '.join(bad)}: the generated SSD kernels need powers of two >= 16"
+
+
+def nearest_tile_sizes(n: int) -> str:
+    """The tile sizes either side of n, for a hint: `state = 16 or 32`."""
+    below = max(16, 1 << max(0, n.bit_length() - 1))
+    above = max(16, 1 << (n - 1).bit_length())
+    return str(below) if below == above else f"{below} or {above}"
+
+
+@dataclass(frozen=True)
+class ScanSizes:
+    """Everything the kernels are specialised on but the tiles: P (value dim), N (state), Q (chunk), heads H
+    and groups G, whether a decay, dt (x scaled by dt inside) and a skip D come in, and the state flags."""
+
+    head_dim: int
+    state: int
+    chunk: int
+    heads: int
+    groups: int
+    decays: bool
+    has_dt: bool = False
+    has_D: bool = False
+    initial_state: bool = False
+    final_state: bool = False
+
+
+@dataclass(frozen=True)
+class ScanVariant:
+    """One choice of constants: the launcher takes it for batches of at least `min_batch` sequences (up to the
+    next variant's), `rule` saying so in words. backward is None for a forward that saves nothing."""
+
+    min_batch: int
+    forward: dict
+    backward: dict | None
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """A scan's variants per (operand, needs_grad): operand the inputs' dtype ("fp32", "bf16", "fp16"),
+    needs_grad whether the forward saves for a backward. Each tuple is sorted by min_batch, the first at 1."""
+
+    sizes: ScanSizes
+    variants: dict
+
+    def select(self, operand: str, needs_grad: bool, batch: int) -> ScanVariant:
+        chosen = None
+        for variant in self.variants[operand, needs_grad]:
+            if variant.min_batch > batch:
+                break
+            chosen = variant
+        return chosen
+
+
+def tunings_by_batch(sizes: ScanSizes, operand: str, needs_grad: bool,
+                     multiprocessors: int | None) -> list[tuple[int, SSDTuning, str]]:
+    """The measured tunings (tuning.py) a scan takes, as (min_batch, tuning, rule) from the smallest batch up.
+    The split tiles of SPLIT_WHEN_BUSY take a training forward once its state passing has a program for every
+    multiprocessor; without multiprocessors (the interpreter) the small-batch choice is the only one."""
+    if operand == "fp32":
+        return [(1, FP32_TUNING, "")]
+    key = (sizes.head_dim, sizes.state)
+    tuned = TUNED_16BIT.get(key, DEFAULT_TUNING)
+    split = SPLIT_WHEN_BUSY.get(key)
+    if split is None or not needs_grad or multiprocessors is None:
+        return [(1, tuned, "")]
+    programs = _programs(state_programs_per_head(split, *key))
+    threshold = ceil_div(multiprocessors, sizes.heads * state_programs_per_head(split, *key))
+    if threshold <= 1:
+        return [(1, split, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
+    return [(1, tuned, f"{programs} state-passing programs < {multiprocessors} multiprocessors"),
+            (threshold, split, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
+
+
+def _programs(tiles_per_head: int) -> str:
+    return "b*H" if tiles_per_head == 1 else f"b*H*{tiles_per_head}"
+
+
+def forms_by_batch(sizes: ScanSizes, tuning: SSDTuning, multiprocessors: int | None) -> list[tuple[int, bool, str]]:
+    """(min_batch, fused, rule) for a tuning: its own form, else fused once its b * H * P / block_p programs
+    reach a quarter of the multiprocessors. On the H100 at L=4096, P=64, N=128
+    (results/ssd_h100_2026-11-28_session4.log, "forms") the fused form was faster from b=2 (64 programs: 0.29
+    against 0.39 ms) up, and level at b=1 (32 programs), where the split form is latency-bound too. Without
+    multiprocessors (the interpreter) the split form is the default."""
+    if tuning.fused is not None:
+        return [(1, tuning.fused, "")]
+    if multiprocessors is None:
+        return [(1, False, "")]
+    per_head = fused_programs_per_head(tuning, sizes.head_dim)
+    threshold = ceil_div(multiprocessors, 4 * sizes.heads * per_head)
+    programs = _programs(per_head)
+    fused_rule = f"{programs} fused programs >= {multiprocessors} multiprocessors / 4"
+    if threshold <= 1:
+        return [(1, True, fused_rule)]
+    return [(1, False, f"{programs} fused programs < {multiprocessors} multiprocessors / 4"),
+            (threshold, True, fused_rule)]
+
+
+def plan_scan(sizes: ScanSizes, multiprocessors: int | None, tuning: SSDTuning | None = None) -> ScanPlan:
+    """Every variant of a scan on a GPU with `multiprocessors` (None: the interpreter). tuning: one tuning for
+    every operand and regime (benchmarks and tests) instead of the measured ones."""
+    reason = fits(sizes.head_dim, sizes.state, sizes.chunk)
+    if reason is not None:
+        raise ValueError(reason)
+    variants = {}
+    for operand in OPERANDS:
+        for needs_grad in (True, False):
+            tunings = ([(1, tuning, "")] if tuning is not None
+                       else tunings_by_batch(sizes, operand, needs_grad, multiprocessors))
+            variants[operand, needs_grad] = _variants(sizes, operand, needs_grad, tunings, multiprocessors)
+    return ScanPlan(sizes, variants)
+
+
+def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[ScanVariant, ...]:
+    """The tunings' batch ranges crossed with each one's forms: one variant per range, same constants merged."""
+    out: list[ScanVariant] = []
+    ends = [start for start, _, _ in tunings[1:]] + [None]
+    for (start, tuning, tuning_rule), end in zip(tunings, ends):
+        for form_start, fused, form_rule in forms_by_batch(sizes, tuning, multiprocessors):
+            if end is not None and form_start >= end:
+                continue
+            forward, backward = scan_constants(sizes, operand, tuning, fused, needs_grad)
+            rule = " and ".join(r for r in (tuning_rule, form_rule) if r)
+            variant = ScanVariant(max(start, form_start), forward, backward if needs_grad else None, rule)
+            if out and out[-1].forward == forward and out[-1].backward == variant.backward:
+                continue
+            out.append(variant)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, fused: bool, needs_grad: bool):
+    backward_tuning = tuning.backward or tuning
+    backward = direction_constants(sizes, operand, backward_tuning)
+    forward = direction_constants(sizes, operand, tuning, readers_block_q=backward["SCORE_BLOCK"], fused=fused,
+                                  saves_for_backward=needs_grad)
+    return forward, backward
+
+
+def scan_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, fused: bool,
+                   needs_grad: bool = True) -> tuple[dict, dict]:
+    """The forward's and the backward's constants: the backward reads the forward's scores in blocks of its
+    own SCORE_BLOCK (>= its BLOCK_Q), so the forward writes blocks at least that large: an unwritten corner of
+    a block would reach a product as garbage. The dicts are shared between calls: read them, never change them."""
+    return _cached_constants(sizes, operand, tuning, fused, needs_grad)
+
+
+def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, readers_block_q: int = 0,
+                        fused: bool | None = None, saves_for_backward: bool = True) -> dict:
+    """The template constants of one direction's kernels: everything they are specialised on.
+    readers_block_q: the largest block in which the other direction reads this one's scores (the
+    backward reads the forward's), so SCORE_BLOCK covers it too. fused, saves_for_backward: the
+    forward's form, and whether it writes what the backward reads (the split form always does);
+    None for the backward, which has one form."""
+    head_dim, state_size, chunk_len = sizes.head_dim, sizes.state, sizes.chunk
+    block_p, block_q = min(tuning.block_p, head_dim), min(tuning.block_q, chunk_len)
+    block_n = min(tuning.block_n, state_size)
+    # A whole (N, block_p) state beside a larger output block crowds shared memory past N = 128.
+    output_block_n = min(tuning.output_block_n or (state_size if state_size <= 128 else 64), state_size)
+    state_block_q = min(tuning.state_block_q or block_q, chunk_len)
+    # The backward's dx programs take their own steps (dx_block_q) and read the scores in blocks that large.
+    dx_block_q = min(tuning.dx_block_q or block_q, chunk_len) if fused is None else block_q
+    score_block = min(max(tuning.block_s or block_q, block_q, dx_block_q, readers_block_q), chunk_len)
+    operand = tuning.operand or operand
+    if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q,
+                                                 output_block_n, dx_block_q)):
+        raise ValueError(f"tuning.block_p = {tuning.block_p}, block_q = {tuning.block_q}, block_n = "
+                         f"{tuning.block_n}, block_s = {tuning.block_s}, state_block_q = {tuning.state_block_q}, "
+                         f"output_block_n = {tuning.output_block_n} and dx_block_q = {tuning.dx_block_q} must be "
+                         "powers of two >= 16")
+    heads_per_group = sizes.heads // sizes.groups
+    constants = dict(
+        P=head_dim, N=state_size, Q=chunk_len, HEADS_PER_GROUP=heads_per_group,
+        DECAY="data" if sizes.decays else "none", HAS_DT=sizes.has_dt, HAS_D=sizes.has_D,
+        HAS_INITIAL_STATE=sizes.initial_state, RETURN_FINAL_STATE=sizes.final_state,
+        OPERAND=operand,
+        # Only fp32 operands have a precision to choose; "none" keeps 16-bit modules from splitting on it.
+        DOT_PRECISION=(tuning.dot_precision or "tf32x3") if operand == "fp32" else "none",
+        BLOCK_P=block_p, BLOCK_Q=block_q, BLOCK_N=block_n, SCORE_BLOCK=score_block,
+        NUM_WARPS=tuning.num_warps, NUM_STAGES=tuning.num_stages, SPLIT_DIAGONAL=tuning.split_diagonal,
+        STATE_BLOCK_Q=state_block_q, STATE_NUM_STAGES=tuning.state_num_stages or tuning.num_stages,
+        STATE_NUM_WARPS=tuning.state_num_warps or tuning.num_warps,
+        OUTPUT_BLOCK_N=output_block_n,
+        # Heads of one group per output (and dx) program: a divisor of the heads per group.
+        HEADS_PER_PROGRAM=math.gcd(max(1, tuning.heads_per_program), heads_per_group),
+    )
+    if tuning.max_registers is not None:  # absent rather than None: constants are ints, bools and words
+        if not 24 <= tuning.max_registers <= 255:
+            raise ValueError(f"tuning.max_registers = {tuning.max_registers} must be 24 to 255 (a thread's registers "
+                             "on NVIDIA GPUs), or None for ptxas's choice")
+        constants["MAX_REGISTERS"] = tuning.max_registers
+    if fused is None:  # the backward: one form
+        # Past N = 128 the dB kernel's (BLOCK_Q, N) fp32 product per head spills: by default its heads' terms
+        # accumulate on the tensor cores instead and (decay) the dx kernel forms the leaving state's dcum shares
+        # (SSDTuning.leaving_share_in_dx). At P=128, N=256, L=4096 on the H200: dB 0.70 -> 0.39 ms, dx 0.72 ->
+        # 0.91, fwd+bwd 3.69 -> 3.55; at N = 128 dx's cost outweighs dB's gain (fwd+bwd +6%;
+        # results/ssd_h200_2026-11-28_session8_ab.log, call 5).
+        share_in_dx = tuning.leaving_share_in_dx
+        constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
+        constants["DX_BLOCK_Q"] = dx_block_q
+        return constants
+    constants.update(FUSED=fused, SAVES_FOR_BACKWARD=saves_for_backward or not fused)
+    if not fused:  # the launcher's choice: only the split form has a state passing to overlap
+        constants["SIDE_STREAM_SCORES"] = tuning.side_stream_scores
+    if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
+        unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
+        constants = {name: value for name, value in constants.items() if name not in unread}
+    return constants
+
+
+FORWARD_TEMPLATE, BACKWARD_TEMPLATE = "ssd_forward.py.jinja", "ssd_backward.py.jinja"
+
+
+def scan_calls(plan: ScanPlan, operand: str, needs_grad: bool) -> list[KernelCall]:
+    """The specialisations a scan renders at one operand and regime, each forward with its batch rule;
+    variants that share their backward list it once."""
+    variants = plan.variants[operand, needs_grad]
+    calls: list[KernelCall] = []
+    for variant in variants:
+        when = variant.rule if len(variants) > 1 else ""
+        calls.append(KernelCall(FORWARD_TEMPLATE, tuple(sorted(variant.forward.items())), when))
+        if variant.backward is not None:
+            backward = KernelCall(BACKWARD_TEMPLATE, tuple(sorted(variant.backward.items())))
+            if backward not in calls:
+                calls.append(backward)
+    return calls
+
+
+@dataclass(frozen=True)
+class ScanLayerPlan:
+    """The plan entry a layer on the SSD kernels receives: its scans' plans (Hydra's two directions share one;
+    linear attention has values and normaliser) and its fused output norm's constants (None: no norm)."""
+
+    scans: tuple
+    norm: dict | None = None
