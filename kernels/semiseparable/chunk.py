@@ -145,7 +145,7 @@ def ssd_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state,
         # accumulate on the tensor cores instead and (decay) the dx kernel forms the leaving state's dcum shares
         # (SSDTuning.leaving_share_in_dx). At P=128, N=256, L=4096 on the H200: dB 0.70 -> 0.39 ms, dx 0.72 ->
         # 0.91, fwd+bwd 3.69 -> 3.55; at N = 128 dx's cost outweighs dB's gain (fwd+bwd +6%;
-        # results/ssd_h200_2026-11-28_session8_ab.log, call 5).
+        # results/ssd_h200_2026-11-28_2fbaeeb_ab.log, call 5).
         share_in_dx = tuning.leaving_share_in_dx
         constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
         constants["DX_BLOCK_Q"] = dx_block_q
