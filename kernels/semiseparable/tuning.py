@@ -136,7 +136,7 @@ _N256_P128 = dataclasses.replace(_N256, max_registers=168, num_stages=3, backwar
 # spilled against 20 at 2). On the H200, training forward 0.433 -> 0.410 ms at L=4096, P=128 and 0.452 -> 0.409 at
 # P=64; inference 0.385 -> 0.370 at P=128 (results/ssd_h200_2026-11-28_84e9aa6_ab.log, call 1, which also checks
 # bf16 fused and split against the reference at odd lengths). At N = 128 it was slower, 0.354 -> 0.541 at P=64
-# (session 10's A/B, call 6). The split form, run where b * H is small, takes 3 stages there too.
+# (ssd_h200_2026-11-28_5764564_ab.log, call 6). The split form, run where b * H is small, takes 3 stages there too.
 TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
     (64, 64): dataclasses.replace(_P64, num_stages=3),
     (64, 128): _P64,
