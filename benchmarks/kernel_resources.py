@@ -112,7 +112,7 @@ def hottest_loop(sass: str) -> int:
     """Instructions in the longest innermost loop of a kernel's SASS (nvdisasm -c), 0 without a loop.
 
     An issue-bound kernel's time follows its loop's instruction count: with two 4-warp programs a
-    multiprocessor there is little else to hide each instruction's latency behind (session 7: the fused
+    multiprocessor there is little else to hide each instruction's latency behind (538874e: the fused
     walk at P=128, N=64, --no-skip --inference, went from 1121 to 834 and ran 24% faster)."""
     labels, loops, count = {}, [], 0
     for line in sass.splitlines():

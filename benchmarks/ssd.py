@@ -134,10 +134,10 @@ FORWARD_TUNINGS = [
     dict(block_p=32, block_q=64, num_warps=4, num_stages=2, fused=True),
     dict(block_p=64, block_q=64, num_warps=8, num_stages=2, fused=True),
     # C h^T in 64-entry pieces of the state (output_block_n), so 64-step output blocks fit at N = 256, P = 128;
-    # the N = 256 picks (session 5; 8 warps and 128-step output blocks were slower there)
+    # the N = 256 picks (2026-11-28, cf4c461; 8 warps and 128-step output blocks were slower there)
     dict(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
     dict(block_p=64, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False),
-    # 8 warps capped at 128 registers, so two programs share a multiprocessor (ptxas offline, session 6: the
+    # 8 warps capped at 128 registers, so two programs share a multiprocessor (ptxas offline at cc4a62c: the
     # output kernel 116-126 registers, the fused walk at 32-step blocks 128, neither spilling); unmeasured
     dict(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3, fused=False,
          num_warps=8, max_registers=128, state_num_warps=4),
@@ -152,7 +152,7 @@ BACKWARD_TUNINGS = [
     dict(block_p=64, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64),
     # the N = 256 pick on 8 warps, its state passing on 4: at 4 warps dC and dB there spill at 255 registers and
     # their 145 KB of shared memory leave one program a multiprocessor; at 8 warps none spills (ptxas offline,
-    # session 6); unmeasured
+    # at 1b0ced3); unmeasured
     dict(block_p=128, block_q=32, block_n=64, num_stages=3, block_s=64, output_block_n=64, num_warps=8,
          state_num_warps=4),
 ]

@@ -125,7 +125,7 @@ def _programs(tiles_per_head: int) -> str:
 def forms_by_batch(sizes: ScanSizes, tuning: SSDTuning, multiprocessors: int | None) -> list[tuple[int, bool, str]]:
     """(min_batch, fused, rule) for a tuning: its own form, else fused once its b * H * P / block_p programs
     reach a quarter of the multiprocessors. On the H100 at L=4096, P=64, N=128
-    (results/ssd_h100_2026-11-28_session4.log, "forms") the fused form was faster from b=2 (64 programs: 0.29
+    (results/ssd_h100_2026-11-28_1a4f531.log, "forms") the fused form was faster from b=2 (64 programs: 0.29
     against 0.39 ms) up, and level at b=1 (32 programs), where the split form is latency-bound too. Without
     multiprocessors (the interpreter) the split form is the default."""
     if tuning.fused is not None:
@@ -240,7 +240,7 @@ def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, reade
         # accumulate on the tensor cores instead and (decay) the dx kernel forms the leaving state's dcum shares
         # (SSDTuning.leaving_share_in_dx). At P=128, N=256, L=4096 on the H200: dB 0.70 -> 0.39 ms, dx 0.72 ->
         # 0.91, fwd+bwd 3.69 -> 3.55; at N = 128 dx's cost outweighs dB's gain (fwd+bwd +6%;
-        # results/ssd_h200_2026-11-28_session8_ab.log, call 5).
+        # results/ssd_h200_2026-11-28_2fbaeeb_ab.log, call 5).
         share_in_dx = tuning.leaving_share_in_dx
         constants["LEAVING_SHARE_IN_DX"] = state_size > 128 if share_in_dx is None else share_in_dx
         constants["DX_BLOCK_Q"] = dx_block_q
