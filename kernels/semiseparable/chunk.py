@@ -21,7 +21,8 @@ from triton.runtime.errors import OutOfResources, PTXASError
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div
 from composer.kernels.semiseparable.tiles import is_tile_size
-from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning, fused_pays, fused_programs_per_head
+from composer.kernels.semiseparable.tuning import (SSDTuning, default_tuning, fused_pays, fused_programs_per_head,
+                                                  fused_segments)
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -229,6 +230,20 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         with side_stream(x.device) if beside else contextlib.nullcontext():
             launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
                    **sizes)
+    if constants["FUSED"] and constants.get("SEGMENTS", 1) > 1:
+        segments = constants["SEGMENTS"]
+        entering = _segment_entering_states(constants, x, dt, log_a, B, initial_state)
+        segment_len = L // segments
+        views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B, C, y)]
+        walk_final = x.new_empty(b * segments, H, P, N) if final_state is not None else None
+        launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b * segments, H, G, n_chunks).head_p_tile, options,
+               x_ptr=views[0], dt_ptr=views[1], log_a_ptr=views[2], B_ptr=views[3], C_ptr=views[4], y_ptr=views[5],
+               D_ptr=D, states_ptr=states, initial_state_ptr=entering, final_state_ptr=walk_final,
+               seq_len=segment_len, n_heads=H, n_chunks=n_chunks // segments,
+               n_blocks=ceil_div(segment_len, constants["BLOCK_Q"]))
+        if final_state is not None:  # the last segment's leaving state
+            final_state.copy_(walk_final.view(b, segments, H, P, N)[:, -1])
+        return y, final_state, scores, states, cum
     if constants["FUSED"]:
         launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
@@ -242,6 +257,54 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
            scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum
+
+
+@functools.lru_cache(maxsize=64)
+def segment_state_constants(forward_items: tuple) -> dict:
+    """The split forward's constants for the state passing that a segmented fused walk runs first (its
+    SEGMENTS > 1): each segment's leaving state from a zero state, in fp32, one program per head and
+    BLOCK_P columns of the whole (N, BLOCK_P) state, as the walk holds it. Built from the walk's constants."""
+    walk = dict(forward_items)
+    keep = ("P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "HAS_DT", "OPERAND", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q")
+    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=False, RETURN_FINAL_STATE=True,
+                BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
+                NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
+                STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
+                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False)
+
+
+def _segment_entering_states(constants: dict, x, dt, log_a, B, initial_state):
+    """The state entering each of the walk's SEGMENTS segments, (b * SEGMENTS, H, P, N) fp32: each segment's
+    leaving state from zero (the split form's state_passing_fwd over the segments as a batch, its per-chunk
+    states to scratch), then h_{k+1} = exp(total_k) h_k + leaving_k over the segments, h_0 the initial state."""
+    segments = constants["SEGMENTS"]
+    b, L, H, P = x.shape
+    N = B.shape[3]
+    state_constants = segment_state_constants(tuple(constants.items()))
+    kernels = load_kernel_once("ssd_forward.py.jinja", state_constants, HEADER)
+    segment_len, Q = L // segments, constants["Q"]
+    sizes = dict(seq_len=segment_len, n_heads=H, n_chunks=segment_len // Q)
+    views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B)]
+    grids = Grids.of(state_constants, b * segments, H, B.shape[2], segment_len // Q)
+    cum = None
+    if log_a is not None:
+        cum = x.new_empty(b * segments, H, segment_len // Q, Q, dtype=torch.float32)
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=views[2],
+               cum_ptr=cum, **sizes)
+    scratch = x.new_empty(b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+    leaving = x.new_empty(b, segments, H, P, N, dtype=torch.float32)
+    launch(kernels.state_passing_fwd, grids.state_tile, launch_options(state_constants, state_passing=True),
+           x_ptr=views[0], dt_ptr=views[1], cum_ptr=cum, B_ptr=views[3], states_ptr=scratch, final_state_ptr=leaving,
+           **sizes)
+    entering = torch.empty_like(leaving)
+    state = x.new_zeros(b, H, P, N, dtype=torch.float32) if initial_state is None else initial_state.float()
+    decays = None if log_a is None else log_a.float().view(b, segments, segment_len, H).sum(2).exp()
+    for segment in range(segments):
+        entering[:, segment] = state
+        if segment < segments - 1:
+            decayed = state if decays is None else decays[:, segment, :, None, None] * state
+            state = decayed + leaving[:, segment]
+    return entering.view(b * segments, H, P, N)
 
 
 def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
@@ -341,27 +404,38 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     a backward will run, so the forward must save what it reads. The dicts are shared between calls
     with the same facts (every forward and backward asks): read them, never change them."""
     fused = tuning.fused
+    b, L, H, P = x.shape
+    programs = b * H * fused_programs_per_head(tuning, P)
     if fused is None:
-        b, _, H, P = x.shape
-        fused = fused_pays(b * H * fused_programs_per_head(tuning, P), x.device)
+        fused = fused_pays(programs, x.device)
+    segments = 1
+    if fused:
+        segments = tuning.segments or fused_segments(programs, L, chunk_len, x.device)
+        if segments < 1 or (segments > 1 and L % (segments * chunk_len)):
+            raise ValueError(f"tuning.segments = {tuning.segments} must divide L = {L} into whole chunks of "
+                             f"{chunk_len}, or be None")
     return _constants_for(tuple(x.shape[2:]), x.dtype, tuple(B.shape[2:]), B.dtype, log_a is not None, chunk_len,
-                          has_initial_state, return_final_state, tuning, has_dt, has_D, needs_grad, fused)
+                          has_initial_state, return_final_state, tuning, has_dt, has_D, needs_grad, fused, segments)
 
 
 @functools.lru_cache(maxsize=256)
 def _constants_for(x_heads_dim: tuple, x_dtype, B_groups_dim: tuple, B_dtype, decays: bool, chunk_len: int,
                    has_initial_state: bool, return_final_state: bool, tuning: SSDTuning, has_dt: bool, has_D: bool,
-                   needs_grad: bool, fused: bool) -> tuple[dict, dict]:
-    """`call_constants` from the facts the constants depend on (not the batch or the length)."""
+                   needs_grad: bool, fused: bool, segments: int = 1) -> tuple[dict, dict]:
+    """`call_constants` from the facts the constants depend on (the batch and the length only through the
+    fused walk's segments: past one, its kernel starts every segment from a given state)."""
     x = torch.empty(1, 1, *x_heads_dim, dtype=x_dtype, device="meta")
     B = torch.empty(1, 1, *B_groups_dim, dtype=B_dtype, device="meta")
     log_a = torch.empty(1, 1, x_heads_dim[0], device="meta") if decays else None
     backward = tuning.backward or tuning
     flags = (has_initial_state, return_final_state)
     backward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, backward, has_dt, has_D=has_D)
-    forward_constants = ssd_constants(x, log_a, B, chunk_len, *flags, tuning, has_dt,
+    walk_flags = (True, return_final_state) if segments > 1 else flags
+    forward_constants = ssd_constants(x, log_a, B, chunk_len, *walk_flags, tuning, has_dt,
                                       readers_block_q=backward_constants["SCORE_BLOCK"], has_D=has_D, fused=fused,
                                       saves_for_backward=needs_grad)
+    if segments > 1:  # read by the launcher alone; absent at one, so those modules stay as they were
+        forward_constants["SEGMENTS"] = segments
     return forward_constants, backward_constants
 
 

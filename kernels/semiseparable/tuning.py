@@ -58,6 +58,9 @@ class SSDTuning:
     dx_block_q   backward only: steps per dx program (chunk_scan_bwd_dx), which reads the chunk's (N, block_p)
                  state gradient once per program; None: block_q. dC and dB hold (block_q, N) fp32 products, so
                  past N = 128 they keep smaller blocks than dx can take.
+    segments     fused forward only: the walk splits each sequence into this many segments of whole chunks,
+                 walked side by side from their entering states (`fused_segments`); None: `fused_segments`
+                 picks. A given count must divide the sequence into whole chunks.
     side_stream_scores  split forward only, on CUDA: chunk_scores_fwd runs on a second stream beside
                  state_passing_fwd, which does not read the scores, and chunk_scan_fwd waits for both. The state
                  passing's programs are few and long, so the scores fill multiprocessors they leave idle.
@@ -83,6 +86,7 @@ class SSDTuning:
     leaving_share_in_dx: bool | None = None
     dx_block_q: int | None = None
     side_stream_scores: bool = False
+    segments: int | None = None
     backward: "SSDTuning | None" = None
 
 
@@ -218,3 +222,27 @@ def fused_pays(programs: int, device: torch.device) -> bool:
     b=1 (32 programs), where the split form is latency-bound too. Off CUDA (the interpreter) the split
     form is the default."""
     return device.type == "cuda" and 4 * programs >= multiprocessors(device)
+
+
+# The fused walk runs one program per head and block_p columns through the whole sequence, two programs a
+# multiprocessor; b * H * P // block_p = 256 programs (b=8, H=32, P=64) nearly fill the H200's 264 slots. At long
+# sequences and small batches they do not: b=2, L=32768, H=32, P=64, N=128 (64 programs) took 1.58 ms (G=8) and
+# 1.55 ms (G=1) of inference against 0.54 ms for the same tokens at b=8, L=8192, and mamba_ssm's 1.46 ms there
+# (results/ssd_h200_2026-12-01_af622cc_groups_probe.log). So the walk splits the sequence into segments until
+# 1.5 programs a multiprocessor run, each segment at least SEGMENT_MIN_CHUNKS chunks long (a guess, unmeasured:
+# each segment adds a state-passing pass over its inputs first).
+SEGMENT_MIN_CHUNKS = 4
+
+
+def fused_segments(programs: int, seq_len: int, chunk_len: int, device: torch.device) -> int:
+    """Segments of the sequence the fused walk runs side by side (a power of two): doubled while `programs`
+    fused programs times the segments stay under 1.5 per multiprocessor and each segment keeps whole chunks,
+    SEGMENT_MIN_CHUNKS or more. Off CUDA, one."""
+    if device.type != "cuda":
+        return 1
+    segments = 1
+    while (2 * programs * segments < 3 * multiprocessors(device)
+           and seq_len % (2 * segments * chunk_len) == 0
+           and seq_len // (2 * segments * chunk_len) >= SEGMENT_MIN_CHUNKS):
+        segments *= 2
+    return segments
