@@ -632,15 +632,16 @@ def test_segmented_walk_takes_dt_and_skip_as_the_whole_walk():
 
 
 def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle(monkeypatch):
-    """b * H * P // block_p walk programs: 256 (b=8, H=32, P=64) keep one segment; 64 (b=2) take four, each
-    of whole chunks, at least SEGMENT_MIN_CHUNKS; off CUDA one."""
+    """b * H * P // block_p walk programs: 256 (b=8, H=32, P=64) and 128 keep one segment; 64 (b=2) take
+    four, each of whole chunks, at least SEGMENT_MIN_CHUNKS; off CUDA one."""
     from composer.kernels.semiseparable import tuning
 
     monkeypatch.setattr(tuning, "multiprocessors", lambda device: 132)
     cuda = torch.device("cuda", 0)
     assert tuning.fused_segments(256, 8192, 256, cuda) == 1
     assert tuning.fused_segments(64, 32768, 256, cuda) == 4
-    assert tuning.fused_segments(128, 16384, 256, cuda) == 2
+    assert tuning.fused_segments(128, 16384, 256, cuda) == 1  # past half the multiprocessors
+    assert tuning.fused_segments(66, 32768, 256, cuda) == 4 and tuning.fused_segments(67, 32768, 256, cuda) == 1
     assert tuning.fused_segments(64, 2048, 256, cuda) == 2  # 4 chunks a segment at most two segments
     assert tuning.fused_segments(64, 32768 + 256, 256, cuda) == 1  # 129 chunks split into no whole halves
     assert tuning.fused_segments(64, 32768, 256, torch.device("cpu")) == 1
