@@ -3,7 +3,7 @@
     python benchmarks/compare_tunings.py LABEL SHAPES [TUNINGS] [--over-default] [--modes train_fwd,inference]
         [--kernels]
 
-SHAPES: comma-separated LxPxN at b=8, H=32, one group (as ssd.py's --shapes). TUNINGS: a JSON list of
+SHAPES: comma-separated LxPxN at b=8, H=32, one group, or LxPxNxG[@b] (as ssd.py's --shapes). TUNINGS: a JSON list of
 SSDTuning fields, `null` for the default tuning of the call (which may differ between training and
 inference); default `[null]`. Each candidate's fields make a fresh SSDTuning over the shape's default
 backward; with --over-default they override the shape's default tuning instead. A "backward" entry

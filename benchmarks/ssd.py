@@ -340,15 +340,30 @@ def run_checks(results, with_peer: bool = True) -> None:
 
 
 def parse_shapes(text: str) -> list[tuple]:
-    """'4096x64x128,2048x128x256' (LxPxN) as (b, L, H, P, G, N) at b=8, H=32, one group."""
-    return [(8, L, 32, P, 1, N) for L, P, N in (map(int, s.split("x")) for s in text.split(",") if s)]
+    """Comma-separated shapes as (b, L, H, P, G, N), H = 32: 'LxPxN' at b=8 and one group, 'LxPxNxG' with G
+    groups of B and C (a divisor of H), and either with '@b' for the batch: '4096x64x128,32768x64x128x8@2'."""
+    shapes = []
+    for item in filter(None, text.split(",")):
+        sizes, _, batch = item.partition("@")
+        L, P, N, *groups = map(int, sizes.split("x"))
+        if len(groups) > 1 or 32 % (groups or [1])[0]:
+            raise ValueError(f"shape {item!r}: expected LxPxN or LxPxNxG (G dividing H = 32), optionally @b")
+        shapes.append((int(batch or 8), L, 32, P, (groups or [1])[0], N))
+    return shapes
+
+
+# The table's rows beside the main shape: b=8, one group, L 2048-8192; and (--groups-table) eight groups of B
+# and C (four heads a group) at long lengths, the batch shrinking as L grows so each row holds 64Ki tokens.
+TABLE = [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)]
+GROUPS_TABLE = [(b, L, 32, P, 8, N) for L, b in ((8192, 8), (16384, 4), (32768, 2)) for P in (64, 128)
+                for N in (64, 128, 256)]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one timing shape")
     parser.add_argument("--profile", action="store_true", help="each kernel's mean device time (ms) in a forward+backward at the main shape, ours and the peer's")
-    parser.add_argument("--profile-shapes", help="per-kernel times at these comma-separated LxPxN (b=8, H=32)")
+    parser.add_argument("--profile-shapes", help="per-kernel times at these shapes (as --shapes)")
     parser.add_argument("--sweep", action="store_true", help="try the tunings below at --sweep-length for each (P, N)"
                         " of --sweep-sizes first, then time every shape with the fastest found for its (P, N)")
     parser.add_argument("--sweep-sizes", default="64x128", help="comma-separated PxN, e.g. 64x128,128x128")
@@ -359,7 +374,10 @@ def main():
     parser.add_argument("--backward-tunings", type=json.loads, default=BACKWARD_TUNINGS,
                         help="the sweep's backward tilings as a JSON list of SSDTuning fields")
     parser.add_argument("--no-timings", action="store_true", help="skip the timing table (sweep or checks only)")
-    parser.add_argument("--shapes", help="time only these comma-separated LxPxN at b=8, H=32, e.g. 2048x64x64")
+    parser.add_argument("--shapes", help="time only these comma-separated LxPxN (b=8, H=32, one group) or "
+                        "LxPxNxG (G groups), each optionally @b (batch b), e.g. 2048x64x64,32768x64x128x8@2")
+    parser.add_argument("--groups-table", action="store_true", help="time GROUPS_TABLE's rows (G=8, L 8192-32768) "
+                        "after the table's; with --quick or --shapes, after those alone")
     parser.add_argument("--no-checks", action="store_true", help="time only (the checks run last)")
     parser.add_argument("--no-peer-checks", action="store_true", help="check ours alone: the peer's checks "
                         "autotune its kernels at each check shape, minutes of device time")
@@ -398,8 +416,9 @@ def main():
     if args.shapes:
         shapes = parse_shapes(args.shapes)
     elif not args.quick and not args.no_timings:
-        shapes += [(8, L, 32, P, 1, N) for L in (2048, 4096, 8192) for P in (64, 128) for N in (64, 128, 256)
-                   if (L, P, N) != (4096, 64, 128)]
+        shapes += [shape for shape in TABLE if shape != main_shape]
+    if args.groups_table:
+        shapes += GROUPS_TABLE
     for shape in shapes:
         a = inputs(*shape, dtype=torch.bfloat16, seed=0)
         tuning = picked.get((shape[3], shape[5]))

@@ -160,6 +160,20 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
         with side_stream(x.device) if beside else contextlib.nullcontext():
             launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
                    **sizes)
+    if constants["FUSED"] and constants.get("SEGMENTS", 1) > 1:
+        segments = constants["SEGMENTS"]
+        entering = _segment_entering_states(constants, x, dt, log_a, B, initial_state)
+        segment_len = L // segments
+        views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B, C, y)]
+        walk_final = x.new_empty(b * segments, H, P, N) if final_state is not None else None
+        launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b * segments, H, G, n_chunks).head_p_tile, options,
+               x_ptr=views[0], dt_ptr=views[1], log_a_ptr=views[2], B_ptr=views[3], C_ptr=views[4], y_ptr=views[5],
+               D_ptr=D, states_ptr=states, initial_state_ptr=entering, final_state_ptr=walk_final,
+               seq_len=segment_len, n_heads=H, n_chunks=n_chunks // segments,
+               n_blocks=ceil_div(segment_len, constants["BLOCK_Q"]))
+        if final_state is not None:  # the last segment's leaving state
+            final_state.copy_(walk_final.view(b, segments, H, P, N)[:, -1])
+        return y, final_state, scores, states, cum
     if constants["FUSED"]:
         launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
                B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
@@ -173,6 +187,54 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
            scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
     return y, final_state, scores, states, cum
+
+
+@functools.lru_cache(maxsize=64)
+def segment_state_constants(forward_items: tuple) -> dict:
+    """The split forward's constants for the state passing that a segmented fused walk runs first (its
+    SEGMENTS > 1): each segment's leaving state from a zero state, in fp32, one program per head and
+    BLOCK_P columns of the whole (N, BLOCK_P) state, as the walk holds it. Built from the walk's constants."""
+    walk = dict(forward_items)
+    keep = ("P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "HAS_DT", "OPERAND", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q")
+    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=False, RETURN_FINAL_STATE=True,
+                BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
+                NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
+                STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
+                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False)
+
+
+def _segment_entering_states(constants: dict, x, dt, log_a, B, initial_state):
+    """The state entering each of the walk's SEGMENTS segments, (b * SEGMENTS, H, P, N) fp32: each segment's
+    leaving state from zero (the split form's state_passing_fwd over the segments as a batch, its per-chunk
+    states to scratch), then h_{k+1} = exp(total_k) h_k + leaving_k over the segments, h_0 the initial state."""
+    segments = constants["SEGMENTS"]
+    b, L, H, P = x.shape
+    N = B.shape[3]
+    state_constants = segment_state_constants(tuple(constants.items()))
+    kernels = load_kernel_once("ssd_forward.py.jinja", state_constants, HEADER)
+    segment_len, Q = L // segments, constants["Q"]
+    sizes = dict(seq_len=segment_len, n_heads=H, n_chunks=segment_len // Q)
+    views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B)]
+    grids = Grids.of(state_constants, b * segments, H, B.shape[2], segment_len // Q)
+    cum = None
+    if log_a is not None:
+        cum = x.new_empty(b * segments, H, segment_len // Q, Q, dtype=torch.float32)
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=views[2],
+               cum_ptr=cum, **sizes)
+    scratch = x.new_empty(b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+    leaving = x.new_empty(b, segments, H, P, N, dtype=torch.float32)
+    launch(kernels.state_passing_fwd, grids.state_tile, launch_options(state_constants, state_passing=True),
+           x_ptr=views[0], dt_ptr=views[1], cum_ptr=cum, B_ptr=views[3], states_ptr=scratch, final_state_ptr=leaving,
+           **sizes)
+    entering = torch.empty_like(leaving)
+    state = x.new_zeros(b, H, P, N, dtype=torch.float32) if initial_state is None else initial_state.float()
+    decays = None if log_a is None else log_a.float().view(b, segments, segment_len, H).sum(2).exp()
+    for segment in range(segments):
+        entering[:, segment] = state
+        if segment < segments - 1:
+            decayed = state if decays is None else decays[:, segment, :, None, None] * state
+            state = decayed + leaving[:, segment]
+    return entering.view(b * segments, H, P, N)
 
 
 def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
@@ -301,7 +363,7 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
     backward = variant.backward or plan.select(operand_of(x, B), True, x.shape[0]).backward
-    return variant.forward, backward
+    return variant.forward_constants(variant.segments(x.shape[0], x.shape[1])), backward
 
 
 def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
@@ -338,7 +400,8 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     elif plan.sizes != sizes:
         raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
-    constants, backward_constants = variant.forward, variant.backward
+    constants = variant.forward_constants(variant.segments(x.shape[0], x.shape[1]))
+    backward_constants = variant.backward
     contiguous = [None if t is None else t.contiguous() for t in inputs]
     if not needs_grad:  # inference: nothing to save, no autograd node
         y, final_state = _forward(constants, *contiguous)[:2]

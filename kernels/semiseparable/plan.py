@@ -9,6 +9,7 @@ backward follows and the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import KernelCall
 from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SPLIT_WHEN_BUSY, TUNED_16BIT,
-                                                   SSDTuning, fused_programs_per_head, state_programs_per_head)
+                                                   SSDTuning, fused_programs_per_head, fused_segments,
+                                                   state_programs_per_head)
 
 OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
 
@@ -71,14 +73,54 @@ class ScanSizes:
 
 
 @dataclass(frozen=True)
+class SegmentRule:
+    """When a fused walk splits each sequence into segments walked side by side (`tuning.fused_segments`):
+    from its programs per sequence, the chunk and the multiprocessors, or a count the tuning fixes."""
+
+    programs_per_sequence: int
+    chunk: int
+    multiprocessors: int | None
+    fixed: int | None = None
+
+    def count(self, batch: int, seq_len: int) -> int:
+        if self.fixed is None:
+            return fused_segments(batch * self.programs_per_sequence, seq_len, self.chunk, self.multiprocessors)
+        if self.fixed < 1 or (self.fixed > 1 and seq_len % (self.fixed * self.chunk)):
+            raise ValueError(f"tuning.segments = {self.fixed} must divide L = {seq_len} into whole chunks of "
+                             f"{self.chunk}, or be None")
+        return self.fixed
+
+
+@dataclass(frozen=True)
 class ScanVariant:
     """One choice of constants: the launcher takes it for batches of at least `min_batch` sequences (up to the
-    next variant's), `rule` saying so in words. backward is None for a forward that saves nothing."""
+    next variant's), `rule` saying so in words. backward is None for a forward that saves nothing. A fused
+    forward also has its walk in segments: `segmented` (the walk's constants when each segment starts from a
+    given state) and `segment_rule`, which the launcher asks with the batch and the length."""
 
     min_batch: int
     forward: dict
     backward: dict | None
     rule: str = ""
+    segmented: dict | None = None
+    segment_rule: SegmentRule | None = None
+
+    def segments(self, batch: int, seq_len: int) -> int:
+        return 1 if self.segment_rule is None else self.segment_rule.count(batch, seq_len)
+
+    def forward_constants(self, segments: int) -> dict:
+        """The forward's constants for a walk in `segments` (SEGMENTS is read by the launcher alone; absent at
+        one, so those modules stay as they are)."""
+        return self.forward if segments == 1 else _with_segments(self.segmented, segments)
+
+
+@functools.lru_cache(maxsize=64)
+def _segmented_items(items: tuple, segments: int) -> dict:
+    return dict(items, SEGMENTS=segments)
+
+
+def _with_segments(constants: dict, segments: int) -> dict:
+    return _segmented_items(tuple(constants.items()), segments)
 
 
 @dataclass(frozen=True)
@@ -167,7 +209,14 @@ def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[Sca
                 continue
             forward, backward = scan_constants(sizes, operand, tuning, fused, needs_grad)
             rule = " and ".join(r for r in (tuning_rule, form_rule) if r)
-            variant = ScanVariant(max(start, form_start), forward, backward if needs_grad else None, rule)
+            segmented = segment_rule = None
+            if fused:
+                entering = dataclasses.replace(sizes, initial_state=True)
+                segmented = scan_constants(entering, operand, tuning, fused, needs_grad)[0]
+                segment_rule = SegmentRule(sizes.heads * fused_programs_per_head(tuning, sizes.head_dim),
+                                           sizes.chunk, multiprocessors, tuning.segments)
+            variant = ScanVariant(max(start, form_start), forward, backward if needs_grad else None, rule,
+                                  segmented, segment_rule)
             if out and out[-1].forward == forward and out[-1].backward == variant.backward:
                 continue
             out.append(variant)

@@ -54,6 +54,9 @@ class SSDTuning:
     dx_block_q   backward only: steps per dx program (chunk_scan_bwd_dx), which reads the chunk's (N, block_p)
                  state gradient once per program; None: block_q. dC and dB hold (block_q, N) fp32 products, so
                  past N = 128 they keep smaller blocks than dx can take.
+    segments     fused forward only: the walk splits each sequence into this many segments of whole chunks,
+                 walked side by side from their entering states (`fused_segments`); None: `fused_segments`
+                 picks. A given count must divide the sequence into whole chunks.
     side_stream_scores  split forward only, on CUDA: chunk_scores_fwd runs on a second stream beside
                  state_passing_fwd, which does not read the scores, and chunk_scan_fwd waits for both. The state
                  passing's programs are few and long, so the scores fill multiprocessors they leave idle.
@@ -79,6 +82,7 @@ class SSDTuning:
     leaving_share_in_dx: bool | None = None
     dx_block_q: int | None = None
     side_stream_scores: bool = False
+    segments: int | None = None
     backward: "SSDTuning | None" = None
 
 
@@ -160,3 +164,32 @@ def fused_programs_per_head(tuning: SSDTuning, P: int) -> int:
 def state_programs_per_head(tuning: SSDTuning, P: int, N: int) -> int:
     """The split form's state-passing programs per head: one per (block_p, block_n) tile of the state."""
     return fused_programs_per_head(tuning, P) * (N // min(tuning.block_n, N))
+
+
+# The fused walk runs one program per head and block_p columns through the whole sequence, two programs a
+# multiprocessor; b * H * P // block_p = 256 programs (b=8, H=32, P=64) nearly fill the H200's 264 slots. At long
+# sequences and small batches they do not: b=2, L=32768, H=32, P=64, N=128 (64 programs) took 1.60 ms of inference
+# (G=8; 1.58 at G=1) against 0.54 ms for the same tokens at b=8, L=8192, and mamba_ssm's 1.46 there
+# (results/ssd_h200_2026-12-01_af622cc_groups_probe.log). In four segments (256 programs) it took 0.85 ms, the
+# training forward 2.25 -> 1.16 and fwd+bwd 5.67 -> 4.58; at G=1 0.83, 0.99 and 3.85 ms
+# (results/ssd_h200_2026-12-01_dc7b4b2_groups_segments.log). At 128 programs two segments were mixed: at b=4,
+# L=16384, P=64, N=128, G=8 inference level (0.84 -> 0.83 ms), training forward 1.26 -> 1.13; at b=2, L=32768,
+# P=128, N=64, G=8 slower, 0.96 -> 1.04 and 1.15 -> 1.21. So only a walk of at most one program per two
+# multiprocessors is split, into segments until 1.5 programs a multiprocessor run, each segment at least
+# SEGMENT_MIN_CHUNKS chunks long (a guess, unmeasured: each segment adds a state-passing pass over its inputs).
+SEGMENT_MIN_CHUNKS = 4
+
+
+def fused_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:
+    """Segments of the sequence the fused walk runs side by side (a power of two). One where `programs` fused
+    programs number more than half the multiprocessors; else doubled while programs times segments stay under
+    1.5 per multiprocessor and each segment keeps whole chunks, SEGMENT_MIN_CHUNKS or more. Without
+    multiprocessors (the interpreter), one."""
+    if multiprocessors is None or 2 * programs > multiprocessors:
+        return 1
+    segments = 1
+    while (2 * programs * segments < 3 * multiprocessors
+           and seq_len % (2 * segments * chunk_len) == 0
+           and seq_len // (2 * segments * chunk_len) >= SEGMENT_MIN_CHUNKS):
+        segments *= 2
+    return segments

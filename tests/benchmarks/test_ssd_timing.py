@@ -127,3 +127,14 @@ def test_profile_prints_each_sides_kernel_times_as_a_json_line(ssd, monkeypatch,
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" ", 2)[1] for line in lines] == ["composer", "mamba_ssm"]
     assert [json.loads(line[line.index("{"):]) for line in lines] == [{"kernel": 1.0}, {"kernel": 2.0}]
+
+
+def test_shapes_take_groups_and_a_batch_beside_the_old_syntax(ssd):
+    """'LxPxN' stays b=8 and one group; 'LxPxNxG' names the groups of B and C, '@b' the batch."""
+    assert ssd.parse_shapes("4096x64x128") == [(8, 4096, 32, 64, 1, 128)]
+    assert ssd.parse_shapes("32768x64x128x8@2,8192x128x256x8,2048x64x64@4,") == [
+        (2, 32768, 32, 64, 8, 128), (8, 8192, 32, 128, 8, 256), (4, 2048, 32, 64, 1, 64)]
+    for bad in ("4096x64x128x3", "4096x64x128x8x2"):  # 3 does not divide H = 32; too many sizes
+        with pytest.raises(ValueError, match="LxPxNxG"):
+            ssd.parse_shapes(bad)
+    assert all(shape[4] == 8 and shape[0] * shape[1] == 65536 for shape in ssd.GROUPS_TABLE)

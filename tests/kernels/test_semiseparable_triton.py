@@ -591,3 +591,55 @@ def test_inputs_whose_block_offsets_pass_int32_are_refused_before_any_kernel():
     with pytest.raises(ValueError, match=r"chunk_len \* max\(H \* P, G \* N\) = 2147483648 must stay below 2\*\*31"):
         chunk.check_inputs(torch.empty(1, 16, 2**17, 64, **meta), None, B, B, 256, None)
     chunk.check_inputs(torch.empty(1, 16, 2**16, 64, **meta), None, B, B, 256, None)
+
+
+@pytest.mark.parametrize("decay, use_h0, segments", [("data", True, 4), ("data", False, 2), ("none", True, 4)])
+def test_segmented_fused_walk_matches_reference(decay, use_h0, segments):
+    """The fused walk over segments side by side (tuning.segments): each segment starts from the state a
+    state passing over the segments gives it, so outputs, the final state and every gradient (the backward
+    reads the walk's per-chunk states) are the whole walk's."""
+    torch.manual_seed(11 + segments)
+    inputs = make_inputs(b=2, L=128, H=4, P=16, G=2, N=16)
+    tuning = SSDTuning(block_p=16, block_q=16, fused=True, segments=segments)
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, 16, decay, use_h0, tuning)
+    assert_matches(y, y_ref, "y")
+    assert_matches(s, s_ref, "final_state")
+    for name, got, want in zip(GRAD_NAMES, g, g_ref):
+        if (name == "log_a" and decay == "none") or (name == "initial_state" and not use_h0):
+            assert got is None
+        else:
+            assert_matches(got, want, f"d{name}")
+
+
+def test_segmented_walk_takes_dt_and_skip_as_the_whole_walk():
+    torch.manual_seed(12)
+    x, log_a, B, C, _ = (t.float().to(DEVICE) for t in make_inputs(b=1, L=96, H=4, P=16, G=2, N=16))
+    dt, D = torch.rand(1, 96, 4, device=DEVICE) + 0.1, torch.randn(4, device=DEVICE)
+    with torch.no_grad():
+        whole, _ = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D, tuning=SSDTuning(16, 16, fused=True))
+        parts, _ = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D,
+                                      tuning=SSDTuning(16, 16, fused=True, segments=3))
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="segments"):  # 96 steps are not 4 segments of whole 16-step chunks
+        ssd_chunked_triton(x, log_a, B, C, 32, tuning=SSDTuning(16, 16, fused=True, segments=2))
+
+
+def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle():
+    """b * H * P // block_p walk programs: 256 (b=8, H=32, P=64) and 128 keep one segment; 64 (b=2) take
+    four, each of whole chunks, at least SEGMENT_MIN_CHUNKS; without multiprocessors one. The plan states the
+    rule; the launcher asks it with the batch and the length."""
+    assert tuning.fused_segments(256, 8192, 256, 132) == 1
+    assert tuning.fused_segments(64, 32768, 256, 132) == 4
+    assert tuning.fused_segments(128, 16384, 256, 132) == 1  # past half the multiprocessors
+    assert tuning.fused_segments(66, 32768, 256, 132) == 4 and tuning.fused_segments(67, 32768, 256, 132) == 1
+    assert tuning.fused_segments(64, 2048, 256, 132) == 2  # 4 chunks a segment at most two segments
+    assert tuning.fused_segments(64, 32768 + 256, 256, 132) == 1  # 129 chunks split into no whole halves
+    assert tuning.fused_segments(64, 32768, 256, None) == 1
+    sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
+    walk = plan_scan(sizes, 132).select("bf16", False, 2)
+    assert walk.forward["FUSED"] and walk.segments(2, 32768) == 4 and walk.segments(8, 32768) == 1
+    forward = walk.forward_constants(4)
+    assert forward["SEGMENTS"] == 4 and forward["HAS_INITIAL_STATE"] and not walk.forward["HAS_INITIAL_STATE"]
+    assert "SEGMENTS" not in walk.forward_constants(1)
+    fixed = plan_scan(sizes, None, SSDTuning(block_p=64, fused=True, segments=2)).select("bf16", True, 2)
+    assert fixed.segments(2, 2048) == 2
