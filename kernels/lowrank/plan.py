@@ -11,8 +11,8 @@ NORMALISER_WIDTH = 16
 
 
 def plan_linear_attention(head_dim: int, mapped_dim: int, chunk: int, heads: int, decays: bool, normalize: bool,
-                          multiprocessors: int | None) -> tuple[ScanPlan, ScanPlan | None]:
+                          multiprocessors: int | None, gpu: str = "*") -> tuple[ScanPlan, ScanPlan | None]:
     """(values' plan, normaliser's plan or None): one group per head, no dt, no skip."""
     def scan(value_dim: int) -> ScanPlan:
-        return plan_scan(ScanSizes(value_dim, mapped_dim, chunk, heads, heads, decays), multiprocessors)
+        return plan_scan(ScanSizes(value_dim, mapped_dim, chunk, heads, heads, decays), multiprocessors, gpu=gpu)
     return scan(head_dim), scan(NORMALISER_WIDTH) if normalize else None

@@ -343,9 +343,18 @@ def device_multiprocessors(device: torch.device) -> int | None:
     return multiprocessors(device) if device.type == "cuda" else None
 
 
+@functools.lru_cache(maxsize=None)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "interpreter"
+
+
+def _plan_for(sizes: ScanSizes, device: torch.device, tuning: SSDTuning | None) -> ScanPlan:
+    return _plan_on(sizes, device_multiprocessors(device), _device_name(device), tuning)
+
+
 @functools.lru_cache(maxsize=256)
-def _plan_for(sizes: ScanSizes, sms: int | None, tuning: SSDTuning | None) -> ScanPlan:
-    return plan_scan(sizes, sms, tuning)
+def _plan_on(sizes: ScanSizes, sms: int | None, gpu: str, tuning: SSDTuning | None) -> ScanPlan:
+    return plan_scan(sizes, sms, tuning, gpu)
 
 
 def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning | None = None,
@@ -353,7 +362,7 @@ def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state,
     """The plan of a call made without one: the same `plan_scan` a layer's plan comes from, for the sizes the
     tensors imply and x's device (remembered per process)."""
     sizes = scan_sizes(x, log_a, B, chunk_len, has_initial_state, return_final_state, has_dt, has_D)
-    return _plan_for(sizes, device_multiprocessors(x.device), tuning)
+    return _plan_for(sizes, x.device, tuning)
 
 
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
@@ -369,7 +378,8 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
 def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
     """The measured tuning (tuning.py) the plan gives these inputs' types, (P, N) and batch."""
     sizes = scan_sizes(x, None, B, 64, False, False)
-    tunings = tunings_by_batch(sizes, operand_of(x, B), needs_grad, device_multiprocessors(x.device))
+    tunings = tunings_by_batch(sizes, operand_of(x, B), needs_grad, device_multiprocessors(x.device),
+                               _device_name(x.device))
     return [tuning for start, tuning, _ in tunings if start <= x.shape[0]][-1]
 
 
@@ -396,7 +406,7 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     sizes = scan_sizes(x, log_a, B, chunk_len, *flags, has_dt=dt is not None, has_D=D is not None)
     if plan is None:
-        plan = _plan_for(sizes, device_multiprocessors(x.device), tuning)
+        plan = _plan_for(sizes, x.device, tuning)
     elif plan.sizes != sizes:
         raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import KernelCall
-from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SPLIT_WHEN_BUSY, TUNED_16BIT,
-                                                   SSDTuning, fused_programs_per_head, fused_segments,
-                                                   state_programs_per_head)
+from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SSDTuning, fused_programs_per_head,
+                                                   fused_segments, state_programs_per_head)
+from composer.kernels.semiseparable.tuning_table import TRAINING_BUSY, lookup
 
 OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
 
@@ -140,24 +140,24 @@ class ScanPlan:
         return chosen
 
 
-def tunings_by_batch(sizes: ScanSizes, operand: str, needs_grad: bool,
-                     multiprocessors: int | None) -> list[tuple[int, SSDTuning, str]]:
-    """The measured tunings (tuning.py) a scan takes, as (min_batch, tuning, rule) from the smallest batch up.
-    The split tiles of SPLIT_WHEN_BUSY take a training forward once its state passing has a program for every
-    multiprocessor; without multiprocessors (the interpreter) the small-batch choice is the only one."""
-    if operand == "fp32":
-        return [(1, FP32_TUNING, "")]
+def tunings_by_batch(sizes: ScanSizes, operand: str, needs_grad: bool, multiprocessors: int | None,
+                     gpu: str = "*") -> list[tuple[int, SSDTuning, str]]:
+    """The tunings a scan takes, as (min_batch, tuning, rule) from the smallest batch up: the measured entry
+    for this GPU (tunings.json, or the user's from `mixc tune`), else the stated rule: DEFAULT_TUNING for 16-bit
+    inputs, FP32_TUNING for fp32. An entry for TRAINING_BUSY takes a training forward once the split form's
+    state passing has a program for every multiprocessor; without multiprocessors (the interpreter) the
+    small-batch choice is the only one."""
     key = (sizes.head_dim, sizes.state)
-    tuned = TUNED_16BIT.get(key, DEFAULT_TUNING)
-    split = SPLIT_WHEN_BUSY.get(key)
-    if split is None or not needs_grad or multiprocessors is None:
+    tuned = lookup(gpu, operand, *key) or (FP32_TUNING if operand == "fp32" else DEFAULT_TUNING)
+    busy = lookup(gpu, operand, *key, regime=TRAINING_BUSY)
+    if busy is None or not needs_grad or multiprocessors is None:
         return [(1, tuned, "")]
-    programs = _programs(state_programs_per_head(split, *key))
-    threshold = ceil_div(multiprocessors, sizes.heads * state_programs_per_head(split, *key))
+    programs = _programs(state_programs_per_head(busy, *key))
+    threshold = ceil_div(multiprocessors, sizes.heads * state_programs_per_head(busy, *key))
     if threshold <= 1:
-        return [(1, split, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
+        return [(1, busy, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
     return [(1, tuned, f"{programs} state-passing programs < {multiprocessors} multiprocessors"),
-            (threshold, split, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
+            (threshold, busy, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
 
 
 def _programs(tiles_per_head: int) -> str:
@@ -184,9 +184,10 @@ def forms_by_batch(sizes: ScanSizes, tuning: SSDTuning, multiprocessors: int | N
             (threshold, True, fused_rule)]
 
 
-def plan_scan(sizes: ScanSizes, multiprocessors: int | None, tuning: SSDTuning | None = None) -> ScanPlan:
-    """Every variant of a scan on a GPU with `multiprocessors` (None: the interpreter). tuning: one tuning for
-    every operand and regime (benchmarks and tests) instead of the measured ones."""
+def plan_scan(sizes: ScanSizes, multiprocessors: int | None, tuning: SSDTuning | None = None,
+              gpu: str = "*") -> ScanPlan:
+    """Every variant of a scan on the GPU named `gpu` with `multiprocessors` (None: the interpreter). tuning:
+    one tuning for every operand and regime (benchmarks and tests) instead of the measured ones."""
     reason = fits(sizes.head_dim, sizes.state, sizes.chunk)
     if reason is not None:
         raise ValueError(reason)
@@ -194,7 +195,7 @@ def plan_scan(sizes: ScanSizes, multiprocessors: int | None, tuning: SSDTuning |
     for operand in OPERANDS:
         for needs_grad in (True, False):
             tunings = ([(1, tuning, "")] if tuning is not None
-                       else tunings_by_batch(sizes, operand, needs_grad, multiprocessors))
+                       else tunings_by_batch(sizes, operand, needs_grad, multiprocessors, gpu))
             variants[operand, needs_grad] = _variants(sizes, operand, needs_grad, tunings, multiprocessors)
     return ScanPlan(sizes, variants)
 

@@ -1,11 +1,11 @@
 """Launch choices for the generated SSD kernels: the tuning knobs, the tiles measured per (P, N), and
 when the fused forward runs. They change speed, never results (operand types and dot precision aside:
-rounding). `plan.py` turns them into template constants and batch rules.
+rounding). The measured choices live in tunings.json (tuning_table.py); `plan.py` turns them into template
+constants and batch rules.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
@@ -95,65 +95,7 @@ class SSDTuning:
 DEFAULT_TUNING = SSDTuning(block_p=128, block_q=32, block_n=128, fused=False,
                            backward=SSDTuning(block_p=128, block_q=32, block_n=64, block_s=64))
 FP32_TUNING = SSDTuning(block_p=32, block_q=32, num_warps=4, fused=False)
-# Where the sweeps' picks differ from DEFAULT_TUNING (16-bit inputs, keyed by (P, N)): at P = 64 the
-# output kernel takes 64-step blocks, and so does the backward up to N = 128; at P = 64 up to N = 128, and at
-# P = 128, N = 64, the forward is fused wherever its programs keep the GPU busy (those tiles are the split
-# form's P = 64 picks too).
-# At N = 256 the output and dx kernels take the state in 64-entry pieces (output_block_n), which lets the
-# output kernel use 64-step blocks at P = 128 too, and the state passing runs 3 stages deep: forward
-# 1.40 -> 0.87 ms at L=4096, P=128 and 0.76 -> 0.58 at P=64 (results/ssd_sweep_h200_2026-11-28_cf4c461.log,
-# then ssd_h100_2026-11-28_cf4c461.log). At P = 128, N = 128 the same split tiles take the training forward
-# once b * H fills the GPU (SPLIT_WHEN_BUSY, below).
-_P64 = SSDTuning(block_p=64, block_q=64, block_n=128, num_stages=2,
-                 backward=SSDTuning(block_p=64, block_q=64, block_n=64, num_stages=2))
-_P128_FUSED = dataclasses.replace(_P64, backward=DEFAULT_TUNING.backward)
-_STATE_PIECES = SSDTuning(block_p=128, block_q=64, block_n=128, num_stages=2, output_block_n=64, state_num_stages=3,
-                          fused=False, backward=DEFAULT_TUNING.backward)
-# At N = 256 block_p caps at P, so at P = 64 this is the P = 64 pick. The forward state passing takes the
-# whole state, one program of 8 warps a head (x read once): 0.287 -> 0.251 ms at L=4096, P=128 and 0.186 ->
-# 0.155 at P=64 on the H200, where 4 warps and (P, 128) tiles took 0.298 and 0.168 with the same kernel
-# (results/ssd_h200_2026-11-28_1a5f284_ab.log). Those programs (one a head, one a multiprocessor) leave
-# multiprocessors idle, which the scores kernel fills from a side stream: training forward 0.383 -> 0.373 ms at
-# L=2048, P=128, 0.745 -> 0.724 at L=4096, 0.522 -> 0.507 at L=4096, P=64 and 1.470 -> 1.435 at L=8192, P=128, on
-# the H200 (results/ssd_h200_2026-11-28_84e9aa6_ab.log, call 7). At P=128, N=128, whose state passing runs more
-# programs, it was slower, 0.561 -> 0.577 (call 6), so N = 256 alone takes it.
-_N256 = dataclasses.replace(_STATE_PIECES, block_n=256, state_num_warps=8, side_stream_scores=True,
-                            backward=dataclasses.replace(DEFAULT_TUNING.backward, output_block_n=64))
-# At P = 128 the output kernel is capped at 168 registers, three programs a multiprocessor where ptxas's 192
-# leave room for two: 0.60 -> 0.47 ms at L=4096 on the H200, 4 bytes spilled. At P = 64 it takes 128 registers
-# uncapped, yet the cap slowed it, 0.31 -> 0.37 ms at L=4096 (results/ssd_h200_2026-11-28_2fbaeeb_ab.log: calls 1,
-# 2 and 4), so the cap is P = 128's alone.
-# Its backward runs dx in 64-step blocks (reading each chunk's (N, 128) state gradient half as often) at 2 stages
-# (247 registers, none spilled; 3 spill), the state passing at 3: fwd+bwd 3.51 -> 3.22 ms at L=4096 on the H200,
-# dx 0.91 -> 0.77, dC 0.50 -> 0.41, dB 0.39 -> 0.34 (results/ssd_h200_2026-11-28_1a5f284_ab.log, call 4). At
-# P = 64 the 64-step dx was slower, 0.56 -> 0.59 ms (call 3).
-# Its forward's output kernel pipelines 3 stages deep (73 KB shared, three programs a multiprocessor still fit):
-# 0.772 -> 0.747 ms at L=4096 and 0.400 -> 0.385 at L=2048 on the H200 (results/ssd_h200_2026-11-28_5764564_ab.log,
-# call 4).
-_N256_P128 = dataclasses.replace(_N256, max_registers=168, num_stages=3, backward=dataclasses.replace(
-    _N256.backward, dx_block_q=64, num_stages=2, state_num_stages=3))
-# At N = 64 the fused walk pipelines 3 stages deep (73 KB shared, two programs a multiprocessor still; 16 bytes
-# spilled against 20 at 2). On the H200, training forward 0.433 -> 0.410 ms at L=4096, P=128 and 0.452 -> 0.409 at
-# P=64; inference 0.385 -> 0.370 at P=128 (results/ssd_h200_2026-11-28_84e9aa6_ab.log, call 1, which also checks
-# bf16 fused and split against the reference at odd lengths). At N = 128 it was slower, 0.354 -> 0.541 at P=64
-# (ssd_h200_2026-11-28_5764564_ab.log, call 6). The split form, run where b * H is small, takes 3 stages there too.
-TUNED_16BIT: dict[tuple[int, int], SSDTuning] = {
-    (64, 64): dataclasses.replace(_P64, num_stages=3),
-    (64, 128): _P64,
-    (64, 256): _N256,
-    (128, 64): dataclasses.replace(_P128_FUSED, num_stages=3),
-    (128, 128): _P128_FUSED,
-    (128, 256): _N256_P128,
-}
-# Where the split form wins in training only once its sequential state passing has a program for every
-# multiprocessor (16-bit inputs, keyed by (P, N)); TUNED_16BIT's entry runs below that and in inference. At
-# P = 128, N = 128 with b * H = 256 (a program per head) the split tiles beat the training forward of the fused
-# walk, which stores each chunk's state for the backward beside an (N, 64) fp32 state that fills the register
-# file, on the H200 at L = 8192: 1.17 against 1.33 ms; the inference walk, which stores none, is faster than
-# the split tiles there: 1.03 ms (results/ssd_h200_2026-11-28_538874e_exp2.log). At b * H = 128, half a wave,
-# the split forward of the low-rank benchmark's (8, 4096, 16, 128, 128) took 0.42 ms on the H200 against the
-# fused 0.21 on the H100 (results/lowrank_h200_2026-11-28_04c72ab.log, lowrank_h100_2026-11-28_03b0942.log).
-SPLIT_WHEN_BUSY: dict[tuple[int, int], SSDTuning] = {(128, 128): _STATE_PIECES}
+# The measured choices per (P, N), operand and regime are data: tunings.json, read by tuning_table.py.
 
 
 def fused_programs_per_head(tuning: SSDTuning, P: int) -> int:

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from composer.kernels.semiseparable.tuning import TUNED_16BIT, SSDTuning
+from composer.kernels.semiseparable.tuning import SSDTuning
+from composer.kernels.semiseparable.tuning_table import lookup
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_each_candidate_is_timed_in_both_modes_under_its_own_tiles(compare, monk
     assert default_run is None  # the call's own default, picked inside ssd_chunked_triton
     assert all(t.block_q == 32 and t.fused and t.backward is not None for t in fused_runs)
     # the shape's default backward, not the candidate's tiles
-    assert fused_runs[0].backward == TUNED_16BIT[128, 64].backward != SSDTuning(**fused)
+    assert fused_runs[0].backward == lookup("*", "bf16", 128, 64).backward != SSDTuning(**fused)
     result = json.loads(capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2])
     assert result == {"(8, 4096, 32, 128, 1, 64) default": {"train_fwd": 2.0, "inference": 3.0},
                       f"(8, 4096, 32, 128, 1, 64) {json.dumps(fused, sort_keys=True)}": {"train_fwd": 5.0,
@@ -60,7 +61,7 @@ def test_over_default_fields_and_backward_fields_override_the_shape_defaults(com
     assert compare.main(["label", "4096x128x256", json.dumps([candidate]), "--over-default",
                          "--modes", "fwdbwd", "--kernels"]) == 0
     assert timed == ["fwdbwd", "fwdbwd"]  # the warm-up, then the one mode asked for
-    pick = TUNED_16BIT[128, 256]
+    pick = lookup("*", "bf16", 128, 256)
     tuning = tunings_run[0]
     assert tuning.state_num_warps == 4 != pick.state_num_warps and tuning.max_registers == pick.max_registers == 168
     assert tuning.block_n == pick.block_n and tuning.output_block_n == pick.output_block_n

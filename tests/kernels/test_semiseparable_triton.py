@@ -18,7 +18,7 @@ import triton
 from composer.codegen.render import load_kernel, render_kernel
 from composer.kernels.semiseparable import chunk
 from composer.kernels.semiseparable.chunk import ssd_chunked_triton
-from composer.kernels.semiseparable import tuning
+from composer.kernels.semiseparable import tuning, tuning_table
 from composer.kernels.semiseparable.plan import FUSED_UNREAD, ScanSizes, plan_scan, tunings_by_batch
 from composer.kernels.semiseparable.tuning import SSDTuning
 from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step
@@ -465,7 +465,9 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor():
     """At (P, N) = (128, 128) in bf16 the training plan takes the split form's tiles once b * H state-passing
     programs cover the multiprocessors, the batch-dependent fused-or-split tuning below that, without
     multiprocessors and in inference."""
-    split, tuned = tuning.SPLIT_WHEN_BUSY[128, 128], tuning.TUNED_16BIT[128, 128]
+    split = tuning_table.lookup("*", "bf16", 128, 128, tuning_table.TRAINING_BUSY)
+    tuned = tuning_table.lookup("*", "bf16", 128, 128)
+    assert split is not None and tuned is not None and split != tuned
     assert tunings_by_batch(_sizes(32, 128, 128), "bf16", True, 132) == [
         (1, tuned, "b*H state-passing programs < 132 multiprocessors"),
         (5, split, "b*H state-passing programs >= 132 multiprocessors")]  # 5 * 32 >= 132 > 4 * 32
