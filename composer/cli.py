@@ -109,6 +109,19 @@ def cmd_kernels(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from composer.resolve import resolve
+    from composer.tune import TuneError, tune
+    spec = resolve(_load(args))
+    try:
+        tune(spec, args.precision, args.batch_size, args.seq_len, Path(args.out) if args.out else None,
+             args.candidates, say=lambda line: console.print(line, markup=False))
+    except TuneError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        return 1
+    return 0
+
+
 def cmd_schema(args) -> int:
     from composer.spec import Spec
     sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
@@ -203,6 +216,14 @@ def parser() -> argparse.ArgumentParser:
     kernels.add_argument("--inference", action="store_true",
                          help="the kernels a run without gradients renders instead (under torch.no_grad): forwards "
                               "that save nothing for a backward, no backward")
+    tune_ = command("tune", "measure the spec's SSD kernels on this GPU and keep the fastest right tuning of each "
+                    "scan in your tunings file, which the plan reads first", cmd_tune)
+    tune_.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="the inputs' dtype (default bf16)")
+    tune_.add_argument("--batch-size", type=int, default=8, help="sequences a step (default 8)")
+    tune_.add_argument("--seq-len", type=int, help="tokens a sequence (default: the spec's max_len, at most 8192)")
+    tune_.add_argument("--candidates", type=int, help="measure only the first N candidates (the plan's tuning first)")
+    tune_.add_argument("-o", "--out", help="the tunings file to write (default: $COMPOSER_TUNINGS, else "
+                       "~/.cache/composer/tunings.json)")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

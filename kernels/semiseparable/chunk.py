@@ -344,12 +344,13 @@ def device_multiprocessors(device: torch.device) -> int | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The plan's GPU key for a device: torch's name for it, or "interpreter" off CUDA."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "interpreter"
 
 
 def _plan_for(sizes: ScanSizes, device: torch.device, tuning: SSDTuning | None) -> ScanPlan:
-    return _plan_on(sizes, device_multiprocessors(device), _device_name(device), tuning)
+    return _plan_on(sizes, device_multiprocessors(device), device_name(device), tuning)
 
 
 @functools.lru_cache(maxsize=256)
@@ -379,7 +380,7 @@ def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
     """The measured tuning (tuning.py) the plan gives these inputs' types, (P, N) and batch."""
     sizes = scan_sizes(x, None, B, 64, False, False)
     tunings = tunings_by_batch(sizes, operand_of(x, B), needs_grad, device_multiprocessors(x.device),
-                               _device_name(x.device))
+                               device_name(x.device))
     return [tuning for start, tuning, _ in tunings if start <= x.shape[0]][-1]
 
 

@@ -75,7 +75,7 @@ class Lowrank(Kind):
             return LayerKernels.torch("non-causal: every query reads the state after the whole sequence, one "
                                       "product with no scan")
         values, normaliser = plan_linear_attention(m.head_dim, mapped, m.chunk, m.heads, m.decay == "fixed",
-                                                   m.normalize, target.multiprocessors)
+                                                   m.normalize, target.multiprocessors, target.gpu)
         calls = []
         for scan in (values, normaliser):
             for call in scan_calls(scan, target.precision, target.mode == "train") if scan else ():

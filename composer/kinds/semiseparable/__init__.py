@@ -116,7 +116,7 @@ def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bo
         return LayerKernels("reference", f"{reason}; {field} {nearest_tile_sizes(getattr(m, field))} would fit",
                             tuple(norm_calls), ScanLayerPlan((), norm), field)
     scan = plan_scan(ScanSizes(m.head_dim, m.state, m.chunk, m.heads, m.groups, decays, has_dt, has_D),
-                     target.multiprocessors)
+                     target.multiprocessors, gpu=target.gpu)
     calls = scan_calls(scan, target.precision, target.mode == "train") + norm_calls
     return LayerKernels("generated", "the generated SSD kernels", tuple(calls), ScanLayerPlan((scan,), norm))
 
