@@ -138,3 +138,17 @@ def test_shapes_take_groups_and_a_batch_beside_the_old_syntax(ssd):
         with pytest.raises(ValueError, match="LxPxNxG"):
             ssd.parse_shapes(bad)
     assert all(shape[4] == 8 and shape[0] * shape[1] == 65536 for shape in ssd.GROUPS_TABLE)
+
+
+def test_ab_versions_compares_the_median_of_each_versions_repeats(load_benchmark, tmp_path, capsys):
+    import json
+
+    ab_versions = load_benchmark("ab_versions.py", "ab_versions_benchmark")
+
+    path = tmp_path / "ab.jsonl"
+    rows = [("old", 2.0), ("new", 1.0), ("old", 4.0), ("new", 3.0), ("old", 3.0), ("new", 2.0)]
+    path.write_text("".join(json.dumps({"label": label, "shape": [8, 2048, 32, 64, 1, 64], "mode": "fwdbwd",
+                                        "ms": ms}) + "\n" for label, ms in rows))
+    ab_versions.compare(str(path), "old", "new")
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[-3:] == ["3.0000", "2.0000", "0.667"]
