@@ -50,8 +50,14 @@ class _Reporter:
         return Diagnostic(message, span, problem.hint)
 
     def error(self, problems: list[Problem]) -> SpecError:
+        """One diagnostic a place and message: a name written once but repeated by `* n` or
+        pattern() is checked at every layer it gives, and would otherwise be reported at each."""
         sources = self.source_map.sources if self.source_map else {}
-        return SpecError([self.diagnostic(p) for p in problems], dict(sources))
+        diagnostics: dict[tuple, Diagnostic] = {}
+        for problem in problems:
+            diagnostic = self.diagnostic(problem)
+            diagnostics.setdefault((diagnostic.message, diagnostic.span, diagnostic.hint), diagnostic)
+        return SpecError(list(diagnostics.values()), dict(sources))
 
 
 def _data_path(data: Any, loc: tuple) -> tuple:

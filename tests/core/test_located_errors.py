@@ -81,3 +81,15 @@ def test_rendered_error_underlines_the_text():
     assert "chunk = 48" in line
     start = underline.index("^")
     assert line[start:start + 2] == "48"
+
+
+@pytest.mark.parametrize("layers", ["[attn, sdd] * 4", "[attn] * 2 + [sdd, ssd] * 3",
+                                    'pattern("AS" * 4, A = attn, S = sdd)'])
+def test_unknown_block_repeated_by_the_schedule_is_reported_once(layers):
+    d = only(error_at("ratio(attn : ssd = 1 : 3) * 8", layers))
+    assert d.span.line == 13 and d.message == "no block named `sdd`" and d.hint == "did you mean `ssd`?"
+
+
+def test_unknown_block_written_twice_is_reported_at_each_place():
+    error = error_at("ratio(attn : ssd = 1 : 3) * 8", "[sdd, attn, sdd]")
+    assert [(d.span.line, d.span.column) for d in error.diagnostics] == [(13, 13), (13, 24)]
