@@ -9,6 +9,7 @@ positions (the DSL), or naming the data path when it does not (JSON, dicts).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,11 @@ from composer.spec import Block, SearchParam, Spec
 Locate = Callable[[tuple], "Span | None"]
 
 
+@dataclass(frozen=True)
+class KeyProblem(Problem):
+    """A problem with a key itself (an unknown parameter): reported at the key, not its value."""
+
+
 def _dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
@@ -35,17 +41,18 @@ class _Reporter:
     def __init__(self, source_map: SourceMap | None, model: str | None, relocated: dict[tuple, tuple]):
         self.source_map, self.model, self.relocated = source_map, model, relocated
 
-    def span(self, path: tuple) -> Span | None:
+    def span(self, path: tuple, key: bool = False) -> Span | None:
         if self.source_map is None:
             return None
         for new, written in self.relocated.items():
             if path[: len(new)] == new:
                 path = written + path[len(new):]
                 break
-        return self.source_map.span_at((self.model,) + tuple(path))
+        full = (self.model,) + tuple(path)
+        return self.source_map.key_span_at(full) if key else self.source_map.span_at(full)
 
     def diagnostic(self, problem: Problem) -> Diagnostic:
-        span = self.span(problem.path)
+        span = self.span(problem.path, key=isinstance(problem, KeyProblem))
         message = problem.message if span or not problem.path else f"{_dotted(problem.path)}: {problem.message}"
         return Diagnostic(message, span, problem.hint)
 
@@ -106,7 +113,7 @@ def _problem_from_pydantic(error: dict, data: Any) -> Problem:
         return Problem(path, f"`{field}` needs a kind", "e.g. mixer = attention(heads = 8)")
     if kind == "extra_forbidden":
         owner = _owner_fields(data, path)
-        return Problem(path, f"unknown parameter `{field}`",
+        return KeyProblem(path, f"unknown parameter `{field}`",
                        did_you_mean(str(field), owner) or (f"known: {', '.join(sorted(owner))}" if owner else None))
     if kind == "missing":
         return Problem(path, f"missing `{field}`, which has no default", f"add `{field} = ...`")
