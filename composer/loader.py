@@ -3,7 +3,7 @@
 One path for all sources: plain data -> block inheritance -> pydantic types ->
 derived sizes and consistency (`composer.resolve`) -> search holes. Every problem
 becomes a `SpecError` pointing at the spec's line and column when the source has
-positions (the DSL), or naming the data path when it does not (JSON, dicts).
+positions (the DSL, JSON and YAML files), or naming the data path when it does not (dicts).
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from pydantic import ValidationError
 from composer.blocks import PARTS, drop_inherited, flatten_blocks
 from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
 from composer.grammar.parser import ParsedFile, SourceMap, parse_file, parse_text
+from composer.data_positions import source_map_of
 from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
 from composer.resolve import Problem, Problems, resolve
 from composer.spec import Block, SearchParam, Spec
+
+DATA_ROOT = "<data>"  # the model's place in a JSON or YAML file's source map: the file holds one spec
 
 Locate = Callable[[tuple], "Span | None"]
 
@@ -222,4 +225,5 @@ def load(source: str | Path | dict, model: str | None = None) -> Spec:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError.single(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
-    return validate(data)
+    # Positions only: the data above keeps JSON's or YAML's own semantics.
+    return validate(data, source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json"), DATA_ROOT)
