@@ -17,9 +17,9 @@ import yaml
 from pydantic import ValidationError
 
 from composer.blocks import PARTS, drop_inherited, flatten_blocks
+from composer.data_positions import source_map_of
 from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
 from composer.grammar.parser import ParsedFile, SourceMap, parse_file, parse_text
-from composer.data_positions import source_map_of
 from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
 from composer.resolve import Problem, Problems, resolve
 from composer.spec import Block, SearchParam, Spec
@@ -39,7 +39,7 @@ def _dotted(path: tuple) -> str:
 
 
 class _Reporter:
-    """Turns data paths into diagnostics with spans (DSL) or dotted paths (plain data)."""
+    """Turns data paths into diagnostics with spans (files) or dotted paths (dicts)."""
 
     def __init__(self, source_map: SourceMap | None, model: str | None, relocated: dict[tuple, tuple]):
         self.source_map, self.model, self.relocated = source_map, model, relocated
@@ -117,7 +117,7 @@ def _problem_from_pydantic(error: dict, data: Any) -> Problem:
     if kind == "extra_forbidden":
         owner = _owner_fields(data, path)
         return KeyProblem(path, f"unknown parameter `{field}`",
-                       did_you_mean(str(field), owner) or (f"known: {', '.join(sorted(owner))}" if owner else None))
+                          did_you_mean(str(field), owner) or (f"known: {', '.join(sorted(owner))}" if owner else None))
     if kind == "missing":
         return Problem(path, f"missing `{field}`, which has no default", f"add `{field} = ...`")
     return Problem(path, f"`{field}`: {error['msg'][0].lower()}{error['msg'][1:]}")
