@@ -19,6 +19,9 @@ import jinja2
 import triton
 
 from composer.codegen.cache import load_source
+from composer.kernels.interpreter import patch_interpreter_if_enabled
+
+patch_interpreter_if_enabled()  # every launcher imports this module: users' runs get the tests' interpreter
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 

@@ -129,8 +129,10 @@ def cmd_schema(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from composer.search.threads import use_cpu_threads
     from composer.search.train import train_mqar
     spec = _load(args)
+    use_cpu_threads(args.threads)
     result = train_mqar(spec, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                         pairs=args.pairs, lr=args.lr, seed=args.seed, console=console, noise=args.noise,
                         precision=args.precision)
@@ -192,6 +194,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: forward passes under bf16 autocast (fp32 weights); the SSD kernels then "
                             "multiply bf16 operands")
+    train.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="torch CPU threads (default: the cores the load average leaves idle, at least 1)")
     train.add_argument("--noise", action="store_true",
                        help="random tokens between queries (Zoology's random_non_queries) instead of token 0")
     search = command("search", "search the spec's open choices with Optuna: trials, live progress, a Pareto "

@@ -3,12 +3,13 @@
 One path for all sources: plain data -> block inheritance -> pydantic types ->
 derived sizes and consistency (`composer.resolve`) -> search holes. Every problem
 becomes a `SpecError` pointing at the spec's line and column when the source has
-positions (the DSL), or naming the data path when it does not (JSON, dicts).
+positions (the DSL, JSON and YAML files), or naming the data path when it does not (dicts).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,13 +17,21 @@ import yaml
 from pydantic import ValidationError
 
 from composer.blocks import PARTS, drop_inherited, flatten_blocks
+from composer.data_positions import source_map_of
 from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
 from composer.grammar.parser import ParsedFile, SourceMap, parse_file, parse_text
 from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
 from composer.resolve import Problem, Problems, resolve
 from composer.spec import Block, SearchParam, Spec
 
+DATA_ROOT = "<data>"  # the model's place in a JSON or YAML file's source map: the file holds one spec
+
 Locate = Callable[[tuple], "Span | None"]
+
+
+@dataclass(frozen=True)
+class KeyProblem(Problem):
+    """A problem with a key itself (an unknown parameter): reported at the key, not its value."""
 
 
 def _dotted(path: tuple) -> str:
@@ -30,28 +39,35 @@ def _dotted(path: tuple) -> str:
 
 
 class _Reporter:
-    """Turns data paths into diagnostics with spans (DSL) or dotted paths (plain data)."""
+    """Turns data paths into diagnostics with spans (files) or dotted paths (dicts)."""
 
     def __init__(self, source_map: SourceMap | None, model: str | None, relocated: dict[tuple, tuple]):
         self.source_map, self.model, self.relocated = source_map, model, relocated
 
-    def span(self, path: tuple) -> Span | None:
+    def span(self, path: tuple, key: bool = False) -> Span | None:
         if self.source_map is None:
             return None
         for new, written in self.relocated.items():
             if path[: len(new)] == new:
                 path = written + path[len(new):]
                 break
-        return self.source_map.span_at((self.model,) + tuple(path))
+        full = (self.model,) + tuple(path)
+        return self.source_map.key_span_at(full) if key else self.source_map.span_at(full)
 
     def diagnostic(self, problem: Problem) -> Diagnostic:
-        span = self.span(problem.path)
+        span = self.span(problem.path, key=isinstance(problem, KeyProblem))
         message = problem.message if span or not problem.path else f"{_dotted(problem.path)}: {problem.message}"
         return Diagnostic(message, span, problem.hint)
 
     def error(self, problems: list[Problem]) -> SpecError:
+        """One diagnostic a place and message: a name written once but repeated by `* n` or
+        pattern() is checked at every layer it gives, and would otherwise be reported at each."""
         sources = self.source_map.sources if self.source_map else {}
-        return SpecError([self.diagnostic(p) for p in problems], dict(sources))
+        diagnostics: dict[tuple, Diagnostic] = {}
+        for problem in problems:
+            diagnostic = self.diagnostic(problem)
+            diagnostics.setdefault((diagnostic.message, diagnostic.span, diagnostic.hint), diagnostic)
+        return SpecError(list(diagnostics.values()), dict(sources))
 
 
 def _data_path(data: Any, loc: tuple) -> tuple:
@@ -100,8 +116,8 @@ def _problem_from_pydantic(error: dict, data: Any) -> Problem:
         return Problem(path, f"`{field}` needs a kind", "e.g. mixer = attention(heads = 8)")
     if kind == "extra_forbidden":
         owner = _owner_fields(data, path)
-        return Problem(path, f"unknown parameter `{field}`",
-                       did_you_mean(str(field), owner) or (f"known: {', '.join(sorted(owner))}" if owner else None))
+        return KeyProblem(path, f"unknown parameter `{field}`",
+                          did_you_mean(str(field), owner) or (f"known: {', '.join(sorted(owner))}" if owner else None))
     if kind == "missing":
         return Problem(path, f"missing `{field}`, which has no default", f"add `{field} = ...`")
     return Problem(path, f"`{field}`: {error['msg'][0].lower()}{error['msg'][1:]}")
@@ -209,20 +225,24 @@ def load(source: str | Path | dict, model: str | None = None) -> Spec:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError.single(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
-    return validate(data)
+    # Positions only: the data above keeps JSON's or YAML's own semantics.
+    return validate(data, source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json"), DATA_ROOT)
 
 
 def locate(source: str | Path, problems: list[Problem], model: str | None = None,
            severity: str = "warning") -> SpecError:
-    """Problems found after loading (a valid spec's warnings), pointed at the spec file's lines like its errors.
-    Only a .mix file has positions; other sources name the data path."""
+    """Problems found after loading (a valid spec's warnings), pointed at the spec file's lines like its errors."""
     path = Path(source)
-    source_map, name, relocated = None, model, {}
     if path.suffix == ".mix":
         parsed = parse_file(path)
         name = model or next(iter(parsed.models))
-        source_map = parsed.source_map
-        _, relocated, _, _ = flatten_blocks(parsed.models[name].get("blocks", {}))
+        source_map, blocks = parsed.source_map, parsed.models[name].get("blocks", {})
+    else:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        name, blocks = DATA_ROOT, data.get("blocks", {})
+        source_map = source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json")
+    _, relocated, _, _ = flatten_blocks(blocks if isinstance(blocks, dict) else {})
     error = _Reporter(source_map, name, relocated).error(problems)
     for diagnostic in error.diagnostics:
         diagnostic.severity = severity

@@ -27,6 +27,8 @@ class Located:
     `span` is None for values nobody wrote (ratio's default placement). `origin` says what
     was written (see ORIGIN_WORDS): `attn * 3` and `[attn] * 3` differ although both hold
     names. `chars` holds a string's per-character spans, so a pattern letter can be pointed at.
+    `key_span` is the span of the key that holds this value (`stat` in `stat = 4`), so an error
+    about the key itself can underline the key rather than its value.
     """
 
     span: Span | None
@@ -35,6 +37,7 @@ class Located:
     sequence: list[Located] | None = None
     origin: str = "mapping"
     chars: tuple[Span, ...] = ()
+    key_span: Span | None = None
 
     @property
     def data(self) -> Any:
@@ -52,6 +55,14 @@ class Located:
         parts = self.mapping.items() if self.mapping is not None else enumerate(self.sequence or ())
         for key, part in parts:
             yield from part.spans(path + (key,))
+
+    def key_spans(self, path: tuple) -> Iterator[tuple[tuple, Span]]:
+        """(data path, span of its key) for this value and every part of it that has a key."""
+        if self.key_span is not None:
+            yield path, self.key_span
+        parts = self.mapping.items() if self.mapping is not None else enumerate(self.sequence or ())
+        for key, part in parts:
+            yield from part.key_spans(path + (key,))
 
     def describe(self) -> str:
         return ORIGIN_WORDS.get(self.origin, self.origin)

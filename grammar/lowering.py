@@ -35,6 +35,7 @@ class Entries:
         for name, span in key[:-1]:
             mapping = mapping.setdefault(name, Located(span, mapping={})).mapping
         mapping[path[-1]] = value
+        value.key_span = key[-1][1]
 
     def _refuse_overlap(self, path: tuple[str, ...], span: Span) -> None:
         """`a = 1` twice, or `a = f()` with `a.b = 2`: the second would silently replace the first."""

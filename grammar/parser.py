@@ -26,6 +26,7 @@ from .values import lower_string
 class SourceMap:
     spans: dict[tuple, Span] = field(default_factory=dict)  # data path -> span
     sources: dict[str, str] = field(default_factory=dict)  # filename -> full text (for underlining)
+    key_spans: dict[tuple, Span] = field(default_factory=dict)  # data path -> span of the key holding it
 
     def span_at(self, path: tuple) -> Span | None:
         """The span of the longest prefix of `path` that has one: defaults and derived
@@ -36,6 +37,10 @@ class SourceMap:
             if span is not None:
                 return span
         return None
+
+    def key_span_at(self, path: tuple) -> Span | None:
+        """The span of the key written for `path` (`stat` in `stat = 4`); else `span_at(path)`."""
+        return self.key_spans.get(tuple(path)) or self.span_at(path)
 
 
 @dataclass
@@ -83,6 +88,7 @@ class _Loader:
         source_map = SourceMap(sources=self.sources)
         for name, model in unit.models.items():
             source_map.spans.update(model.spans((name,)))
+            source_map.key_spans.update(model.key_spans((name,)))
         return ParsedFile({name: model.data for name, model in unit.models.items()}, source_map)
 
     def load(self, text: str, filename: str) -> _FileUnit:

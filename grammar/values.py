@@ -111,6 +111,7 @@ def _add_kwarg(entries: dict[str, Located], arg: Tree, source: Source) -> None:
         why = "the call's name sets `kind`" if key == "kind" else f"`{key}` is already given"
         raise source.error(f"`{key}` is given twice", name, why)
     entries[key] = lower_value(value, source)
+    entries[key].key_span = source.span(name)
 
 
 def _pattern(node: Tree, args: list[Tree], source: Source) -> Located:

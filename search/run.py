@@ -33,6 +33,7 @@ from composer.search.report import (front_table, importance_table, importances, 
 from composer.search.settings import SearchSettings, SettingsError, read_settings
 from composer.search.study import (SharedStudy, StudyConfig, StudyError, create_study, load_study,
                                    storage_url_for)
+from composer.search.threads import cpu_threads
 from composer.search.trial import TrialRunner
 from composer.spec import Spec
 
@@ -141,7 +142,7 @@ def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, optio
     if options.workers == 1:
         study.run_worker(TrialRunner(spec, settings, _device(options.device, 0)))
         return
-    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    threads = cpu_threads(options.workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
     processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
         options.spec_path, options.model, study.config, _device(options.device, i), threads),))

@@ -81,3 +81,36 @@ def test_rendered_error_underlines_the_text():
     assert "chunk = 48" in line
     start = underline.index("^")
     assert line[start:start + 2] == "48"
+
+
+@pytest.mark.parametrize("layers", ["[attn, sdd] * 4", "[attn] * 2 + [sdd, ssd] * 3",
+                                    'pattern("AS" * 4, A = attn, S = sdd)'])
+def test_unknown_block_repeated_by_the_schedule_is_reported_once(layers):
+    d = only(error_at("ratio(attn : ssd = 1 : 3) * 8", layers))
+    assert d.span.line == 13 and d.message == "no block named `sdd`" and d.hint == "did you mean `ssd`?"
+
+
+def test_unknown_block_written_twice_is_reported_at_each_place():
+    error = error_at("ratio(attn : ssd = 1 : 3) * 8", "[sdd, attn, sdd]")
+    assert [(d.span.line, d.span.column) for d in error.diagnostics] == [(13, 13), (13, 24)]
+
+
+def underlined(error: SpecError) -> tuple[str, str]:
+    """The underlined line and the text under the carets."""
+    line, underline = error.render().splitlines()[1:3]
+    start, end = underline.index("^"), underline.rindex("^") + 1
+    return line, line[start:end]
+
+
+@pytest.mark.parametrize("old, new, line, column", [
+    ("state = 16", "stat = 16", 11, 27),                   # a call's parameter
+    ("max_len = 128", "max_ln = 128", 4, 3),               # a model setting
+    ("window = 32", "mixer.windw = 32", 9, 36),            # a dotted key: its last part
+])
+def test_unknown_key_underlines_the_key(old, new, line, column):
+    error = error_at(old, new)
+    d = only(error)
+    assert (d.span.line, d.span.column) == (line, column)
+    assert d.span.end_column - d.span.column == len(new.split(" = ")[0].split(".")[-1])
+    assert underlined(error)[1] == new.split(" = ")[0].split(".")[-1]
+    assert d.hint.startswith("did you mean")
