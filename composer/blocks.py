@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from composer.grammar.errors import did_you_mean
-from composer.problems import Problem
+from composer.problems import KeyProblem, Problem
 from composer.spec import CHANNEL_KINDS, MIXER_KINDS, NORM_KINDS
 
 PARTS = {"mixer": MIXER_KINDS, "channel": CHANNEL_KINDS, "norm": NORM_KINDS}
@@ -84,10 +84,10 @@ class _Flattener:
                 return
         known = set(PARTS) | _fields_of(_as_call(result.get("mixer")), MIXER_KINDS) \
             | _fields_of(_as_call(result.get("channel")), CHANNEL_KINDS)
-        self.problems.append(Problem(("blocks", name, key),
-                                     f"`{key}` is neither a block part (mixer, channel, norm) nor a parameter "
-                                     "of this block's mixer or channel",
-                                     hint=did_you_mean(key, known)))
+        self.problems.append(KeyProblem(("blocks", name, key),
+                                        f"`{key}` is neither a block part (mixer, channel, norm) nor a parameter "
+                                        "of this block's mixer or channel",
+                                        hint=did_you_mean(key, known)))
 
 
 def flatten_blocks(blocks: dict) -> tuple[dict, dict[tuple, tuple], dict[str, str], list[Problem]]:

@@ -9,7 +9,6 @@ positions (the DSL, JSON and YAML files), or naming the data path when it does n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,17 +20,13 @@ from composer.data_positions import source_map_of
 from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
 from composer.grammar.parser import ParsedFile, SourceMap, parse_file, parse_text
 from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
+from composer.problems import KeyProblem
 from composer.resolve import Problem, Problems, resolve
 from composer.spec import Block, SearchParam, Spec
 
 DATA_ROOT = "<data>"  # the model's place in a JSON or YAML file's source map: the file holds one spec
 
 Locate = Callable[[tuple], "Span | None"]
-
-
-@dataclass(frozen=True)
-class KeyProblem(Problem):
-    """A problem with a key itself (an unknown parameter): reported at the key, not its value."""
 
 
 def _dotted(path: tuple) -> str:

@@ -16,6 +16,11 @@ class Problem:
     hint: str | None = None
 
 
+@dataclass(frozen=True)
+class KeyProblem(Problem):
+    """A problem with a key itself (an unknown parameter): reported at the key, not its value."""
+
+
 class Problems(Exception):
     def __init__(self, problems: list[Problem]):
         super().__init__("; ".join(p.message for p in problems))

@@ -114,3 +114,9 @@ def test_unknown_key_underlines_the_key(old, new, line, column):
     assert d.span.end_column - d.span.column == len(new.split(" = ")[0].split(".")[-1])
     assert underlined(error)[1] == new.split(" = ")[0].split(".")[-1]
     assert d.hint.startswith("did you mean")
+
+
+def test_an_unknown_bare_key_in_a_block_underlines_the_key():
+    d = only(error_at("window = 32", "windw = 32"))
+    line = SPEC.replace("window = 32", "windw = 32").splitlines()[d.span.line - 1]
+    assert line[d.span.column - 1:d.span.end_column - 1] == "windw" and "did you mean `window`" in d.hint
