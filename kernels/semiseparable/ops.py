@@ -1,7 +1,8 @@
 """The SSD chunked scan as PyTorch custom ops, which torch.compile(fullgraph=True) and torch.export see whole.
 
 `composer::ssd_forward` runs the forward kernels and returns y, the final state and what the backward
-reads; its autograd formula calls `composer::ssd_backward`. Both are opaque to the compiler: the
+reads; its autograd formula calls `composer::ssd_backward`. `composer::ssd_step` is one decoding step
+(forward only). Both are opaque to the compiler: the
 launch path (rendered-module loading, the side stream, grid arithmetic) runs inside them, where no
 tracer looks, and their fake kernels give the outputs' shapes from the constants alone.
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from composer.kernels.semiseparable.chunk import _backward, _forward, call_constants, forward_outputs
+from composer.kernels.semiseparable.step import _step, step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning, default_tuning
 
 _CONSTANTS: dict[str, tuple[dict, dict]] = {}
@@ -154,3 +156,28 @@ def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state,
                                                         key)
     return y, final_state if return_final_state else None
 
+
+
+@torch.library.custom_op("composer::ssd_step", mutates_args=())
+def ssd_step(state: Tensor, x_t: Tensor, log_a_t: Optional[Tensor], B_t: Tensor, C_t: Tensor,
+             key: str) -> tuple[Tensor, Tensor]:
+    """y_t and the new state, as `step.ssd_step_triton` (forward only: it has no autograd formula)."""
+    return _step(constants_of(key)[0], state, x_t, log_a_t, B_t, C_t)
+
+
+@ssd_step.register_fake
+def _(state, x_t, log_a_t, B_t, C_t, key):
+    return torch.empty_like(x_t), torch.empty_like(state)
+
+
+@torch._dynamo.assume_constant_result
+def traced_step_key(state_facts: tuple, B_facts: tuple, decays: bool, tuning: SSDTuning) -> str:
+    """The step's `constants_key` (no backward: an empty dict), run once while tracing."""
+    return constants_key(step_constants(TensorFacts(*state_facts), TensorFacts(*B_facts), decays, tuning), {})
+
+
+def ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning):
+    """`ssd_step_triton` (after its input checks) through the custom op."""
+    key = traced_step_key(_facts(state), _facts(B_t), log_a_t is not None, tuning)
+    inputs = (state, x_t, log_a_t, B_t, C_t)
+    return torch.ops.composer.ssd_step(*(None if t is None else t.contiguous() for t in inputs), key)

@@ -203,3 +203,27 @@ def test_lowrank_triton_through_the_op_matches_reference():
     got = compiled(*(t.float().to(DEVICE) for t in (q, k, v)))
     torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("G,decay", [(1, True), (2, False)])
+def test_step_op_passes_opcheck_and_compiles_to_the_reference(G, decay):
+    from composer.kernels.semiseparable.reference import ssd_step
+    from composer.kernels.semiseparable.step import ssd_step_triton, step_constants
+
+    torch.manual_seed(G)
+    b, H, P, N = 2, 4, 32, 16
+    state, x_t = torch.randn(b, H, P, N), torch.randn(b, H, P)
+    B_t, C_t = torch.randn(b, G, N), torch.randn(b, G, N)
+    log_a_t = -torch.rand(b, H) if decay else None
+    tuning = SSDTuning(block_p=16)
+    inputs = [None if t is None else t.to(DEVICE) for t in (state, x_t, log_a_t, B_t, C_t)]
+    key = ops.constants_key(step_constants(state, B_t, decay, tuning), {})
+    torch.library.opcheck(torch.ops.composer.ssd_step.default, (*inputs, key))
+
+    compiled = torch.compile(lambda *inputs: ssd_step_triton(*inputs, tuning=tuning), fullgraph=True,
+                             backend="aot_eager")
+    got = compiled(*inputs)
+    want = ssd_step(state, x_t, torch.zeros(b, H) if log_a_t is None else log_a_t, B_t, C_t)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
