@@ -132,8 +132,8 @@ def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
                     return_final_state: bool, tuning: SSDTuning | None, has_dt: bool, has_D: bool,
                     needs_grad: bool) -> str:
     """`constants_key` of a call's constants, from plain facts: Dynamo runs this once while tracing and
-    keeps the string (its lru_caches and the digest would each break the graph if traced). Shapes are
-    the ones Dynamo specialised on; tuning is guarded by identity."""
+    keeps the string (their lru_caches would each break the graph if traced). The facts are constants of
+    the traced frame (Dynamo guards on them; tuning by identity), the length excepted (`_facts`)."""
     x, B = TensorFacts(*x_facts), TensorFacts(*B_facts)
     tuning = tuning or default_tuning(x, B, needs_grad)
     forward, backward = call_constants(x, True if decays else None, B, chunk_len, has_initial_state,
@@ -142,14 +142,17 @@ def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
     return constants_key(forward, backward)
 
 
-def _facts(t: Tensor) -> tuple:
-    return tuple(t.shape), t.dtype, t.device
+def _facts(t: Tensor, length_dim: int | None = None) -> tuple:
+    """`TensorFacts` of t with the length (dim length_dim) as 1: no constant depends on it, so a dynamic length
+    (torch.compile's automatic dynamic shapes) traces. Another dynamic size, such as the batch, which picks
+    the forward's form on CUDA, cannot be passed as a constant, and Dynamo says so."""
+    return tuple(1 if dim == length_dim else size for dim, size in enumerate(t.shape)), t.dtype, t.device
 
 
 def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning, needs_grad):
     """`ssd_chunked_triton` (after its input checks) through the custom ops: y and the final state (None
     when return_final_state is False)."""
-    key = traced_call_key(_facts(x), _facts(B), log_a is not None, chunk_len, initial_state is not None,
+    key = traced_call_key(_facts(x, 1), _facts(B, 1), log_a is not None, chunk_len, initial_state is not None,
                           return_final_state, tuning, dt is not None, D is not None, needs_grad)
     inputs = (x, dt, log_a, B, C, initial_state, D)
     y, final_state, *_ = torch.ops.composer.ssd_forward(*(None if t is None else t.contiguous() for t in inputs),

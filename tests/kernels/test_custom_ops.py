@@ -227,3 +227,28 @@ def test_step_op_passes_opcheck_and_compiles_to_the_reference(G, decay):
     for g, w in zip(got, want):
         torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_a_compiled_scan_takes_new_lengths_as_one_dynamic_graph():
+    """The constants do not depend on the length: after torch.compile's second length (automatic dynamic
+    shapes) one graph takes every length."""
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, log_a, B, C: ops_call(x, log_a, B, C), fullgraph=True, backend=counting_backend)
+    for L in (21, 37, 50):
+        inputs = ssd_inputs(2, L, 2, 1, dt=False, D=False, h0=False, seed=L)
+        got = compiled(*(inputs[name].float().to(DEVICE) for name in ("x", "log_a", "B", "C")))
+        want, _ = reference(**inputs, chunk_len=16)
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5 * want.pow(2).mean().sqrt().item())
+    assert len(graphs) == 2
+    torch._dynamo.reset()
+
+
+def ops_call(x, log_a, B, C):
+    from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+
+    return ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False)[0]
