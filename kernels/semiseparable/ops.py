@@ -2,9 +2,11 @@
 
 `composer::ssd_forward` runs the forward kernels and returns y, the final state and what the backward
 reads; its autograd formula calls `composer::ssd_backward`. `composer::ssd_step` is one decoding step
-(forward only). Both are opaque to the compiler: the
-launch path (rendered-module loading, the side stream, grid arithmetic) runs inside them, where no
-tracer looks, and their fake kernels give the outputs' shapes from the constants alone.
+(forward only). They are `torch.library.custom_op`s, opaque to the compiler: the launch path
+(rendered-module loading, the side stream, grid arithmetic, scratch sized by the template) runs inside
+them as plain Python that no tracer enters, on the GPU or under the CPU interpreter alike, and their fake
+kernels give the outputs' shapes from the constants alone. (`triton_op` would let Inductor see the
+kernels, but it traces the launcher's body, so all of that would have to be traceable.)
 
 An op's schema carries tensors, numbers and strings, not dicts, so a call's (forward, backward)
 constants travel as `constants_key`: a string that spells both dicts (`repr` of their items), looked up
