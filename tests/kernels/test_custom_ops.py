@@ -178,16 +178,22 @@ def test_training_step_compiles_without_graph_breaks_and_matches_eager(mixer, tr
         torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
-def test_no_grad_forward_exports_and_matches_eager():
+def test_no_grad_forward_exports_and_matches_eager(tmp_path, monkeypatch):
     model = small_model("mamba2").eval()
     tokens = torch.randint(0, 100, (2, 21), device=DEVICE)
     with torch.no_grad():
         want = model(tokens)
         program = torch.export.export(model, (tokens,))
         got = program.module()(tokens)
-    ops_in_graph = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    assert {"composer.ssd_forward.default", "composer.gated_rmsnorm_forward.default"} <= ops_in_graph
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        ops_in_graph = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+        assert {"composer.ssd_forward.default", "composer.gated_rmsnorm_forward.default"} <= ops_in_graph
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+        torch.export.save(program, tmp_path / "forward.pt2")
+        for module in (ops, norm_ops):  # as in a fresh process: the keys' constants are parsed back
+            monkeypatch.setattr(module, "_CONSTANTS", {})
+        loaded = torch.export.load(tmp_path / "forward.pt2").module()(tokens)
+    torch.testing.assert_close(loaded, want, rtol=1e-5, atol=1e-6)
 
 
 def test_lowrank_triton_through_the_op_matches_reference():
