@@ -22,20 +22,49 @@ def _backward_programs(device: torch.device, n_row_tiles: int) -> int:
     return max(1, min(n_row_tiles, BACKWARD_PROGRAMS_PER_SM * sms))
 
 
+def _forward(constants: dict, x, gate, weight, eps: float):
+    """Run the forward kernel over rows x (n_rows, W): the output and each row's rstd (fp32)."""
+    kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
+    n_rows = x.shape[0]
+    out, rstd = forward_outputs(x)
+    grid = (ceil_div(n_rows, constants["ROWS"]),)
+    args = dict(x_ptr=x, weight_ptr=weight, out_ptr=out, rstd_ptr=rstd, n_rows=n_rows, eps=eps)
+    if gate is not None:
+        args["z_ptr"] = gate
+    kernels.gated_rmsnorm_fwd[grid](**args, num_warps=constants["NUM_WARPS"])
+    return out, rstd
+
+
+def forward_outputs(x) -> tuple:
+    """The forward's outputs, unwritten: the custom op's fake kernel shapes them here too."""
+    return torch.empty_like(x), x.new_empty(x.shape[0], dtype=torch.float32)
+
+
+def _backward(constants: dict, x, gate, weight, rstd, dout):
+    """Run the backward kernel: dx, dgate (None without a gate) and dweight, summed in fp32."""
+    kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
+    n_rows, rows = x.shape[0], constants["ROWS"]
+    programs = _backward_programs(x.device, ceil_div(n_rows, rows))
+    rows_per_program = ceil_div(ceil_div(n_rows, programs), rows) * rows
+    programs = ceil_div(n_rows, rows_per_program)
+    dx = torch.empty_like(x)
+    dweight_parts = x.new_empty(programs, constants["W"], dtype=torch.float32)
+    args = dict(x_ptr=x, weight_ptr=weight, rstd_ptr=rstd, dout_ptr=dout, dx_ptr=dx,
+                dweight_parts_ptr=dweight_parts, n_rows=n_rows, rows_per_program=rows_per_program)
+    dgate = None
+    if gate is not None:
+        dgate = torch.empty_like(gate)
+        args.update(z_ptr=gate, dz_ptr=dgate)
+    kernels.gated_rmsnorm_bwd[(programs,)](**args, num_warps=constants["NUM_WARPS"])
+    return dx, dgate, dweight_parts.sum(0)
+
+
 class GatedRMSNorm(torch.autograd.Function):
     """Saves x, the gate, the weight and each row's rstd; the backward rebuilds g from them."""
 
     @staticmethod
     def forward(ctx, x, gate, weight, eps: float, constants: dict):
-        kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
-        n_rows = x.shape[0]
-        out = torch.empty_like(x)
-        rstd = x.new_empty(n_rows, dtype=torch.float32)
-        grid = (ceil_div(n_rows, constants["ROWS"]),)
-        args = dict(x_ptr=x, weight_ptr=weight, out_ptr=out, rstd_ptr=rstd, n_rows=n_rows, eps=eps)
-        if gate is not None:
-            args["z_ptr"] = gate
-        kernels.gated_rmsnorm_fwd[grid](**args, num_warps=constants["NUM_WARPS"])
+        out, rstd = _forward(constants, x, gate, weight, eps)
         ctx.save_for_backward(x, gate, weight, rstd)
         ctx.constants = constants
         return out
@@ -43,22 +72,8 @@ class GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, gate, weight, rstd = ctx.saved_tensors
-        constants = ctx.constants
-        kernels = load_kernel_once("gated_rmsnorm.py.jinja", constants, HEADER)
-        n_rows, rows = x.shape[0], constants["ROWS"]
-        programs = _backward_programs(x.device, ceil_div(n_rows, rows))
-        rows_per_program = ceil_div(ceil_div(n_rows, programs), rows) * rows
-        programs = ceil_div(n_rows, rows_per_program)
-        dx = torch.empty_like(x)
-        dweight_parts = x.new_empty(programs, constants["W"], dtype=torch.float32)
-        args = dict(x_ptr=x, weight_ptr=weight, rstd_ptr=rstd, dout_ptr=dout.contiguous(), dx_ptr=dx,
-                    dweight_parts_ptr=dweight_parts, n_rows=n_rows, rows_per_program=rows_per_program)
-        dgate = None
-        if gate is not None:
-            dgate = torch.empty_like(gate)
-            args.update(z_ptr=gate, dz_ptr=dgate)
-        kernels.gated_rmsnorm_bwd[(programs,)](**args, num_warps=constants["NUM_WARPS"])
-        return dx, dgate, dweight_parts.sum(0).to(weight.dtype), None, None
+        dx, dgate, dweight = _backward(ctx.constants, x, gate, weight, rstd, dout.contiguous())
+        return dx, dgate, dweight.to(weight.dtype), None, None
 
 
 def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float,
@@ -72,6 +87,9 @@ def gated_rmsnorm_triton(x: torch.Tensor, gate: torch.Tensor | None, weight: tor
                          f"{None if gate is None else tuple(gate.shape)}, {tuple(weight.shape)}")
     if x.numel() == 0:  # no rows: nothing to launch, and the reference's autograd handles the empty case
         return gated_rmsnorm(x, gate, weight, eps)
+    if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom ops (ops.py)
+        from composer.kernels.norms.ops import gated_rmsnorm_op
+        return gated_rmsnorm_op(x, gate, weight, eps)
     rows = x.reshape(-1, width).contiguous()
     gate_rows = None if gate is None else gate.reshape(-1, width).to(x.dtype).contiguous()
     out = GatedRMSNorm.apply(rows, gate_rows, weight.contiguous(), float(eps),

@@ -132,6 +132,25 @@ def side_stream(device: torch.device):
         yield
 
 
+def forward_outputs(constants: dict, x, log_a, B) -> tuple:
+    """The forward's outputs, unwritten (None where the constants say it has none): y, the final state,
+    and what it saves for the backward (see `_forward`). The custom op's fake kernel shapes them here too."""
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    Q = constants["Q"]
+    n_chunks = ceil_div(L, Q)
+    y = torch.empty_like(x)
+    final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
+    scores = states = cum = None
+    if constants["SAVES_FOR_BACKWARD"]:
+        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
+        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        if log_a is not None:
+            cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
+    return y, final_state, scores, states, cum
+
+
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
     (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
@@ -146,16 +165,10 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
-    y = torch.empty_like(x)
-    final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
-    scores = states = cum = None
+    y, final_state, scores, states, cum = forward_outputs(constants, x, log_a, B)
     beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda  # the scores beside the state passing
     if constants["SAVES_FOR_BACKWARD"]:
-        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
-        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
-        states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
-        if log_a is not None:
-            cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
+        if cum is not None:
             launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
         with side_stream(x.device) if beside else contextlib.nullcontext():
             launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
@@ -405,6 +418,10 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     flags = (initial_state is not None, return_final_state)
     inputs = (x, dt, log_a, B, C, initial_state, D)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom ops (ops.py), one a direction
+        from composer.kernels.semiseparable.ops import ssd_chunked_op
+        return ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning,
+                              needs_grad)
     sizes = scan_sizes(x, log_a, B, chunk_len, *flags, has_dt=dt is not None, has_D=D is not None)
     if plan is None:
         plan = _plan_for(sizes, x.device, tuning)

@@ -35,23 +35,35 @@ def check_step_inputs(state, x_t, log_a_t, B_t, C_t) -> None:
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {state.device}; got {t.dtype} on {t.device}")
 
 
-def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTuning()):
-    """One step: returns y_t (b, H, P) in x_t's dtype and new_state (b, H, P, N) in state's dtype.
+def step_constants(state, B_t, decays: bool, tuning: SSDTuning) -> dict:
+    """The step kernel's template constants."""
+    _, H, P, N = state.shape
+    return dict(P=P, N=N, HEADS_PER_GROUP=H // B_t.shape[1], DECAY="data" if decays else "none",
+                BLOCK_P=min(tuning.block_p, P), NUM_WARPS=tuning.num_warps)
 
-    log_a_t=None means no decay (a_t = 1); the kernel is then rendered without decay code.
-    """
-    check_step_inputs(state, x_t, log_a_t, B_t, C_t)
-    b, H, P, N = state.shape
-    constants = dict(
-        P=P, N=N, HEADS_PER_GROUP=H // B_t.shape[1], DECAY="none" if log_a_t is None else "data",
-        BLOCK_P=min(tuning.block_p, P), NUM_WARPS=tuning.num_warps,
-    )
+
+def _step(constants: dict, state, x_t, log_a_t, B_t, C_t):
+    """Launch the step kernel on contiguous inputs: y_t and the new state."""
     kernels = load_kernel_once("ssd_step.py.jinja", constants, HEADER)
-    state, x_t, B_t, C_t = (t.contiguous() for t in (state, x_t, B_t, C_t))
-    log_a_t = None if log_a_t is None else log_a_t.contiguous()
+    b, H, P, _ = state.shape
     new_state = torch.empty_like(state)
     y_t = torch.empty_like(x_t)
     launch(kernels.ssd_step_fwd, (b * H, P // constants["BLOCK_P"]), dict(num_warps=constants["NUM_WARPS"]),
            state_ptr=state, x_ptr=x_t, log_a_ptr=log_a_t, B_ptr=B_t, C_ptr=C_t, new_state_ptr=new_state, y_ptr=y_t,
            n_heads=H)
     return y_t, new_state
+
+
+def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTuning()):
+    """One step: returns y_t (b, H, P) in x_t's dtype and new_state (b, H, P, N) in state's dtype.
+
+    log_a_t=None means no decay (a_t = 1); the kernel is then rendered without decay code.
+    """
+    check_step_inputs(state, x_t, log_a_t, B_t, C_t)
+    if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom op (ops.py)
+        from composer.kernels.semiseparable.ops import ssd_step_op
+        return ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning)
+    constants = step_constants(state, B_t, log_a_t is not None, tuning)
+    state, x_t, B_t, C_t = (t.contiguous() for t in (state, x_t, B_t, C_t))
+    log_a_t = None if log_a_t is None else log_a_t.contiguous()
+    return _step(constants, state, x_t, log_a_t, B_t, C_t)
