@@ -59,6 +59,7 @@ def measure(label: str, out: str) -> None:
             for mode in MODES:
                 ms = time_shape(shape, mode)
                 sink.write(json.dumps({"label": label, "shape": shape, "mode": mode, "ms": ms}) + "\n")
+                sink.flush()  # a run cut short keeps what it measured
                 print(label, shape, mode, f"{ms:.4f}", flush=True)
 
 
