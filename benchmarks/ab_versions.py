@@ -53,9 +53,9 @@ def time_shape(shape, mode):
     return triton.testing.do_bench(step, return_mode="median")
 
 
-def measure(label: str, out: str) -> None:
+def measure(label: str, out: str, length: int | None = None) -> None:
     with open(out, "a") as sink:
-        for shape in TABLE + GROUPS:
+        for shape in [s for s in TABLE + GROUPS if length is None or s[1] == length]:
             for mode in MODES:
                 ms = time_shape(shape, mode)
                 sink.write(json.dumps({"label": label, "shape": shape, "mode": mode, "ms": ms}) + "\n")
@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label")
     parser.add_argument("--out")
+    parser.add_argument("--length", type=int, help="only the shapes of this length")
     parser.add_argument("--compare")
     parser.add_argument("--base", default="base")
     parser.add_argument("--new", default="new")
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     if args.compare:
         compare(args.compare, args.base, args.new)
     else:
-        measure(args.label, args.out)
+        measure(args.label, args.out, args.length)
     return 0
 
 
