@@ -54,8 +54,12 @@ def part_call(spec: Spec, block, part: str) -> LayerCall | None:
     return None if call is None else _checked(call)
 
 
+def norm_class(norm) -> str:
+    return "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
+
+
 def norm_call(norm, width: int) -> str:
-    return f"{'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'}({width}, eps={norm.eps!r})"
+    return f"{norm_class(norm)}({width}, eps={norm.eps!r})"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RU
         blocks.append(_BlockSource(name, _summary(block), _call(mixer.cls, **mixer.kwargs),
                                    norm_call(block.norm, spec.d_model),
                                    None if channel is None else _call(channel.cls, **channel.kwargs)))
-    norms = {norm_call(spec.blocks[n].norm, 1).split("(")[0] for n in used} | {norm_call(spec.norm, 1).split("(")[0]}
+    norms = {norm_class(spec.blocks[n].norm) for n in used} | {norm_class(spec.norm)}
     runs = _run_length(schedule)
     rows = [f'*["{name}"] * {count},' if count > 1 else f'"{name}",' for name, count in runs]
     return render_template(

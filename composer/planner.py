@@ -15,6 +15,7 @@ Edges follow the data. Costs are closed-form, written from the papers, not measu
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import networkx as nx
@@ -23,9 +24,15 @@ from composer.costs import Op, norm
 from composer.kernels.plan import DEFAULT_GPU, LayerKernels, Target
 from composer.kinds import kind_of
 from composer.problems import Problem
-from composer.resolve import DTYPE_BYTES, block_ops, resolve
+from composer.resolve import DTYPE_BYTES, model_sizes, resolve
 from composer.schedule import layer_names
-from composer.spec import Spec
+from composer.spec import Block, Spec
+
+
+def block_ops(spec: Spec, block: Block, part: str) -> list[Op]:
+    """A resolved block's mixer or channel ops, from its kind."""
+    value = getattr(block, part)
+    return kind_of(value, "sequence" if part == "mixer" else "channel").costs(value, model_sizes(spec, block))
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def default_target(precision: str = "fp32", mode: str = "train") -> Target:
     current = Target.current(precision, mode)
     if current.on_gpu:
         return current
-    return Target(DEFAULT_GPU.gpu, DEFAULT_GPU.multiprocessors, DEFAULT_GPU.capability, precision, mode)
+    return dataclasses.replace(DEFAULT_GPU, precision=precision, mode=mode)
 
 
 def block_kernels(spec: Spec, target: Target) -> dict[str, LayerKernels]:

@@ -8,7 +8,6 @@ spec's line and column.
 
 from __future__ import annotations
 
-from composer.costs import Op
 from composer.grammar.errors import did_you_mean
 from composer.kinds import ModelSizes, kind_of
 from composer.problems import Problem, Problems, prefixed
@@ -65,9 +64,3 @@ def resolve(spec: Spec) -> Spec:
     if not layer_names(resolved):
         raise Problems([Problem(("layers",), "the schedule resolves to no layers")])
     return resolved
-
-
-def block_ops(spec: Spec, block: Block, part: str) -> list[Op]:
-    """A resolved block's mixer or channel ops, from its kind."""
-    value = getattr(block, part)
-    return kind_of(value, "sequence" if part == "mixer" else "channel").costs(value, model_sizes(spec, block))

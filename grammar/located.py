@@ -50,19 +50,19 @@ class Located:
 
     def spans(self, path: tuple) -> Iterator[tuple[tuple, Span]]:
         """(data path, span) for this value and every part of it, below `path`."""
-        if self.span is not None:
-            yield path, self.span
-        parts = self.mapping.items() if self.mapping is not None else enumerate(self.sequence or ())
-        for key, part in parts:
-            yield from part.spans(path + (key,))
+        return self._walk(path, "span")
 
     def key_spans(self, path: tuple) -> Iterator[tuple[tuple, Span]]:
         """(data path, span of its key) for this value and every part of it that has a key."""
-        if self.key_span is not None:
-            yield path, self.key_span
+        return self._walk(path, "key_span")
+
+    def _walk(self, path: tuple, which: str) -> Iterator[tuple[tuple, Span]]:
+        own = getattr(self, which)
+        if own is not None:
+            yield path, own
         parts = self.mapping.items() if self.mapping is not None else enumerate(self.sequence or ())
         for key, part in parts:
-            yield from part.key_spans(path + (key,))
+            yield from part._walk(path + (key,), which)
 
     def describe(self) -> str:
         return ORIGIN_WORDS.get(self.origin, self.origin)

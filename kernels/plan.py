@@ -6,6 +6,7 @@ own plan entry (`LayerKernels.entry`) and only look up in it what their batch pi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,28 @@ class Target:
 
     @classmethod
     def current(cls, precision: str = "fp32", mode: str = "train") -> "Target":
-        """This process's first CUDA device, else the interpreter."""
+        """This process's current CUDA device, else the interpreter."""
         import torch
 
-        if not torch.cuda.is_available():
-            return cls(precision=precision, mode=mode)
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        return cls(props.name, props.multi_processor_count, (props.major, props.minor), precision, mode)
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        return cls.of(device, precision, mode)
+
+    @classmethod
+    def of(cls, device, precision: str = "fp32", mode: str = "train") -> "Target":
+        """The target a torch device is: its GPU facts on CUDA, the interpreter anywhere else (or for None).
+        Remembered per device: launchers ask on every call."""
+        return _target_of(device if device is not None and device.type == "cuda" else None, precision, mode)
+
+
+@functools.lru_cache(maxsize=None)
+def _target_of(device, precision: str, mode: str) -> Target:
+    """`Target.of`, asking the driver once per CUDA device."""
+    if device is None:
+        return Target(precision=precision, mode=mode)
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return Target(props.name, props.multi_processor_count, (props.major, props.minor), precision, mode)
 
 
 # The GPU a plan assumes when asked for one without a GPU at hand (`mixc check` on a laptop): an H100/H200's

@@ -19,8 +19,9 @@ import torch
 from triton.runtime.errors import OutOfResources, PTXASError
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.device import ceil_div, multiprocessors
-from composer.kernels.semiseparable.plan import ScanPlan, ScanSizes, fits, plan_scan, tunings_by_batch
+from composer.kernels.device import ceil_div
+from composer.kernels.plan import Target
+from composer.kernels.semiseparable.plan import ScanPlan, ScanSizes, fits, plan_scan, tuning_for_batch
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -351,19 +352,9 @@ def operand_of(x, B) -> str:
     return OPERANDS[x.dtype] if x.dtype == B.dtype else "fp32"
 
 
-def device_multiprocessors(device: torch.device) -> int | None:
-    """The plan's GPU fact for a device: its multiprocessors on CUDA; None (no waves to fill) elsewhere."""
-    return multiprocessors(device) if device.type == "cuda" else None
-
-
-@functools.lru_cache(maxsize=None)
-def device_name(device: torch.device) -> str:
-    """The plan's GPU key for a device: torch's name for it, or "interpreter" off CUDA."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "interpreter"
-
-
 def _plan_for(sizes: ScanSizes, device: torch.device, tuning: SSDTuning | None) -> ScanPlan:
-    return _plan_on(sizes, device_multiprocessors(device), device_name(device), tuning)
+    target = Target.of(device)
+    return _plan_on(sizes, target.multiprocessors, target.gpu, tuning)
 
 
 @functools.lru_cache(maxsize=256)
@@ -384,17 +375,22 @@ def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state
     """The forward's and the backward's constants a call with these tensors runs under `tuning` (its form
     picked for x's batch on x's device). The dicts are shared: read them, never change them."""
     plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
+    forward, backward = _variant_constants(plan, x, B, needs_grad)
+    return forward, backward or _variant_constants(plan, x, B, True)[1]
+
+
+def _variant_constants(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[dict, dict | None]:
+    """The forward's constants (its walk's segments picked for x's batch and length) and the backward's (None
+    without gradients) of the variant the plan gives these inputs."""
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
-    backward = variant.backward or plan.select(operand_of(x, B), True, x.shape[0]).backward
-    return variant.forward_constants(variant.segments(x.shape[0], x.shape[1])), backward
+    return variant.forward_constants(variant.segments(x.shape[0], x.shape[1])), variant.backward
 
 
 def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
-    """The measured tuning (tuning.py) the plan gives these inputs' types, (P, N) and batch."""
-    sizes = scan_sizes(x, None, B, 64, False, False)
-    tunings = tunings_by_batch(sizes, operand_of(x, B), needs_grad, device_multiprocessors(x.device),
-                               device_name(x.device))
-    return [tuning for start, tuning, _ in tunings if start <= x.shape[0]][-1]
+    """The measured tuning (tunings.json) the plan gives these inputs' types, (P, N) and batch."""
+    target = Target.of(x.device)
+    return tuning_for_batch(scan_sizes(x, None, B, 64, False, False), operand_of(x, B), needs_grad, x.shape[0],
+                            target.multiprocessors, target.gpu)
 
 
 def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_final_state=True, *,
@@ -427,9 +423,7 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
         plan = _plan_for(sizes, x.device, tuning)
     elif plan.sizes != sizes:
         raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
-    variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
-    constants = variant.forward_constants(variant.segments(x.shape[0], x.shape[1]))
-    backward_constants = variant.backward
+    constants, backward_constants = _variant_constants(plan, x, B, needs_grad)
     contiguous = [None if t is None else t.contiguous() for t in inputs]
     if not needs_grad:  # inference: nothing to save, no autograd node
         y, final_state = _forward(constants, *contiguous)[:2]

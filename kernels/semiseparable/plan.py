@@ -160,6 +160,13 @@ def tunings_by_batch(sizes: ScanSizes, operand: str, needs_grad: bool, multiproc
             (threshold, busy, f"{programs} state-passing programs >= {multiprocessors} multiprocessors")]
 
 
+def tuning_for_batch(sizes: ScanSizes, operand: str, needs_grad: bool, batch: int, multiprocessors: int | None,
+                     gpu: str = "*") -> SSDTuning:
+    """The tuning `tunings_by_batch` gives a batch of `batch` sequences."""
+    tunings = tunings_by_batch(sizes, operand, needs_grad, multiprocessors, gpu)
+    return [tuning for start, tuning, _ in tunings if start <= batch][-1]
+
+
 def _programs(tiles_per_head: int) -> str:
     return "b*H" if tiles_per_head == 1 else f"b*H*{tiles_per_head}"
 

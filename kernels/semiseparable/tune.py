@@ -16,8 +16,9 @@ from typing import Callable
 
 import torch
 
-from composer.kernels.semiseparable.chunk import device_multiprocessors, device_name, ssd_chunked_triton
-from composer.kernels.semiseparable.plan import ScanSizes, tunings_by_batch
+from composer.kernels.plan import Target
+from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+from composer.kernels.semiseparable.plan import ScanSizes, tuning_for_batch
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 # The forward's fields a candidate varies, over the tuning the plan picks now; the backward keeps its own.
@@ -112,5 +113,5 @@ def tune_scan(sizes: ScanSizes, operand: str, batch: int, seq_len: int, device: 
 
 def current_tuning(sizes: ScanSizes, operand: str, batch: int, device: torch.device) -> SSDTuning:
     """The tuning the plan gives a training forward of this batch on this device now."""
-    tunings = tunings_by_batch(sizes, operand, True, device_multiprocessors(device), device_name(device))
-    return [tuning for start, tuning, _ in tunings if start <= batch][-1]
+    target = Target.of(device)
+    return tuning_for_batch(sizes, operand, True, batch, target.multiprocessors, target.gpu)

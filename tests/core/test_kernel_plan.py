@@ -1,6 +1,7 @@
 """`mixc kernels`: the specialisations a spec needs, each once, with readable emitted source."""
 
 import ast
+import dataclasses
 import re
 
 import composer
@@ -15,7 +16,7 @@ SSD = {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16}
 
 
 def gpu(precision: str = "fp32", mode: str = "train") -> Target:
-    return Target(DEFAULT_GPU.gpu, DEFAULT_GPU.multiprocessors, DEFAULT_GPU.capability, precision, mode)
+    return dataclasses.replace(DEFAULT_GPU, precision=precision, mode=mode)
 
 
 def plan_of(blocks: dict, layers: list, precision: str = "fp32", norms: bool = False):

@@ -22,7 +22,7 @@ class Quasiseparable(Kind):
         return resolve_state_space(m, model, problems)
 
     def costs(self, m, model):
-        return state_space_ops(m, model, directions=2, data_decay=True)
+        return state_space_ops(m, model, directions=2, decay="data")
 
     def layer(self, m, model):
         return LayerCall("composer.kinds.quasiseparable.layer", "Hydra", dict(

@@ -82,7 +82,9 @@ def resolve_state_space(m, model, problems: list[Problem]):
     return m.model_copy(update={"heads": heads or m.heads})
 
 
-def state_space_ops(m, model, directions: int, data_decay: bool) -> list[Op]:
+def state_space_ops(m, model, directions: int, decay: str) -> list[Op]:
+    """The ops of a Mamba-2 (one direction) or Hydra (two) layer with decay `none`, `fixed` or `data`."""
+    data_decay = decay == "data"
     d, inner, bc = model.d_model, m.heads * m.head_dim, directions * 2 * m.groups * m.state
     dt = directions * m.heads if data_decay else 0
     proj_out = (inner if m.gate else 0) + inner + bc + dt
@@ -92,7 +94,7 @@ def state_space_ops(m, model, directions: int, data_decay: bool) -> list[Op]:
         ops.append(Op("conv1d", "conv1d", (channels,), (channels,), channels * m.conv + channels,
                       2.0 * channels * m.conv, 2.0 * channels * m.conv,
                       state_bytes=channels * (m.conv - 1) * model.dtype_bytes))
-    decay_params = 2 * m.heads if data_decay else m.heads if getattr(m, "decay", "data") == "fixed" else 0
+    decay_params = 2 * m.heads if data_decay else m.heads if decay == "fixed" else 0
     forward, step = scan_flops(m.heads, m.chunk, m.head_dim, m.state)
     scan_params = decay_params + (m.heads if m.skip else 0) + (inner * m.heads if directions == 2 else 0)
     ops.append(Op("scan", "ssd_scan" if directions == 1 else "quasiseparable_scan", (inner + bc + dt,), (inner,),
@@ -130,7 +132,7 @@ class Semiseparable(Kind):
         return resolve_state_space(m, model, problems)
 
     def costs(self, m, model):
-        return state_space_ops(m, model, directions=1, data_decay=m.decay == "data")
+        return state_space_ops(m, model, directions=1, decay=m.decay)
 
     def layer(self, m, model):
         return LayerCall("composer.kinds.semiseparable.layer", "Mamba2", dict(
