@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from composer.codegen.render import render_template
 from composer.kinds import LayerCall, kind_of
@@ -17,7 +18,8 @@ from composer.resolve import model_sizes
 from composer.schedule import layer_names
 from composer.spec import Spec
 
-RUNTIME = "composer.layers"  # the blocks, model and norms around the kinds' layers
+# The modules of the runtime around the kinds' layers: the block and model, and the norms.
+MODEL_MODULE, NORMS_MODULE = "composer.layers.model", "composer.layers.norms"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -80,15 +82,19 @@ def _run_length(names: list[str]) -> list[tuple[str, int]]:
     return [(name, len(list(group))) for name, group in itertools.groupby(names)]
 
 
-def _import_lines(calls: list[LayerCall], runtime_names: set[str], runtime: str) -> list[str]:
-    modules: dict[str, set[str]] = {runtime: set(runtime_names)}
+def _import_lines(calls: list[LayerCall], norms: set[str], import_name: Callable[[str], str]) -> list[str]:
+    modules: dict[str, set[str]] = {MODEL_MODULE: {"Block", "LanguageModel"}, NORMS_MODULE: set(norms)}
     for call in calls:
         modules.setdefault(call.module, set()).add(call.cls)
-    return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(modules.items())]
+    lines = {import_name(module): names for module, names in modules.items()}
+    return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(lines.items())]
 
 
-def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RUNTIME) -> str:
-    """Module source defining `make_model()`; `spec` must be resolved (composer.resolve)."""
+def render_model_source(spec: Spec, origin: str | None = None,
+                        import_name: Callable[[str], str] = lambda module: module) -> str:
+    """Module source defining `make_model(plans)`; `spec` must be resolved (composer.resolve). import_name: how
+    the source names a runtime module (`build` imports them where they are installed; an export, from its own
+    package)."""
     schedule = layer_names(spec)
     used = [name for name in spec.blocks if name in schedule]
     blocks, calls = [], []
@@ -107,6 +113,6 @@ def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RU
         name=spec.name, origin=origin, d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),
-        schedule_rows=rows, import_lines=_import_lines(calls, {"Block", "LanguageModel"} | norms, runtime),
+        schedule_rows=rows, import_lines=_import_lines(calls, norms, import_name),
         blocks=blocks, final_norm=norm_call(spec.norm, spec.d_model),
     )

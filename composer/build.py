@@ -11,7 +11,6 @@ from composer.codegen.model_source import render_model_source
 from composer.kernels.plan import LayerKernels, Target
 from composer.planner import block_kernels
 from composer.resolve import resolve
-from composer.schedule import layer_names
 from composer.spec import Spec
 
 BACKENDS = ("auto", "reference", "triton")
@@ -38,19 +37,16 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
     if backend == "triton":
         _check_triton_paths(kernels)
     module = load_source(render_model_source(resolved), f"composer_model_{spec.name}")
-    model = module.make_model()
-    for layer, name in zip(model.layers, layer_names(resolved)):
-        hand_plan(layer.mixer, kernels[name])
+    model = module.make_model(plans_of(kernels))
     for layer in model.modules():
         if hasattr(layer, "backend"):
             layer.backend = backend
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
 
 
-def hand_plan(mixer: nn.Module, kernels: LayerKernels) -> None:
-    """Give a layer its plan entry: layers on generated kernels take it through `receive_plan`."""
-    if kernels.entry is not None and hasattr(mixer, "receive_plan"):
-        mixer.receive_plan(kernels.entry)
+def plans_of(kernels: dict[str, LayerKernels]) -> dict:
+    """The plan entries the generated `make_model` hands its layers, by block: those on generated kernels."""
+    return {name: planned.entry for name, planned in kernels.items() if planned.entry is not None}
 
 
 def _check_triton_paths(kernels: dict[str, LayerKernels]) -> None:

@@ -7,7 +7,7 @@ scalars" (triton#9171, fixed upstream by triton#9172). `patch_interpreter_loop_b
 element explicitly. It patches only when the installed Triton still shows the failure, so a
 fixed Triton (or an older numpy) is left alone; drop this module once a fixed Triton is pinned.
 
-composer's launch path (codegen/render.py, which every kernel launcher imports) calls
+The kernel loader (codegen/render.py, which every kernel launcher imports) calls
 `patch_interpreter_if_enabled()` once, so users' runs get the same interpreter as the tests.
 """
 

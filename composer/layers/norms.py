@@ -32,7 +32,7 @@ class GatedRMSNorm(RMSNorm):
     """
 
     backend = "auto"
-    kernel_constants: dict | None = None  # the plan's norm_constants, set by `composer.build`
+    kernel_constants: dict | None = None  # the plan's norm_constants, set by `build`
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         if runs_generated(self.backend, x.is_cuda):

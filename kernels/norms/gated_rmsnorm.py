@@ -13,7 +13,7 @@ from composer.kernels.device import ceil_div, multiprocessors
 from composer.kernels.norms.plan import norm_constants
 from composer.kernels.norms.reference import gated_rmsnorm
 
-HEADER = {"family": "norms", "rendered_for": "composer.kernels.norms.gated_rmsnorm"}
+HEADER = {"family": "norms", "rendered_for": "the gated RMSNorm launcher"}
 BACKWARD_PROGRAMS_PER_SM = 2  # the backward's programs each sum dweight over a run of rows
 
 

@@ -1,7 +1,7 @@
 """The fused gated RMSNorm as PyTorch custom ops, which torch.compile(fullgraph=True) and torch.export see whole.
 
-`composer::gated_rmsnorm_forward` returns the output and each row's rstd; its autograd formula calls
-`composer::gated_rmsnorm_backward`. The constants travel as a string spelling their items, as for the
+`NAMESPACE::gated_rmsnorm_forward` returns the output and each row's rstd; its autograd formula calls
+`NAMESPACE::gated_rmsnorm_backward`. The constants travel as a string spelling their items, as for the
 SSD ops (kernels/semiseparable/ops.py, which says why); eager calls run `GatedRMSNorm` directly.
 """
 
@@ -13,7 +13,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from composer.kernels.op_namespace import NAMESPACE
 from composer.kernels.norms.gated_rmsnorm import _backward, _forward, forward_outputs, norm_constants
+
+OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
 _CONSTANTS: dict[str, dict] = {}
 
@@ -33,7 +36,7 @@ def constants_of(key: str) -> dict:
     return constants
 
 
-@torch.library.custom_op("composer::gated_rmsnorm_forward", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::gated_rmsnorm_forward", mutates_args=())
 def gated_rmsnorm_forward(x: Tensor, gate: Optional[Tensor], weight: Tensor, eps: float,
                           key: str) -> tuple[Tensor, Tensor]:
     """The output and each row's rstd (fp32) of rows x (n_rows, W)."""
@@ -45,7 +48,7 @@ def _(x, gate, weight, eps, key):
     return forward_outputs(x)
 
 
-@torch.library.custom_op("composer::gated_rmsnorm_backward", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::gated_rmsnorm_backward", mutates_args=())
 def gated_rmsnorm_backward(x: Tensor, gate: Optional[Tensor], weight: Tensor, rstd: Tensor, dout: Tensor,
                            key: str) -> tuple[Tensor, Tensor, Tensor]:
     """dx, dgate (empty without a gate) and dweight (fp32)."""
@@ -67,7 +70,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward_formula(ctx, dout, _rstd_grad):
     x, gate, weight, rstd = ctx.saved_tensors
-    dx, dgate, dweight = torch.ops.composer.gated_rmsnorm_backward(x, gate, weight, rstd, dout.contiguous(), ctx.key)
+    dx, dgate, dweight = OPS.gated_rmsnorm_backward(x, gate, weight, rstd, dout.contiguous(), ctx.key)
     return dx, None if gate is None else dgate, dweight.to(weight.dtype), None, None
 
 
@@ -85,6 +88,6 @@ def gated_rmsnorm_op(x: Tensor, gate: Tensor | None, weight: Tensor, eps: float)
     width = x.shape[-1]
     rows = x.reshape(-1, width).contiguous()
     gate_rows = None if gate is None else gate.reshape(-1, width).to(x.dtype).contiguous()
-    out, _ = torch.ops.composer.gated_rmsnorm_forward(rows, gate_rows, weight.contiguous(), float(eps),
+    out, _ = OPS.gated_rmsnorm_forward(rows, gate_rows, weight.contiguous(), float(eps),
                                                       traced_call_key(width, gate is not None))
     return out.reshape(x.shape)

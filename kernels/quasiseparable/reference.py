@@ -2,7 +2,7 @@
 
     QS(X) = shift(SS_fw(X)) + flip(shift(SS_bw(flip(X)))) + D * X
 
-SS is the semiseparable (SSD) core of `composer.kernels.semiseparable.reference`; each half has its
+SS is the semiseparable (SSD) core of `kernels/semiseparable/reference.py`; each half has its
 own log_a, B, C. shift moves outputs one step later along L and fills zero at t = 0, so neither half
 reaches the diagonal; flip reverses L. As in Hydra's code, every input is given in the original time
 order and the backward half flips x, log_a_bw, B_bw and C_bw itself.

@@ -27,7 +27,7 @@ from composer.kernels.semiseparable.tuning import SSDTuning
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OPERANDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 OPERAND_DTYPES = {name: dtype for dtype, name in OPERANDS.items()}
-HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.chunk"}
+HEADER = {"family": "semiseparable", "rendered_for": "the SSD chunked-scan launcher"}
 
 
 def launch_options(constants: dict, state_passing: bool = False) -> dict:

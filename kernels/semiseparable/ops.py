@@ -1,7 +1,7 @@
 """The SSD chunked scan as PyTorch custom ops, which torch.compile(fullgraph=True) and torch.export see whole.
 
-`composer::ssd_forward` runs the forward kernels and returns y, the final state and what the backward
-reads; its autograd formula calls `composer::ssd_backward`. `composer::ssd_step` is one decoding step
+`NAMESPACE::ssd_forward` runs the forward kernels and returns y, the final state and what the backward
+reads; its autograd formula calls `NAMESPACE::ssd_backward`. `NAMESPACE::ssd_step` is one decoding step
 (forward only). They are `torch.library.custom_op`s, opaque to the compiler: the launch path
 (rendered-module loading, the side stream, grid arithmetic, scratch sized by the template) runs inside
 them as plain Python that no tracer enters, on the GPU or under the CPU interpreter alike, and their fake
@@ -29,10 +29,13 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from composer.kernels.op_namespace import NAMESPACE
 from composer.kernels.semiseparable.chunk import (_backward, _forward, call_constants, default_tuning,
                                                  forward_outputs)
 from composer.kernels.semiseparable.step import _step, step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
+
+OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
 _CONSTANTS: dict[str, tuple[dict, dict]] = {}
 
@@ -58,7 +61,7 @@ def _empty_for_none(tensors, like: Tensor) -> tuple:
     return tuple(like.new_empty(0) if t is None else t for t in tensors)
 
 
-@torch.library.custom_op("composer::ssd_forward", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::ssd_forward", mutates_args=())
 def ssd_forward(x: Tensor, dt: Optional[Tensor], log_a: Optional[Tensor], B: Tensor, C: Tensor,
                 initial_state: Optional[Tensor], D: Optional[Tensor],
                 key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -71,7 +74,7 @@ def _(x, dt, log_a, B, C, initial_state, D, key):
     return _empty_for_none(forward_outputs(constants_of(key)[0], x, log_a, B), x)
 
 
-@torch.library.custom_op("composer::ssd_backward", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::ssd_backward", mutates_args=())
 def ssd_backward(x: Tensor, dt: Optional[Tensor], B: Tensor, C: Tensor, initial_state: Optional[Tensor],
                  D: Optional[Tensor], scores: Tensor, states: Tensor, cum: Optional[Tensor], dy: Tensor,
                  final_state_grad: Optional[Tensor],
@@ -112,7 +115,7 @@ def _backward_formula(ctx, dy, final_state_grad, *saved_grads):
     else:
         final_state_grad = None
     dy = torch.zeros_like(x) if dy is None else dy.contiguous()
-    dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = torch.ops.composer.ssd_backward(
+    dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = OPS.ssd_backward(
         x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad, ctx.key)
     return (dx, None if dt is None else ddt.to(dt.dtype), None if cum is None else dlog_a.to(ctx.log_a_dtype),
             dB, dC, None if initial_state is None else initial_state_grad, None if D is None else dD.to(D.dtype),
@@ -158,13 +161,13 @@ def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state,
     key = traced_call_key(_facts(x, 1), _facts(B, 1), log_a is not None, chunk_len, initial_state is not None,
                           return_final_state, tuning, dt is not None, D is not None, needs_grad)
     inputs = (x, dt, log_a, B, C, initial_state, D)
-    y, final_state, *_ = torch.ops.composer.ssd_forward(*(None if t is None else t.contiguous() for t in inputs),
+    y, final_state, *_ = OPS.ssd_forward(*(None if t is None else t.contiguous() for t in inputs),
                                                         key)
     return y, final_state if return_final_state else None
 
 
 
-@torch.library.custom_op("composer::ssd_step", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::ssd_step", mutates_args=())
 def ssd_step(state: Tensor, x_t: Tensor, log_a_t: Optional[Tensor], B_t: Tensor, C_t: Tensor,
              key: str) -> tuple[Tensor, Tensor]:
     """y_t and the new state, as `step.ssd_step_triton` (forward only: it has no autograd formula)."""
@@ -186,4 +189,4 @@ def ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning):
     """`ssd_step_triton` (after its input checks) through the custom op."""
     key = traced_step_key(_facts(state), _facts(B_t), log_a_t is not None, tuning)
     inputs = (state, x_t, log_a_t, B_t, C_t)
-    return torch.ops.composer.ssd_step(*(None if t is None else t.contiguous() for t in inputs), key)
+    return OPS.ssd_step(*(None if t is None else t.contiguous() for t in inputs), key)

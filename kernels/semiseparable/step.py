@@ -13,7 +13,7 @@ from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
 from composer.kernels.semiseparable.tuning import SSDTuning
 
-HEADER = {"family": "semiseparable", "rendered_for": "composer.kernels.semiseparable.step"}
+HEADER = {"family": "semiseparable", "rendered_for": "the SSD decoding-step launcher"}
 
 
 def check_step_inputs(state, x_t, log_a_t, B_t, C_t) -> None:

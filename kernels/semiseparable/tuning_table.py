@@ -1,5 +1,5 @@
 """The measured launch choices as data: tunings.json beside this file, and the user's own entries that
-`mixc tune` writes (COMPOSER_TUNINGS, default ~/.cache/composer/tunings.json), which come first.
+`mixc tune` writes (COMPOSER_TUNINGS, default ~/.cache/<USER_FOLDER>/tunings.json), which come first.
 
 An entry is keyed by GPU (torch's device name, or "*"), operand ("fp32", "bf16", "fp16" or "16-bit"),
 head dim, state size and regime ("any", or TRAINING_BUSY: a training forward once the split form's state
@@ -23,8 +23,11 @@ REGIMES = ("any", TRAINING_BUSY)
 _FIELDS = {f.name for f in dataclasses.fields(SSDTuning)}
 
 
+USER_FOLDER = "composer"  # export: package name
+
+
 def user_file() -> Path:
-    return Path(os.environ.get("COMPOSER_TUNINGS", Path.home() / ".cache" / "composer" / "tunings.json"))
+    return Path(os.environ.get("COMPOSER_TUNINGS", Path.home() / ".cache" / USER_FOLDER / "tunings.json"))
 
 
 def tuning_from(fields: dict, where: str = "an entry") -> SSDTuning:

@@ -56,7 +56,7 @@ def test_plan_prints_table_and_writes_json_and_dot(tmp_path, capsys):
 
 def test_source_prints_the_generated_module(capsys):
     assert main(["source", str(EXAMPLES / "tiny_mqar.mix")]) == 0
-    assert "def make_model()" in capsys.readouterr().out
+    assert "def make_model(plans: dict | None = None)" in capsys.readouterr().out
 
 
 def test_schema_is_json(capsys):

@@ -20,7 +20,7 @@ class LinearAttention(nn.Module):
     the generated SSD kernels (one group per head) or the plain-PyTorch reference."""
 
     backend = "auto"
-    scan_plans = None  # the plan's (values, normaliser) ScanPlans, set by `composer.build`
+    scan_plans = None  # the plan's (values, normaliser) ScanPlans, set by `build`
 
     def __init__(self, d_model: int, heads: int, head_dim: int, feature_dim: int, feature_map: str = "elu",
                  causal: bool = True, normalize: bool = True, decay: str = "none", chunk: int = 64):

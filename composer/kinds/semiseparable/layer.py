@@ -53,7 +53,7 @@ def _dt_bias(heads: int) -> torch.Tensor:
 class _StateSpaceBase(nn.Module):
     """Projections, short conv, decay parameters, skip, gate and output norm shared by both layers.
 
-    `backend` ("auto", "reference" or "triton") picks the SSD core; `composer.build` sets it, and hands
+    `backend` ("auto", "reference" or "triton") picks the SSD core; `build` sets it, and hands
     the layer its plan: `scan_plan` (the kernels' ScanPlan, None off the generated path or when the layer
     was made without `build`: then it is planned from the tensors' sizes).
     """
