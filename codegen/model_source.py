@@ -91,10 +91,11 @@ def _import_lines(calls: list[LayerCall], norms: set[str], import_name: Callable
 
 
 def render_model_source(spec: Spec, origin: str | None = None,
-                        import_name: Callable[[str], str] = lambda module: module) -> str:
+                        import_name: Callable[[str], str] = lambda module: module, prelude: str = "",
+                        tail: str = "") -> str:
     """Module source defining `make_model(plans)`; `spec` must be resolved (composer.resolve). import_name: how
     the source names a runtime module (`build` imports them where they are installed; an export, from its own
-    package)."""
+    package). prelude, tail: an export's further imports and its loading code, after the imports and at the end."""
     schedule = layer_names(spec)
     used = [name for name in spec.blocks if name in schedule]
     blocks, calls = [], []
@@ -114,5 +115,5 @@ def render_model_source(spec: Spec, origin: str | None = None,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),
         schedule_rows=rows, import_lines=_import_lines(calls, norms, import_name),
-        blocks=blocks, final_norm=norm_call(spec.norm, spec.d_model),
+        blocks=blocks, final_norm=norm_call(spec.norm, spec.d_model), prelude=prelude.strip("\n"), tail=tail,
     )

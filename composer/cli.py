@@ -133,14 +133,34 @@ def cmd_train(args) -> int:
     from composer.search.train import train_mqar
     spec = _load(args)
     use_cpu_threads(args.threads)
+    weights_out = None
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        weights_out = Path(args.out) / "model.safetensors"
     result = train_mqar(spec, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                         pairs=args.pairs, lr=args.lr, seed=args.seed, console=console, noise=args.noise,
-                        precision=args.precision)
+                        precision=args.precision, weights_out=weights_out)
     console.print(f"final loss {result.loss:.4f}, held-out recall accuracy {result.accuracy:.3f} "
                   f"({result.tokens_per_second:,.0f} tokens/s)")
     # What the accuracy means: a uniform guess over the value tokens, and a guess among the context's values.
     console.print(f"chance {1 / (spec.vocab - spec.vocab // 2):.3f}; picking one of the {args.pairs} values "
                   f"in context without matching its key {1 / args.pairs:.3f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from composer.codegen.package import ExportError
+    from composer.export import export
+    from composer.layers.weights import WeightsError
+    try:
+        done = export(args.spec, args.out, weights=args.weights, dtype=args.dtype, force=args.force,
+                      head=args.head, model=args.model)
+    except (ExportError, WeightsError) as exc:
+        errors.print(f"error: {exc}", markup=False)
+        return 2
+    console.print(f"exported `{done.package}` to {done.folder}: {done.kernels} kernels, weights from {done.weights}")
+    console.print(f"load it: import {done.package}; {done.package}.from_pretrained({str(done.folder)!r}), or "
+                  f"transformers' {done.auto_class}.from_pretrained({str(done.folder)!r}, trust_remote_code=True)")
     return 0
 
 
@@ -196,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
                             "multiply bf16 operands")
     train.add_argument("--threads", type=int, default=0, metavar="N",
                        help="torch CPU threads (default: the cores the load average leaves idle, at least 1)")
+    train.add_argument("--out", metavar="DIR", help="write the trained weights to DIR/model.safetensors")
     train.add_argument("--noise", action="store_true",
                        help="random tokens between queries (Zoology's random_non_queries) instead of token 0")
     search = command("search", "search the spec's open choices with Optuna: trials, live progress, a Pareto "
@@ -228,6 +249,16 @@ def parser() -> argparse.ArgumentParser:
     tune_.add_argument("--candidates", type=int, help="measure only the first N candidates (the plan's tuning first)")
     tune_.add_argument("-o", "--out", help="the tunings file to write (default: $COMPOSER_TUNINGS, else "
                        "~/.cache/composer/tunings.json)")
+    export_ = command("export", "write the spec's model as a standalone package and Hugging Face repository: "
+                      "its source, rendered kernels, config and weights", cmd_export)
+    export_.add_argument("-o", "--out", required=True, metavar="DIR", help="the package folder (its name is the "
+                         "package's, so a Python identifier)")
+    export_.add_argument("--weights", metavar="FILE", help="a safetensors file of this spec's model (mixc train "
+                         "--out writes one); default: a fresh initialisation")
+    export_.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="the weights' dtype")
+    export_.add_argument("--head", choices=("lm", "masked-lm"), help="lm (causal models' default) or masked-lm "
+                         "(encoders' default)")
+    export_.add_argument("--force", action="store_true", help="replace what is in a non-empty DIR")
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

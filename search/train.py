@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from composer import SpecError, build
+from composer.layers.weights import save
 from composer.search.tasks import IGNORE, MQAR, Task, TaskError, accuracy
 from composer.spec import Spec
 
@@ -122,11 +124,12 @@ def _progress(console: Console | None) -> Progress:
 
 def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = None,
           console: Console | None = None,
-          on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+          on_eval: Callable[[int, float], None] | None = None, weights_out: Path | None = None) -> TrainResult:
     """Build `spec`, train it on `task`, return its final loss and held-out accuracy.
 
     `on_eval(step, accuracy)` is called every `settings.eval_every` steps; a search's pruner
-    raises from it to stop a bad trial early.
+    raises from it to stop a bad trial early. weights_out: a safetensors file the trained weights are
+    written to (what `mixc export --weights` and `composer.load_weights` read).
     """
     if task.seq_len > spec.max_len:
         raise ValueError(f"the task's seq_len {task.seq_len} exceeds the spec's max_len {spec.max_len}")
@@ -158,6 +161,8 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
                 evaluating_s += time.perf_counter() - evaluation_start
                 on_eval(step, score)
     elapsed = time.perf_counter() - start - evaluating_s  # throughput of training alone
+    if weights_out is not None:
+        save(model, weights_out, {"spec": spec.name, "steps": str(settings.steps)})
     return TrainResult(loss.item(), evaluate(model, task, settings),
                        settings.steps * settings.batch_size * task.seq_len / elapsed, settings.steps,
                        measure_latency_ms(model, task.seq_len, settings))
@@ -165,7 +170,8 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
 
 def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int = 32, pairs: int = 4,
                lr: float = 3e-3, seed: int = 0, device: str | None = None,
-               console: Console | None = None, noise: bool = False, precision: str = "fp32") -> TrainResult:
+               console: Console | None = None, noise: bool = False, precision: str = "fp32",
+               weights_out: Path | None = None) -> TrainResult:
     """`mixc train`: MQAR over the model's whole vocabulary, with the search's recipe; gaps hold
     token 0 unless `noise`, which makes the task harder for small models."""
     if seq_len > spec.max_len:
@@ -175,4 +181,4 @@ def train_mqar(spec: Spec, steps: int = 300, batch_size: int = 64, seq_len: int 
     except TaskError as exc:
         raise SpecError.single(str(exc), hint=exc.hint) from None
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
-    return train(spec, task, settings, device=device, console=console)
+    return train(spec, task, settings, device=device, console=console, weights_out=weights_out)

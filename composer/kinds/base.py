@@ -64,6 +64,11 @@ class Kind:
         and why. The default: plain PyTorch, this kind has no generated kernels."""
         return LayerKernels.torch(f"{self.name} has no generated kernels: its layer runs PyTorch ops")
 
+    def layer_type(self, part: Strict) -> str | None:
+        """Its word in a Hugging Face config's `layer_types`, which transformers checks against its own list
+        (full_attention, sliding_attention, linear_attention, conv, ...); None where none fits."""
+        return None
+
     def summary(self, part: Strict) -> str:
         """A few words for listings and generated comments."""
         return f"{self.name} {'sequence mixer' if self.role == 'sequence' else 'channel mixer'}"

@@ -336,3 +336,27 @@ class ScanLayerPlan:
 
     scans: tuple
     norm: dict | None = None
+
+    def loadable(self) -> list[KernelCall]:
+        """Every specialisation a layer with this entry may load at run time, across operands, regimes, batch
+        variants and segmented walks (SEGMENTS, which the launcher alone reads, left out): what an export
+        renders."""
+        from composer.kernels.semiseparable.chunk import segment_state_constants  # the walk's state passing
+        calls: list[KernelCall] = []
+
+        def add(template: str, constants: dict | None) -> None:
+            call = None if constants is None else KernelCall(template, tuple(sorted(
+                (name, value) for name, value in constants.items() if name != "SEGMENTS")))
+            if call is not None and call not in calls:
+                calls.append(call)
+
+        for scan in self.scans:
+            for variants in ([] if scan is None else scan.variants.values()):
+                for variant in variants:
+                    add(FORWARD_TEMPLATE, variant.forward)
+                    add(BACKWARD_TEMPLATE, variant.backward)
+                    if variant.segmented is not None:
+                        add(FORWARD_TEMPLATE, variant.segmented)
+                        add(FORWARD_TEMPLATE, segment_state_constants(tuple(variant.segmented.items())))
+        add("gated_rmsnorm.py.jinja", self.norm)
+        return calls

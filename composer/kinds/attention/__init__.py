@@ -63,6 +63,9 @@ class Attention(Kind):
                    kv_bytes=2 * kv * model.dtype_bytes),
                 linear("o_proj", q, d, m.bias)]
 
+    def layer_type(self, m):
+        return "sliding_attention" if m.window else "full_attention"
+
     def layer(self, m, model):
         return LayerCall("composer.kinds.attention.layer", "Attention", dict(
             d_model=model.d_model, heads=m.heads, kv_heads=m.kv_heads, head_dim=m.head_dim, max_len=model.max_len,

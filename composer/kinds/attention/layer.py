@@ -18,12 +18,19 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, d_model, bias=bias)
-        self.rope = rope
+        self.rope, self.max_len, self.rope_base = rope, max_len, rope_base
         if rope:
             cos, sin = rope_frequencies(head_dim, max_len, rope_base)
             # Buffers, not parameters: derived from the spec, not learned, not saved.
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+
+    def init_buffers(self) -> None:
+        """Compute the rotary tables again, for a loader that made the layer without them (Hugging Face's
+        from_pretrained makes modules on the meta device and loads only the saved tensors)."""
+        if self.rope:
+            cos, sin = rope_frequencies(self.head_dim, self.max_len, self.rope_base)
+            self.rope_cos, self.rope_sin = cos.to(self.q_proj.weight.device), sin.to(self.q_proj.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, L, _ = x.shape

@@ -37,6 +37,9 @@ class Lowrank(Kind):
     references = {form: f"composer.kernels.lowrank.reference:linear_attention_{form}"
                   for form in ("quadratic", "chunked", "recurrent", "step")}
 
+    def layer_type(self, m):
+        return "linear_attention"
+
     def resolve(self, m, model, problems):
         _, heads = inner_heads(m, model.d_model, problems)
         feature_dim = m.feature_dim or (16 if m.feature_map == "taylor" else m.head_dim)

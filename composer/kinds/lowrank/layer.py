@@ -38,6 +38,12 @@ class LinearAttention(nn.Module):
         else:
             self.log_decay = None
 
+    def init_buffers(self) -> None:
+        """Compute the fixed decay again, for a loader that made the layer without it (Hugging Face's
+        from_pretrained makes modules on the meta device and loads only the saved tensors)."""
+        if self.log_decay is not None:
+            self.log_decay = retnet_log_decay(self.heads).to(self.q_proj.weight.device)
+
     def receive_plan(self, entry) -> None:
         """The plan's ScanLayerPlan: the values' and the normaliser's scan plans."""
         self.scan_plans = entry.scans

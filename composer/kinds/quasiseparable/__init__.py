@@ -24,6 +24,9 @@ class Quasiseparable(Kind):
     def costs(self, m, model):
         return state_space_ops(m, model, directions=2, decay="data")
 
+    def layer_type(self, m):
+        return "linear_attention"  # a bidirectional SSM: linear in the length, as transformers' word says
+
     def layer(self, m, model):
         return LayerCall("composer.kinds.quasiseparable.layer", "Hydra", dict(
             d_model=model.d_model, heads=m.heads, head_dim=m.head_dim, state=m.state, groups=m.groups,

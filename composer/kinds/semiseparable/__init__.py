@@ -134,6 +134,9 @@ class Semiseparable(Kind):
     def costs(self, m, model):
         return state_space_ops(m, model, directions=1, decay=m.decay)
 
+    def layer_type(self, m):
+        return "linear_attention"  # transformers' word for a linear-time mixer in a hybrid (qwen3_next)
+
     def layer(self, m, model):
         return LayerCall("composer.kinds.semiseparable.layer", "Mamba2", dict(
             d_model=model.d_model, heads=m.heads, head_dim=m.head_dim, state=m.state, groups=m.groups,
