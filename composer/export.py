@@ -221,7 +221,7 @@ def export(spec: Spec | str | Path, out: str | Path, weights: str | Path | None 
     relative = lambda module: "." + flat_name(module)  # noqa: E731 - the export's import spelling
     head_class = f"{klass}ForCausalLM" if head == "lm" else f"{klass}ForMaskedLM"
     prelude = "\n".join([
-        "from pathlib import Path", "", "import torch.nn.functional as F", "",
+        "from pathlib import Path", "", "import torch", "import torch.nn.functional as F", "",
         "from .kernel_files import add_kernel_folder", "from .kernel_plan import PLANS",
         f"from {relative(WEIGHTS_MODULE)} import load_weights", "",
         "try:  # the Hugging Face classes at the end need transformers; from_pretrained does not",
@@ -234,7 +234,8 @@ def export(spec: Spec | str | Path, out: str | Path, weights: str | Path | None 
     ])
     tail = render_template("export/modeling_tail.py.jinja", camel=klass, spec_name=spec.name, causal=head == "lm",
                            head_class=head_class, vocab_size=spec.padded_vocab,
-                           output_class="CausalLMOutput" if head == "lm" else "MaskedLMOutput")
+                           output_class="CausalLMOutput" if head == "lm" else "MaskedLMOutput",
+                           weights_dtype=str(DTYPES[dtype]).removeprefix("torch."))
     origin = "spec" + (source_path.suffix if source_path is not None else ".json")
     (out / f"modeling_{spec.name}.py").write_text(render_model_source(resolved, origin, relative, prelude, tail))
     (out / f"configuration_{spec.name}.py").write_text(render_template(
