@@ -18,7 +18,8 @@ from composer.layers.weights import WeightsError, load_file, save_file
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parents[1] / "examples"
-SPECS = {"tiny_mqar": EXAMPLES / "tiny_mqar.mix", "every_kind": HERE / "every_kind.mix"}
+SPECS = {"tiny_mqar": EXAMPLES / "tiny_mqar.mix", "every_kind": HERE / "every_kind.mix",
+         "tiny_encoder": HERE / "tiny_encoder.mix"}
 # The subprocesses below cannot import the compiler: its name maps to None, so `import composer` fails there.
 NO_COMPILER = "import sys; sys.modules['composer'] = None\n"
 
@@ -105,13 +106,20 @@ def test_transformers_loads_the_export_and_save_pretrained_round_trips(tmp_path)
 
 def test_encoders_export_with_a_masked_lm_head_and_refuse_a_causal_one(tmp_path):
     pytest.importorskip("transformers")
-    hydra = EXAMPLES / "hydra_encoder.mix"
     with pytest.raises(ExportError, match="bidirectional"):
-        composer.export(hydra, tmp_path / "causal", head="lm")
-    composer.export(hydra, tmp_path / "encoder")
-    config = json.loads((tmp_path / "encoder" / "config.json").read_text())
-    assert config["architectures"] == ["HydraEncoderForMaskedLM"]
-    assert "AutoModelForMaskedLM" in config["auto_map"]
+        composer.export(SPECS["tiny_encoder"], tmp_path / "causal", head="lm")
+    out, model = exported(tmp_path, "tiny_encoder")
+    save_inputs(tmp_path, model, composer.load(SPECS["tiny_encoder"]).vocab)
+    printed = run_without_compiler(tmp_path, f"""
+        import torch
+        from transformers import AutoModelForMaskedLM
+        expected = torch.load("expected.pt")
+        model = AutoModelForMaskedLM.from_pretrained("{out.name}", trust_remote_code=True).eval()
+        with torch.no_grad():
+            print(type(model).__name__, torch.equal(model(expected["tokens"]).logits, expected["logits"]))
+    """)
+    assert printed.split() == ["TinyEncoderForMaskedLM", "True"]
+    assert "AutoModelForMaskedLM" in json.loads((out / "config.json").read_text())["auto_map"]
 
 
 def test_the_exported_kernels_run_under_the_interpreter(tmp_path):
