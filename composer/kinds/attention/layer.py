@@ -41,7 +41,8 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.window = causal, window
-        self.layout_sizes = dict(kv_heads=kv_heads, head_dim=head_dim, causal=causal, window=window)
+        self.layout_sizes = dict(kv_heads=kv_heads, head_dim=head_dim, max_len=max_len, causal=causal, window=window,
+                                 rope=rope)
         self.q_proj = nn.Linear(d_model, heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
@@ -54,10 +55,14 @@ class Attention(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
 
     @staticmethod
-    def cache_layout(length: int, kv_heads: int, head_dim: int, causal: bool = True, window: int | None = None, **_):
+    def cache_layout(length: int, kv_heads: int, head_dim: int, max_len: int, causal: bool = True,
+                     window: int | None = None, rope: bool = True, **_):
         """Keys and values: `length` slots, or a ring buffer of `window` slots for a sliding window."""
         if not causal:
             return "non-causal attention reads later tokens, so it has no decoding step"
+        if rope and length > max_len:
+            raise ValueError(f"a cache of {length} tokens is longer than max_len {max_len}, the last position "
+                             "the rotary embedding is defined for")
         slots = min(window, length) if window else length
         return (CacheEntry("key", (slots, kv_heads, head_dim), "activation"),
                 CacheEntry("value", (slots, kv_heads, head_dim), "activation"))
