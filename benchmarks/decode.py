@@ -90,17 +90,41 @@ def step_kernels(out) -> None:
         ours_y, ours_state = ssd_step_triton(state, (x.float() * dt[..., None]), log_a, B, C)
         peer_state = state.clone()
         # mamba_ssm's per-head layout: dt, A broadcast over (P) and (P, N); D and z left out
+        no_bias = torch.zeros(H, P, device="cuda")
         peer_y = selective_state_update(peer_state, x.float(), dt[..., None].expand(-1, -1, P),
-                                        A[:, None, None].expand(-1, P, N), B.float(), C.float())
+                                        A[:, None, None].expand(-1, P, N), B.float(), C.float(), dt_bias=no_bias)
         err = (ours_state - peer_state).abs().max().item()
         yerr = (ours_y.float() - peer_y.float()).abs().max().item() / peer_y.abs().max().item()
         t_ours = triton.testing.do_bench(lambda: ssd_step_triton(state, x.float() * dt[..., None], dt * A, B, C))
         t_peer = triton.testing.do_bench(lambda: selective_state_update(
             state.clone(), x.float(), dt[..., None].expand(-1, -1, P), A[:, None, None].expand(-1, P, N),
-            B.float(), C.float()))
+            B.float(), C.float(), dt_bias=no_bias))
         say(out, f"SSD step b={batch} H={H} P={P} N={N}: ours {t_ours * 1e3:.1f} us (incl. x*dt, dt*A), "
                  f"mamba_ssm selective_state_update {t_peer * 1e3:.1f} us (incl. a state clone); "
                  f"ratio {t_peer / t_ours:.2f}x; state max diff {err:.2e}, y rel diff {yerr:.2e}")
+
+
+@torch.no_grad()
+def host_profile(out) -> None:
+    """Where a decoding step of the whole model spends host time (cProfile, 5 steps at b=1)."""
+    import cProfile
+    import io
+    import pstats
+    spec = composer.load(ROOT / "examples" / "mamba2_130m.mix")
+    model = composer.build(spec).cuda().to(torch.bfloat16).eval()
+    cache = model.allocate_cache(1, 64)
+    token = torch.zeros(1, 1, dtype=torch.long, device="cuda")
+    for _ in range(3):
+        model(token, cache=cache)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(5):
+        model(token, cache=cache)
+    torch.cuda.synchronize()
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(18)
+    say(out, text.getvalue())
 
 
 def main() -> int:
@@ -109,7 +133,7 @@ def main() -> int:
     args = parser.parse_args()
     with open(args.out, "w") as out:
         say(out, f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-        for section in (bf16_error, model_decode, step_kernels):
+        for section in (step_kernels, host_profile, bf16_error, model_decode):
             try:
                 section(out)
             except Exception:  # one failing section leaves the others' numbers
