@@ -43,15 +43,19 @@ def entry_bytes(entries, batch: int, activation_bytes: int, state_bytes: int = 4
 @dataclass
 class Positions:
     """Where the tokens of one forward call sit. valid (b, L) bool: real tokens; positions (b, L) long: each
-    token's position in its row (padding: 0); past (b,) long: real tokens each row held before the call."""
+    token's position in its row (padding: 0); past (b,) long: real tokens each row held before the call;
+    padded: whether any token is padding (decided once a call, so layers skip the masking when none is)."""
 
     valid: torch.Tensor
     positions: torch.Tensor
     past: torch.Tensor
+    padded: bool = True
 
-    @property
-    def all_valid(self) -> bool:
-        return bool(self.valid.all())
+    def keep(self, t: torch.Tensor, fill=0) -> torch.Tensor:
+        """t (b, L, ...) with padding's entries replaced by `fill`; t itself when the call has no padding."""
+        if not self.padded:
+            return t
+        return torch.where(self.valid.view(*self.valid.shape, *([1] * (t.dim() - 2))), t, fill)
 
 
 class ModelCache:
@@ -78,6 +82,7 @@ class ModelCache:
         """The Positions of the next call's `length` tokens (attention_mask None: all real)."""
         if batch != self.batch:
             raise ValueError(f"the cache holds {self.batch} sequences; the call has {batch}")
+        padded = attention_mask is not None
         if attention_mask is None:
             valid = torch.ones(batch, length, dtype=torch.bool, device=device)
         else:
@@ -85,8 +90,9 @@ class ModelCache:
                 raise ValueError(f"attention_mask must be (batch, length) = {(batch, length)}; got "
                                  f"{tuple(attention_mask.shape)}")
             valid = attention_mask.to(device=device, dtype=torch.bool)
+            padded = not bool(valid.all())
         positions = self.lengths[:, None] + valid.long().cumsum(1) - 1
-        return Positions(valid, positions.clamp(min=0) * valid, self.lengths.clone())
+        return Positions(valid, positions.clamp(min=0) * valid, self.lengths.clone(), padded)
 
     def advance(self, where: Positions) -> None:
         self.lengths += where.valid.sum(1)

@@ -62,10 +62,9 @@ class LanguageModel(nn.Module):
         where = cache.positions(attention_mask, *tokens.shape, tokens.device)
         if int((where.past + where.valid.sum(1)).max()) > cache.length:
             raise ValueError(f"the cache holds {cache.length} tokens a sequence: allocate a longer one")
-        real = where.valid[..., None]
-        x = torch.where(real, self.embedding(tokens), 0)
+        x = where.keep(self.embedding(tokens))
         for layer, buffers in zip(self.layers, cache.layers):
-            x = torch.where(real, layer(x, buffers, where), 0)  # padding stays zero in every layer
+            x = where.keep(layer(x, buffers, where))  # padding stays zero in every layer
         cache.advance(where)
         return self._logits(x)
 

@@ -26,13 +26,14 @@ def slot_positions(lengths: torch.Tensor, slots: int) -> tuple[torch.Tensor, tor
     return last - (last - slot) % slots, slot < lengths[:, None]
 
 
-def _attend(q, keys, values, mask):
+def _attend(q, keys, values, mask, padded: bool = True):
     """Softmax attention of q (b, L, Hq, D) over keys/values (b, S, Hkv, D) under mask (b, L, S); a query
-    with no key to read (padding) gets zeros."""
+    with no key to read (padding, when `padded`) gets zeros."""
     group = q.shape[2] // keys.shape[2]
     keys, values = (t.repeat_interleave(group, dim=2).transpose(1, 2) for t in (keys, values))
     y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask[:, None])
-    return torch.where(mask.any(-1)[:, :, None, None], y.transpose(1, 2), 0)
+    y = y.transpose(1, 2)
+    return torch.where(mask.any(-1)[:, :, None, None], y, 0) if padded else y
 
 
 class Attention(nn.Module):
@@ -95,7 +96,7 @@ class Attention(nn.Module):
             k = rope_at(k, self.rope_cos, self.rope_sin, where.positions)
         key_cache, value_cache = cache["key"], cache["value"]
         slots = key_cache.shape[1]
-        if L == 1 and where.all_valid:  # decoding: write the step's key, then read the cache alone
+        if L == 1 and not where.padded:  # decoding: write the step's key, then read the cache alone
             self._write(key_cache, value_cache, k, v, where, slots)
             key_pos, held = slot_positions(where.past + 1, slots)
             keys, values = key_cache.to(q.dtype), value_cache.to(q.dtype)
@@ -107,8 +108,8 @@ class Attention(nn.Module):
         mask = held[:, None, :] & (key_pos[:, None, :] <= query_pos)
         if self.window is not None:
             mask &= key_pos[:, None, :] > query_pos - self.window
-        y = _attend(q, keys, values, mask & where.valid[:, :, None])
-        if not (L == 1 and where.all_valid):
+        y = _attend(q, keys, values, mask & where.valid[:, :, None] if where.padded else mask, where.padded)
+        if L != 1 or where.padded:
             self._write(key_cache, value_cache, k, v, where, slots)
         return self.o_proj(y.reshape(b, L, self.heads * self.head_dim))
 

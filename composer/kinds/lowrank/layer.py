@@ -86,14 +86,13 @@ class LinearAttention(nn.Module):
 
     def _forward_cached(self, x: torch.Tensor, cache: dict, where) -> torch.Tensor:
         b, L, _ = x.shape
-        valid = where.valid[..., None, None]
         q = feature_map(self.q_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
         k = feature_map(self.k_proj(x).view(b, L, self.heads, self.feature_dim).float(), self.map)
-        k = torch.where(valid, k, 0.0)  # padding adds nothing to the state or the normaliser
-        v = torch.where(valid, self.v_proj(x).view(b, L, self.heads, self.head_dim).float(), 0.0)
+        k = where.keep(k)  # padding adds nothing to the state or the normaliser
+        v = where.keep(self.v_proj(x).view(b, L, self.heads, self.head_dim).float())
         log_a = None
         if self.log_decay is not None:
-            log_a = torch.where(where.valid[..., None], self.log_decay.expand(b, L, self.heads), 0.0)
+            log_a = where.keep(self.log_decay.expand(b, L, self.heads), 0.0)
         state = (cache["state"], cache["normaliser"]) if self.normalize else cache["state"]
         if L == 1:
             y, new_state = linear_attention_step(state, q[:, 0], k[:, 0], v[:, 0],

@@ -130,19 +130,20 @@ class _StateSpaceBase(nn.Module):
         padded = F.pad(xbc.transpose(1, 2), (left, width - 1 - left))
         return F.silu(self.conv1d(padded).transpose(1, 2))
 
-    def _cached_conv(self, xbc: torch.Tensor, cache: dict, valid: torch.Tensor) -> torch.Tensor:
+    def _cached_conv(self, xbc: torch.Tensor, cache: dict, valid) -> torch.Tensor:
         """The causal short conv continuing the cached inputs (b, channels, conv - 1), which it updates.
-        Padding enters as zeros, as the zero padding before a sequence does, and leaves zeros after."""
-        xbc = torch.where(valid[..., None], xbc, 0)
+        Padding (`valid`: the call's Positions) enters as zeros, as the zero padding before a sequence does,
+        and leaves zeros after."""
+        xbc = valid.keep(xbc)
         if self.conv1d is None:
-            return torch.where(valid[..., None], F.silu(xbc), 0)
+            return valid.keep(F.silu(xbc))
         history = cache["conv_state"]
         window = torch.cat([history.to(xbc.dtype), xbc.transpose(1, 2)], dim=2)
         history.copy_(window[:, :, window.shape[2] - history.shape[2]:])
         out = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
-        return torch.where(valid[..., None], F.silu(out.transpose(1, 2)), 0)
+        return valid.keep(F.silu(out.transpose(1, 2)))
 
-    def _split(self, u: torch.Tensor, cache: dict | None = None, valid: torch.Tensor | None = None):
+    def _split(self, u: torch.Tensor, cache: dict | None = None, valid=None):
         b, L, _ = u.shape
         z_width = self.d_inner if self.gate else 0
         z, xbc, dt = torch.split(u, [z_width, self.d_inner + self.bc_width, self.dt_width], dim=-1)
@@ -205,10 +206,10 @@ class Mamba2(_StateSpaceBase):
 
     def _forward_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
         b, L, _ = hidden.shape
-        z, x, bc, dt = self._split(self.in_proj(hidden), cache, where.valid)
+        z, x, bc, dt = self._split(self.in_proj(hidden), cache, where)
         log_a, dt_scale = self._decay(dt, b, L, 0)
         if log_a is not None:  # padding neither decays the state nor adds to it (its x and B are zero)
-            log_a = torch.where(where.valid[..., None], log_a, 0.0)
+            log_a = where.keep(log_a, 0.0)
         y = ssd_scan_cached(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, cache["ssm_state"],
                             dt=dt_scale, D=self.D, planned=self.planned)
         return self._finish(y.to(hidden.dtype), z)
