@@ -78,6 +78,8 @@ def totals(plan: Plan) -> dict:
         "fixed_state_bytes": int(plan.total("state_bytes")),
         "kv_bytes_per_token": int(plan.total("kv_bytes")),
         "inference_state_bytes_at_max_len": plan.inference_state_bytes(),
+        # what allocate_cache(1, max_len) holds (a window's ring buffer its slots only); None: cannot decode
+        "decode_cache_bytes_at_max_len": None if plan.decode_problem() else plan.cache_bytes(),
     }
 
 

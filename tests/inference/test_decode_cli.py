@@ -1,5 +1,7 @@
 """`mixc generate` and `mixc bench-decode` on the CPU reference path."""
 
+import json
+
 import torch
 
 import composer
@@ -47,3 +49,9 @@ def test_plan_reports_the_decode_cache(capsys):
     assert main(["plan", TINY]) == 0
     expected = human_bytes(composer.plan(composer.load(TINY)).cache_bytes(1, 128))
     assert f"decode cache          {expected} a sequence at 128 tokens" in capsys.readouterr().out
+
+
+def test_plan_json_gives_the_cache_bytes(tmp_path):
+    assert main(["plan", TINY, "--json", str(tmp_path / "plan.json")]) == 0
+    totals = json.loads((tmp_path / "plan.json").read_text())["totals"]
+    assert totals["decode_cache_bytes_at_max_len"] == composer.plan(composer.load(TINY)).cache_bytes(1, 128)
