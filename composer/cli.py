@@ -177,6 +177,74 @@ def cmd_search(args) -> int:
         return 1
 
 
+def cmd_generate(args) -> int:
+    import torch
+
+    from composer.decoding import DecodeError, decoding_model, parse_ids
+    spec = _load(args)
+    try:
+        ids = parse_ids(args.prompt_ids)
+        model = decoding_model(spec, args.weights, args.device, args.precision)
+    except DecodeError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        return 1
+    if max(ids) >= model.vocab_size or min(ids) < 0:
+        errors.print(f"error: token ids must be in 0 .. {model.vocab_size - 1}", markup=False)
+        return 1
+    if args.weights is None:
+        errors.print("note: no --weights: the model is freshly initialised, so the tokens are noise", markup=False)
+    device = model.embedding.weight.device
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = model.generate(torch.tensor([ids], device=device), max_new_tokens=args.max_new_tokens,
+                         do_sample=args.temperature > 0, temperature=args.temperature or 1.0, top_k=args.top_k,
+                         top_p=args.top_p, eos_token_id=args.eos_token_id, generator=generator)
+    console.print(",".join(str(t) for t in out[0, len(ids):].tolist()))
+    return 0
+
+
+def cmd_bench_decode(args) -> int:
+    from composer.decoding import DecodeError, decoding_model, time_decode
+    from composer.report import human_bytes
+    spec = _load(args)
+    try:
+        model = decoding_model(spec, args.weights, args.device, args.precision)
+    except DecodeError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        return 1
+    device = model.embedding.weight.device
+    console.print(f"model `{spec.name}` on {device} ({args.precision}; "
+                  f"{'the plan' + chr(39) + 's kernels' if device.type == 'cuda' else 'the plain-PyTorch reference'})")
+    for batch in args.batch_size:
+        t = time_decode(model, batch, args.prompt_len, args.new_tokens, args.repeats)
+        console.print(f"batch {batch:4d}  prefill {t.prompt_len} tokens {t.prefill_ms:9.2f} ms  "
+                      f"decode {t.decode_ms_per_step:8.3f} ms/step = {t.tokens_per_second:10,.1f} tokens/s  "
+                      f"cache {human_bytes(t.cache_bytes)}  peak memory {human_bytes(t.peak_memory_bytes)}")
+    return 0
+
+
+def add_decode_commands(command) -> None:
+    """`mixc generate` and `mixc bench-decode`."""
+    gen = command("generate", "continue a prompt of token ids with the spec's model (greedy, or sampled with "
+                  "--temperature)", cmd_generate)
+    gen.add_argument("--prompt-ids", required=True, help="comma-separated token ids, e.g. 1,2,3")
+    gen.add_argument("--max-new-tokens", type=int, default=20)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sample")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--eos-token-id", type=int)
+    gen.add_argument("--seed", type=int, default=0)
+    bench = command("bench-decode", "time prefill and decoding with the cache: ms a step, tokens/s, cache and "
+                    "peak memory", cmd_bench_decode)
+    bench.add_argument("--batch-size", type=int, nargs="+", default=[1])
+    bench.add_argument("--prompt-len", type=int, default=128)
+    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--repeats", type=int, default=3, help="the median of this many runs")
+    for p in (gen, bench):
+        p.add_argument("--weights", help="a safetensors file of the spec's weights (default: freshly initialised)")
+        p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+        p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the weights' and cache's dtype")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mixc", description="Compile sequence-model architecture specs.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -259,6 +327,7 @@ def parser() -> argparse.ArgumentParser:
     export_.add_argument("--head", choices=("lm", "masked-lm"), help="lm (causal models' default) or masked-lm "
                          "(encoders' default)")
     export_.add_argument("--force", action="store_true", help="replace what is in a non-empty DIR")
+    add_decode_commands(command)
     schema = sub.add_parser("schema", help="print the spec's JSON Schema")
     schema.set_defaults(func=cmd_schema)
     return top

@@ -23,6 +23,7 @@ import networkx as nx
 from composer.costs import Op, norm
 from composer.kernels.plan import DEFAULT_GPU, LayerKernels, Target
 from composer.kinds import kind_of
+from composer.layers.cache import entry_bytes
 from composer.problems import Problem
 from composer.resolve import DTYPE_BYTES, model_sizes, resolve
 from composer.schedule import layer_names
@@ -66,6 +67,29 @@ class Plan:
     @property
     def train_flops_per_token(self) -> float:
         return 3.0 * self.total("flops")  # forward + backward (twice the forward)
+
+    def cache_layouts(self, length: int | None = None) -> list:
+        """Each layer's decoding cache for sequences of up to `length` tokens (default max_len): CacheEntry
+        tuples, or a string where the layer cannot decode."""
+        length = self.spec.max_len if length is None else length
+        return [kind_of(self.spec.blocks[name].mixer, "sequence").cache(
+                    self.spec.blocks[name].mixer, model_sizes(self.spec, self.spec.blocks[name]), length)
+                for name in layer_names(self.spec)]
+
+    def decode_problem(self) -> str | None:
+        """Why the model cannot decode token by token (its first bidirectional layer), or None."""
+        for index, (name, layout) in enumerate(zip(layer_names(self.spec), self.cache_layouts(1))):
+            if isinstance(layout, str):
+                return f"layer {index} (block `{name}`): {layout}"
+        return None
+
+    def cache_bytes(self, batch: int = 1, length: int | None = None, state_bytes: int = 4) -> int:
+        """Bytes of the decoding cache `build`'s model allocates (`allocate_cache(batch, length)`, keys, values
+        and conv inputs in the spec's dtype, recurrent states fp32 unless state_bytes says otherwise)."""
+        if self.decode_problem() is not None:
+            raise ValueError(f"no decoding cache: {self.decode_problem()}")
+        nbytes = DTYPE_BYTES[self.spec.dtype]
+        return sum(entry_bytes(entries, batch, nbytes, state_bytes) for entries in self.cache_layouts(length))
 
     def inference_state_bytes(self, context: int | None = None) -> int:
         """Cache for one sequence at `context` tokens: fixed state plus KV cache."""

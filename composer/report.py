@@ -78,6 +78,8 @@ def totals(plan: Plan) -> dict:
         "fixed_state_bytes": int(plan.total("state_bytes")),
         "kv_bytes_per_token": int(plan.total("kv_bytes")),
         "inference_state_bytes_at_max_len": plan.inference_state_bytes(),
+        # what allocate_cache(1, max_len) holds (a window's ring buffer its slots only); None: cannot decode
+        "decode_cache_bytes_at_max_len": None if plan.decode_problem() else plan.cache_bytes(),
     }
 
 
@@ -91,7 +93,17 @@ def totals_text(plan: Plan) -> str:
         f"inference state       fixed {human_bytes(t['fixed_state_bytes'])} + KV "
         f"{human_bytes(t['kv_bytes_per_token'])}/token = {human_bytes(t['inference_state_bytes_at_max_len'])} "
         f"at {plan.spec.max_len} tokens",
+        decode_cache_text(plan),
     ])
+
+
+def decode_cache_text(plan: Plan) -> str:
+    """The cache `allocate_cache(1, max_len)` holds (a window's ring buffer counts its slots only)."""
+    problem = plan.decode_problem()
+    if problem is not None:
+        return f"decode cache          none: {problem}"
+    return (f"decode cache          {human_bytes(plan.cache_bytes())} a sequence at {plan.spec.max_len} tokens "
+            f"({plan.spec.dtype} keys, values and conv inputs; fp32 states)")
 
 
 def plan_json(plan: Plan) -> str:

@@ -7,6 +7,7 @@ methods; none of them names a kind.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -58,6 +59,17 @@ class Kind:
     def layer(self, part: Strict, model: ModelSizes) -> LayerCall | None:
         """Its layer in the generated module; None: the block has no such part."""
         raise NotImplementedError
+
+    def cache(self, part: Strict, model: ModelSizes, length: int):
+        """Its decoding cache for sequences of up to `length` tokens: a tuple of CacheEntry
+        (composer.layers.cache), () for none, or a string saying why the kind cannot decode (bidirectional).
+        The default asks its layer class (`cache_layout(length, **constructor arguments)`), so the plan counts
+        exactly what the built layer allocates; a layer without `cache_layout` caches nothing."""
+        call = self.layer(part, model)
+        if call is None:
+            return ()
+        layout = getattr(getattr(importlib.import_module(call.module), call.cls), "cache_layout", None)
+        return () if layout is None else layout(length, **call.kwargs)
 
     def kernels(self, part: Strict, target: Target) -> LayerKernels:
         """What runs for this part on `target`: generated kernels with every constant, or plain PyTorch

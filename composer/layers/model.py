@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from composer.layers.cache import ModelCache, no_decode_reason
+from composer.layers.generation import generate
+
 
 class Block(nn.Module):
     """x + mixer(norm(x)), then + channel(norm(x)) when the block has a channel mixer."""
@@ -15,29 +18,80 @@ class Block(nn.Module):
         self.mixer_norm, self.mixer = mixer_norm, mixer
         self.channel_norm, self.channel = channel_norm, channel
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mixer(self.mixer_norm(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
+        """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache."""
+        mixed = self.mixer_norm(x)
+        x = x + (self.mixer(mixed) if cache is None else self.mixer(mixed, cache, where))
         if self.channel is not None:
             x = x + self.channel(self.channel_norm(x))
         return x
 
 
 class LanguageModel(nn.Module):
-    """embedding -> layers -> norm -> head (the embedding matrix itself when tied)."""
+    """embedding -> layers -> norm -> head (the embedding matrix itself when tied).
 
-    def __init__(self, vocab: int, d_model: int, layers: list[nn.Module], norm: nn.Module, tie_embeddings: bool):
+    vocab_size: the real vocabulary (default `vocab`, the padded one); `generate` never picks a padding id.
+    """
+
+    def __init__(self, vocab: int, d_model: int, layers: list[nn.Module], norm: nn.Module, tie_embeddings: bool,
+                 vocab_size: int | None = None):
         super().__init__()
         self.embedding = nn.Embedding(vocab, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.layers = nn.ModuleList(layers)
         self.norm = norm
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab, bias=False)
+        self.vocab_size = vocab_size or vocab
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, length) -> logits (batch, length, padded vocab)."""
-        x = self.embedding(tokens)
-        for layer in self.layers:
-            x = layer(x)
+    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (batch, length) -> logits (batch, length, padded vocab).
+
+        With `cache` (from `allocate_cache`) the tokens continue the cached sequences, which the call extends:
+        a prompt's prefill (in one call or several) and then one token a call. attention_mask (batch, length):
+        1 on real tokens, 0 on left padding (Hugging Face's convention); padding changes no cache and gets
+        the logits of nothing in particular.
+        """
+        if cache is None:
+            if attention_mask is not None and not bool(attention_mask.bool().all()):
+                raise ValueError("attention_mask with padding needs a cache (allocate_cache)")
+            x = self.embedding(tokens)
+            for layer in self.layers:
+                x = layer(x)
+            return self._logits(x)
+        where = cache.positions(attention_mask, *tokens.shape, tokens.device)
+        if int((where.past + where.valid.sum(1)).max()) > cache.length:
+            raise ValueError(f"the cache holds {cache.length} tokens a sequence: allocate a longer one")
+        x = where.keep(self.embedding(tokens))
+        for layer, buffers in zip(self.layers, cache.layers):
+            x = where.keep(layer(x, buffers, where))  # padding stays zero in every layer
+        cache.advance(where)
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         weight = self.embedding.weight if self.head is None else self.head.weight
         return x @ weight.t()
+
+    def cache_layouts(self, length: int) -> list:
+        """Each layer's cache entries for sequences of up to `length` tokens; ValueError naming the first layer
+        that cannot decode."""
+        layouts = []
+        for index, layer in enumerate(self.layers):
+            entries = layer.mixer.cache_entries(length) if hasattr(layer.mixer, "cache_entries") else None
+            reason = no_decode_reason(entries) if entries is not None else "its mixer has no decoding step"
+            if reason is not None:
+                raise ValueError(f"layer {index} ({type(layer.mixer).__name__}) cannot decode: {reason}; "
+                                 "generate() and the cache need causal sequence mixers")
+            layouts.append(entries)
+        return layouts
+
+    def allocate_cache(self, batch: int, length: int, device=None, dtype: torch.dtype | None = None,
+                       state_dtype: torch.dtype = torch.float32) -> ModelCache:
+        """Every layer's cache for `batch` sequences of up to `length` tokens, allocated once. dtype: the
+        conv inputs' and keys/values' (default: the embedding's); state_dtype: the recurrent states'."""
+        weight = self.embedding.weight
+        return ModelCache.allocate(self.cache_layouts(length), batch, length, device or weight.device,
+                                   dtype or weight.dtype, state_dtype)
+
+    generate = generate

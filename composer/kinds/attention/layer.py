@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from composer.kernels.attention.reference import apply_rope, attention_sdpa, rope_frequencies
+from composer.layers.cache import CacheEntry
+
+
+def rope_at(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` at per-token positions (b, L): rows of a left-padded batch start at different columns."""
+    half = x.shape[-1] // 2
+    c, s = cos[positions].to(x.dtype)[:, :, None, :], sin[positions].to(x.dtype)[:, :, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def slot_positions(lengths: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which position each cache slot holds, and whether it holds one, for rows that have seen `lengths`
+    (b,) tokens: position p lives in slot p % slots (a ring buffer when the window is shorter than the cache)."""
+    slot = torch.arange(slots, device=lengths.device)[None]
+    last = lengths[:, None] - 1
+    return last - (last - slot) % slots, slot < lengths[:, None]
+
+
+def _attend(q, keys, values, mask, padded: bool = True):
+    """Softmax attention of q (b, L, Hq, D) over keys/values (b, S, Hkv, D) under mask (b, L, S); a query
+    with no key to read (padding, when `padded`) gets zeros."""
+    group = q.shape[2] // keys.shape[2]
+    keys, values = (t.repeat_interleave(group, dim=2).transpose(1, 2) for t in (keys, values))
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask[:, None])
+    y = y.transpose(1, 2)
+    return torch.where(mask.any(-1)[:, :, None, None], y, 0) if padded else y
 
 
 class Attention(nn.Module):
@@ -14,6 +42,8 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.window = causal, window
+        self.layout_sizes = dict(kv_heads=kv_heads, head_dim=head_dim, max_len=max_len, causal=causal, window=window,
+                                 rope=rope)
         self.q_proj = nn.Linear(d_model, heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
@@ -32,7 +62,27 @@ class Attention(nn.Module):
             cos, sin = rope_frequencies(self.head_dim, self.max_len, self.rope_base)
             self.rope_cos, self.rope_sin = cos.to(self.q_proj.weight.device), sin.to(self.q_proj.weight.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def cache_layout(length: int, kv_heads: int, head_dim: int, max_len: int, causal: bool = True,
+                     window: int | None = None, rope: bool = True, **_):
+        """Keys and values: `length` slots, or a ring buffer of `window` slots for a sliding window."""
+        if not causal:
+            return "non-causal attention reads later tokens, so it has no decoding step"
+        if rope and length > max_len:
+            raise ValueError(f"a cache of {length} tokens is longer than max_len {max_len}, the last position "
+                             "the rotary embedding is defined for")
+        slots = min(window, length) if window else length
+        return (CacheEntry("key", (slots, kv_heads, head_dim), "activation"),
+                CacheEntry("value", (slots, kv_heads, head_dim), "activation"))
+
+    def cache_entries(self, length: int):
+        return self.cache_layout(length, **self.layout_sizes)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
+        """x (b, L, d_model). With `cache` and `where` (the call's Positions) the queries read the cached keys
+        and the call's own, and the call's keys join the cache."""
+        if cache is not None:
+            return self._forward_cached(x, cache, where)
         b, L, _ = x.shape
         q = self.q_proj(x).view(b, L, self.heads, self.head_dim)
         k = self.k_proj(x).view(b, L, self.kv_heads, self.head_dim)
@@ -42,3 +92,41 @@ class Attention(nn.Module):
             k = apply_rope(k, self.rope_cos, self.rope_sin)
         y = attention_sdpa(q, k, v, causal=self.causal, window=self.window)
         return self.o_proj(y.reshape(b, L, self.heads * self.head_dim))
+
+    def _forward_cached(self, x: torch.Tensor, cache: dict, where) -> torch.Tensor:
+        b, L, _ = x.shape
+        q = self.q_proj(x).view(b, L, self.heads, self.head_dim)
+        k = self.k_proj(x).view(b, L, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, L, self.kv_heads, self.head_dim)
+        if self.rope:
+            q = rope_at(q, self.rope_cos, self.rope_sin, where.positions)
+            k = rope_at(k, self.rope_cos, self.rope_sin, where.positions)
+        key_cache, value_cache = cache["key"], cache["value"]
+        slots = key_cache.shape[1]
+        if L == 1 and not where.padded:  # decoding: write the step's key, then read the cache alone
+            self._write(key_cache, value_cache, k, v, where, slots)
+            key_pos, held = slot_positions(where.past + 1, slots)
+            keys, values = key_cache.to(q.dtype), value_cache.to(q.dtype)
+        else:  # prefill: the cached keys and the call's (a window shorter than the call would overwrite some)
+            key_pos, held = slot_positions(where.past, slots)
+            key_pos, held = torch.cat([key_pos, where.positions], 1), torch.cat([held, where.valid], 1)
+            keys, values = torch.cat([key_cache.to(k.dtype), k], 1), torch.cat([value_cache.to(v.dtype), v], 1)
+        query_pos = where.positions[:, :, None]
+        mask = held[:, None, :] & (key_pos[:, None, :] <= query_pos)
+        if self.window is not None:
+            mask &= key_pos[:, None, :] > query_pos - self.window
+        y = _attend(q, keys, values, mask & where.valid[:, :, None] if where.padded else mask, where.padded)
+        if L != 1 or where.padded:
+            self._write(key_cache, value_cache, k, v, where, slots)
+        return self.o_proj(y.reshape(b, L, self.heads * self.head_dim))
+
+    @staticmethod
+    def _write(key_cache, value_cache, k, v, where, slots: int) -> None:
+        """Put the call's real keys and values in their slots; of a call longer than the cache only the last
+        `slots` positions are kept (each slot written once)."""
+        end = where.past + where.valid.sum(1)
+        keep = where.valid & (where.positions >= end[:, None] - slots)
+        rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(keep)
+        slot = where.positions % slots
+        key_cache[rows[keep], slot[keep]] = k[keep].to(key_cache.dtype)
+        value_cache[rows[keep], slot[keep]] = v[keep].to(value_cache.dtype)

@@ -22,6 +22,15 @@ class Hydra(_StateSpaceBase):
         super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, "data", gate, out_norm, skip, bias,
                          directions=2, causal_conv=False, eps=eps)
         self.fc_D = nn.Linear(self.d_inner, heads, bias=False)
+        self.layout_sizes = {}
+
+    @staticmethod
+    def cache_layout(length: int, **_):
+        """None to cache: Hydra is bidirectional (its reversed half reads every later token)."""
+        return "Hydra (quasiseparable) is bidirectional: each output reads later tokens, so it has no decoding step"
+
+    def cache_entries(self, length: int):
+        return self.cache_layout(length)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         b, L, _ = hidden.shape

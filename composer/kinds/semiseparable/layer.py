@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.kernels.semiseparable.reference import ssd_chunked
+from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step
 from composer.kernels.plan import runs_generated
 from composer.kernels.semiseparable.plan import fits
+from composer.layers.cache import CacheEntry
 from composer.layers.norms import GatedRMSNorm
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -41,6 +42,38 @@ def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None, planned:
     log_a = torch.zeros(x.shape[:3], device=x.device) if log_a is None else log_a
     y, _ = ssd_chunked(x if dt is None else x * dt[..., None], log_a, B.float(), C.float(), chunk)
     return y if D is None else y + x * D.float()[:, None]
+
+
+def ssd_scan_cached(x, log_a, B, C, chunk: int, backend: str, state: torch.Tensor, dt=None, D=None,
+                    planned: bool = True) -> torch.Tensor:
+    """`ssd_scan` continuing a cached state (b, H, P, N), which it replaces in place by the final one.
+
+    One token is a decoding step (`ssd_step`, or the generated step kernel); more run the chunked scan
+    from the state (prefill). The step kernel and the chunked kernels with a state in and out run where
+    `ssd_scan` runs the generated kernels; they are planned from the tensors' sizes.
+    """
+    b, L, H, _ = x.shape
+    generated = runs_generated(backend, x.is_cuda, planned)
+    if log_a is None and not generated:
+        log_a = torch.zeros(b, L, H, device=x.device)
+    scaled = x.float() if dt is None else x.float() * dt[..., None]
+    if L == 1:
+        if generated:
+            from composer.kernels.semiseparable.step import ssd_step_triton  # imports triton only when used
+            y, new_state = ssd_step_triton(state, scaled[:, 0], None if log_a is None else log_a[:, 0],
+                                           B[:, 0].contiguous(), C[:, 0].contiguous())
+        else:
+            y, new_state = ssd_step(state.float(), scaled[:, 0], log_a[:, 0], B[:, 0].float(), C[:, 0].float())
+        y = y[:, None].float()
+    elif generated:
+        from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
+        y, new_state = ssd_chunked_triton(x, log_a, B, C, chunk, initial_state=state, return_final_state=True,
+                                          dt=dt)
+        y = y.float()
+    else:
+        y, new_state = ssd_chunked(scaled, log_a, B.float(), C.float(), chunk, initial_state=state.float())
+    state.copy_(new_state)
+    return y if D is None else y + x.float() * D.float()[:, None]
 
 
 def _dt_bias(heads: int) -> torch.Tensor:
@@ -97,11 +130,24 @@ class _StateSpaceBase(nn.Module):
         padded = F.pad(xbc.transpose(1, 2), (left, width - 1 - left))
         return F.silu(self.conv1d(padded).transpose(1, 2))
 
-    def _split(self, u: torch.Tensor):
+    def _cached_conv(self, xbc: torch.Tensor, cache: dict, valid) -> torch.Tensor:
+        """The causal short conv continuing the cached inputs (b, channels, conv - 1), which it updates.
+        Padding (`valid`: the call's Positions) enters as zeros, as the zero padding before a sequence does,
+        and leaves zeros after."""
+        xbc = valid.keep(xbc)
+        if self.conv1d is None:
+            return valid.keep(F.silu(xbc))
+        history = cache["conv_state"]
+        window = torch.cat([history.to(xbc.dtype), xbc.transpose(1, 2)], dim=2)
+        history.copy_(window[:, :, window.shape[2] - history.shape[2]:])
+        out = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
+        return valid.keep(F.silu(out.transpose(1, 2)))
+
+    def _split(self, u: torch.Tensor, cache: dict | None = None, valid=None):
         b, L, _ = u.shape
         z_width = self.d_inner if self.gate else 0
         z, xbc, dt = torch.split(u, [z_width, self.d_inner + self.bc_width, self.dt_width], dim=-1)
-        xbc = self._short_conv(xbc)
+        xbc = self._short_conv(xbc) if cache is None else self._cached_conv(xbc, cache, valid)
         x, bc = torch.split(xbc, [self.d_inner, self.bc_width], dim=-1)
         bc = bc.reshape(b, L, self.directions, 2, self.groups, self.state)
         return (z if self.gate else None), x.reshape(b, L, self.heads, self.head_dim), bc, dt
@@ -133,11 +179,37 @@ class Mamba2(_StateSpaceBase):
                  bias: bool = False, eps: float = 1e-5):
         super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, decay, gate, out_norm, skip, bias,
                          directions=1, causal_conv=True, eps=eps)
+        self.layout_sizes = dict(heads=heads, head_dim=head_dim, state=state, groups=groups, conv=conv)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def cache_layout(length: int, heads: int, head_dim: int, state: int, groups: int = 1, conv: int = 4, **_):
+        """The SSM state (fp32 by default) and the last conv - 1 inputs of the short conv; `length` aside."""
+        entries = [CacheEntry("ssm_state", (heads, head_dim, state), "state")]
+        if conv > 1:
+            entries.append(CacheEntry("conv_state", (heads * head_dim + 2 * groups * state, conv - 1), "activation"))
+        return tuple(entries)
+
+    def cache_entries(self, length: int):
+        return self.cache_layout(length, **self.layout_sizes)
+
+    def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
+        """hidden (b, L, d_model). With `cache` (this layer's buffers) and `where` (the call's Positions) it
+        continues the cached state and conv inputs and updates them; padding leaves both unchanged."""
+        if cache is not None:
+            return self._forward_cached(hidden, cache, where)
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
         y = ssd_scan(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, dt=dt_scale, D=self.D,
                      planned=self.planned, plan=self.scan_plan)
+        return self._finish(y.to(hidden.dtype), z)
+
+    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
+        b, L, _ = hidden.shape
+        z, x, bc, dt = self._split(self.in_proj(hidden), cache, where)
+        log_a, dt_scale = self._decay(dt, b, L, 0)
+        if log_a is not None:  # padding neither decays the state nor adds to it (its x and B are zero)
+            log_a = where.keep(log_a, 0.0)
+        y = ssd_scan_cached(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, cache["ssm_state"],
+                            dt=dt_scale, D=self.D, planned=self.planned)
         return self._finish(y.to(hidden.dtype), z)
