@@ -87,6 +87,14 @@ def _import_lines(calls: list[LayerCall], runtime_names: set[str], runtime: str)
     return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(modules.items())]
 
 
+def _comment_safe(text: str | None) -> str | None:
+    """A file name for the header comment: a newline or other control character in it is escaped, so it
+    cannot end the comment and start a line of code."""
+    if text is None:
+        return None
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RUNTIME) -> str:
     """Module source defining `make_model()`; `spec` must be resolved (composer.resolve)."""
     schedule = layer_names(spec)
@@ -104,7 +112,7 @@ def render_model_source(spec: Spec, origin: str | None = None, runtime: str = RU
     rows = [f'*["{name}"] * {count},' if count > 1 else f'"{name}",' for name, count in runs]
     return render_template(
         "model.py.jinja",
-        name=spec.name, origin=origin, d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
+        name=spec.name, origin=_comment_safe(origin), d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),
         schedule_rows=rows, import_lines=_import_lines(calls, {"Block", "LanguageModel"} | norms, runtime),
