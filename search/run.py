@@ -33,7 +33,7 @@ from composer.search.report import (front_table, importance_table, importances, 
                                     write_best_specs, write_html)
 from composer.search.settings import SearchSettings, SettingsError, read_settings
 from composer.search.study import (SharedStudy, StudyConfig, StudyError, counted_trials, create_study,
-                                   load_study, storage_url_for)
+                                   load_study, storage_faults, storage_url_for)
 from composer.search.threads import cpu_threads
 from composer.search.trial import TrialRunner
 from composer.spec import Spec
@@ -127,10 +127,14 @@ def _interrupt_once_handler() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def worker_main(job: WorkerJob, ran=None) -> None:
+def worker_main(job: WorkerJob, ran=None, stop=None) -> None:
     """A worker process: run the study's waiting trials until none are left; Ctrl-C puts its trial back.
-    `ran`, a shared counter, receives how many trials this worker ran."""
+    `ran`, a shared counter, receives how many trials this worker ran. The process starts with SIGINT
+    ignored (a Ctrl-C while it imports would print a raw traceback); `stop`, set by the parent when
+    interrupted, tells a worker that missed the Ctrl-C so to start no trial."""
     signal.signal(signal.SIGINT, _interrupt_once)
+    if stop is not None and stop.is_set():
+        return
     torch.set_num_threads(job.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, settings = load_search(job.spec_path, job.model)
@@ -157,18 +161,24 @@ def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, optio
         return WorkersRan(study.run_worker(TrialRunner(spec, settings, _device(options.device, 0))), [])
     threads = cpu_threads(options.workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
-    ran = context.Value("i", 0)
+    ran, stop = context.Value("i", 0), context.Event()
     processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
-        options.spec_path, options.model, study.config, _device(options.device, i), threads), ran))
+        options.spec_path, options.model, study.config, _device(options.device, i), threads), ran, stop))
         for i in range(options.workers)]
-    for process in processes:
-        process.start()
+    # A child inherits an ignored SIGINT through exec, and Python then installs no handler of its own.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         for process in processes:
             process.join()
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reaches the workers too; a SIGINT sent to this process alone does not.
         # Either way each worker puts its trial back (a second SIGINT is ignored) before we go.
+        stop.set()
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGINT)
@@ -222,7 +232,8 @@ def run_search(options: SearchOptions, console: Console) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_study(config, settings) if options.resume else create_study(config, settings)
     target = options.trials or study.target or settings.trials
-    added = study.fill_queue(target)
+    with storage_faults(config.storage_url):
+        added = study.fill_queue(target)
     console.print(f"study `{config.study_name}` in {config.storage_url}: {target} trials"
                   f" ({added} queued now), objectives {', '.join(o.name for o in settings.objectives)}, "
                   f"{options.workers} worker{'s' if options.workers > 1 else ''}")
@@ -230,7 +241,7 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
     try:
-        with _interrupt_once_handler(), monitor.live():
+        with _interrupt_once_handler(), monitor.live(), storage_faults(config.storage_url):
             workers_ran = _run_workers(study, spec, settings, options)
     except KeyboardInterrupt:
         console.print(f"interrupted: {outcomes(study.study)}; the study is saved in {config.storage_url}.\n"
@@ -246,5 +257,6 @@ def run_search(options: SearchOptions, console: Console) -> int:
                           + _resume_flags(options))
             return EXIT_WORKER_DIED
         console.print(f"warning: {died} died; its trial was retried and finished by another worker")
-    report(study, settings, out, console)
+    with storage_faults(config.storage_url):
+        report(study, settings, out, console)
     return 0

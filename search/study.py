@@ -106,7 +106,37 @@ def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=steps // 2)
 
 
+def _fault(exc: BaseException) -> str:
+    """A storage failure in a line: the database's own words, not the SQL or a traceback."""
+    reason = getattr(exc, "orig", None) or exc
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return text[:200]
+
+
+@contextmanager
+def storage_faults(url: str) -> Iterator[None]:
+    """A storage that cannot be opened, read or written (a corrupt file, a read-only folder, a full disk,
+    an unreachable server) as a StudyError naming it."""
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError, OSError) as exc:
+        raise StudyError(f"cannot use the study storage {url}: {_fault(exc)}; check that it is a study database "
+                         "you can read and write (a SQLite file, a reachable server, a folder with room)") from None
+
+
 def create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+    with storage_faults(config.storage_url):
+        return _create_study(config, settings)
+
+
+def load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+    with storage_faults(config.storage_url):
+        return _load_study(config, settings)
+
+
+def _create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
     storage = open_storage(config.storage_url)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
@@ -119,7 +149,7 @@ def create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy"
     return SharedStudy(study, storage, config, settings)
 
 
-def load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+def _load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
     storage = open_storage(config.storage_url)
     try:
         study = optuna.load_study(study_name=config.study_name, storage=storage,

@@ -208,3 +208,36 @@ def test_a_newline_in_the_file_name_stays_in_the_header_comment(tmp_path, capsys
     source = capsys.readouterr().out
     compile(source, "generated", "exec")
     assert not any(line.startswith("import os") for line in source.splitlines())
+
+
+# ── runtime inputs to a built model ──────────────────────────────────────────
+
+@pytest.fixture(scope="module")
+def built():
+    import torch
+    torch.manual_seed(0)
+    return composer.build(composer.loads(TINY.format(layers="[a, b]").replace("vocab = 32", "vocab = 30 pad_to 16")))
+
+
+@pytest.mark.parametrize("make, error, expected", [
+    (lambda t: t.tensor([[3, 30]]), ValueError, "0 .. 29 (the spec's vocab); got ids from 3 to 30"),
+    (lambda t: t.tensor([[-1, 2]]), ValueError, "got ids from -1"),
+    (lambda t: t.zeros(1, 0, dtype=t.long), ValueError, "empty"),
+    (lambda t: t.zeros(0, 4, dtype=t.long), ValueError, "empty"),
+    (lambda t: t.zeros(1, 33, dtype=t.long), ValueError, "past the model's max_len 32"),
+    (lambda t: t.zeros(4, dtype=t.long), ValueError, "add a batch dimension"),
+    (lambda t: t.zeros(1, 2, 3, dtype=t.long), ValueError, "shape (batch, length); got shape (1, 2, 3)"),
+    (lambda t: t.zeros(1, 4), TypeError, "integer tensor"),
+    (lambda t: [[1, 2]], TypeError, "got list"),
+])
+def test_wrong_runtime_input_says_what_to_change(built, make, error, expected):
+    import torch
+    with pytest.raises(error) as caught:
+        built(make(torch))
+    assert expected in str(caught.value)
+
+
+def test_good_runtime_input_still_runs(built):
+    import torch
+    logits = built(torch.tensor([[0, 29, 5]]))
+    assert logits.shape == (1, 3, 32) and torch.isfinite(logits).all()
