@@ -11,7 +11,7 @@ from composer.codegen.model_source import render_model_source
 from composer.kernels.plan import LayerKernels, Target
 from composer.grammar.errors import SpecError
 from composer.limits import limit, raise_hint
-from composer.planner import block_kernels, planned_params
+from composer.planner import block_kernels, planned_build_bytes, planned_params
 from composer.resolve import resolve
 from composer.schedule import layer_names
 from composer.spec import Spec
@@ -53,11 +53,11 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
 def check_build_memory(spec: Spec, dtype: torch.dtype | None) -> None:
     """Refuse, before allocating, a model whose parameters alone pass the build memory limit."""
     element = torch.empty((), dtype=dtype).element_size() if dtype is not None else 4
-    needed = planned_params(spec) * element
+    needed = planned_build_bytes(spec, element)
     if needed > limit("build_bytes"):
-        raise SpecError.single(f"model `{spec.name}` plans {planned_params(spec):,} parameters, "
-                               f"{needed / 2**30:,.1f} GiB at {element} bytes each, over the build memory limit "
-                               f"of {limit('build_bytes') / 2**30:,.1f} GiB",
+        raise SpecError.single(f"model `{spec.name}` plans {planned_params(spec):,} parameters at {element} bytes "
+                               f"each and its layers' tables: {needed / 2**30:,.1f} GiB, over the build memory "
+                               f"limit of {limit('build_bytes') / 2**30:,.1f} GiB",
                                hint=f"shrink vocab, d_model, max_len or hidden sizes; {raise_hint('build_bytes')}")
 
 

@@ -50,6 +50,17 @@ def planned_params(spec: Spec) -> int:
     return total
 
 
+def planned_build_bytes(spec: Spec, parameter_bytes: int) -> int:
+    """Memory a build allocates: parameters at `parameter_bytes` each, plus each layer's own tables."""
+    total = planned_params(spec) * parameter_bytes
+    for name, count in Counter(layer_names(spec)).items():
+        block = spec.blocks[name]
+        for part, role in (("mixer", "sequence"), ("channel", "channel")):
+            value = getattr(block, part)
+            total += count * kind_of(value, role).build_bytes(value, model_sizes(spec, block))
+    return total
+
+
 @dataclass(frozen=True)
 class LayerSummary:
     index: int
