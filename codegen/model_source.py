@@ -90,6 +90,14 @@ def _import_lines(calls: list[LayerCall], norms: set[str], import_name: Callable
     return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(lines.items())]
 
 
+def _comment_safe(text: str | None) -> str | None:
+    """A file name for the header comment: a newline or other control character in it is escaped, so it
+    cannot end the comment and start a line of code."""
+    if text is None:
+        return None
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render_model_source(spec: Spec, origin: str | None = None,
                         import_name: Callable[[str], str] = lambda module: module, prelude: str = "",
                         tail: str = "") -> str:
@@ -111,7 +119,7 @@ def render_model_source(spec: Spec, origin: str | None = None,
     rows = [f'*["{name}"] * {count},' if count > 1 else f'"{name}",' for name, count in runs]
     return render_template(
         "model.py.jinja",
-        name=spec.name, origin=origin, d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
+        name=spec.name, origin=_comment_safe(origin), d_model=spec.d_model, vocab=spec.vocab, padded_vocab=spec.padded_vocab,
         max_len=spec.max_len, tie_embeddings=spec.tie_embeddings, schedule=schedule,
         schedule_summary=" ".join(f"{name}x{count}" if count > 1 else name for name, count in runs),
         schedule_rows=rows, import_lines=_import_lines(calls, norms, import_name),

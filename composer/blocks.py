@@ -53,7 +53,10 @@ class _Flattener:
             return {}
         result: dict = {}
         parent = written.get("extends")
-        if parent is not None:
+        if parent is not None and not isinstance(parent, str):
+            self.problems.append(Problem(("blocks", name, "extends"), "`extends` names a block, "
+                                         f"not {type(parent).__name__} `{parent!r:.40}`"))
+        elif parent is not None:
             if parent in visiting + (name,):
                 cycle = " -> ".join(visiting + (name, parent))
                 self.problems.append(Problem(("blocks", name, "extends"), f"block inheritance cycle: {cycle}"))

@@ -9,7 +9,9 @@ from torch import nn
 from composer.codegen.cache import load_source
 from composer.codegen.model_source import render_model_source
 from composer.kernels.plan import LayerKernels, Target
-from composer.planner import block_kernels
+from composer.grammar.errors import SpecError
+from composer.limits import limit, raise_hint
+from composer.planner import block_kernels, planned_build_bytes, planned_params
 from composer.resolve import resolve
 from composer.spec import Spec
 
@@ -33,6 +35,7 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     resolved = resolve(spec)
+    check_build_memory(resolved, dtype)
     kernels = block_kernels(resolved, target or Target.current())
     if backend == "triton":
         _check_triton_paths(kernels)
@@ -42,6 +45,17 @@ def build(spec: Spec, backend: str = "auto", device: str | torch.device | None =
         if hasattr(layer, "backend"):
             layer.backend = backend
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
+
+
+def check_build_memory(spec: Spec, dtype: torch.dtype | None) -> None:
+    """Refuse, before allocating, a model whose parameters alone pass the build memory limit."""
+    element = torch.empty((), dtype=dtype).element_size() if dtype is not None else 4
+    needed = planned_build_bytes(spec, element)
+    if needed > limit("build_bytes"):
+        raise SpecError.single(f"model `{spec.name}` plans {planned_params(spec):,} parameters at {element} bytes "
+                               f"each and its layers' tables: {needed / 2**30:,.1f} GiB, over the build memory "
+                               f"limit of {limit('build_bytes') / 2**30:,.1f} GiB",
+                               hint=f"shrink vocab, d_model, max_len or hidden sizes; {raise_hint('build_bytes')}")
 
 
 def plans_of(kernels: dict[str, LayerKernels]) -> dict:

@@ -1,6 +1,8 @@
 """`mixc`: check, plan, show and train spec files.
 
-Exit codes: 0 success, 2 an invalid spec (the message points at the line), 1 anything else.
+Exit codes: 0 success; 2 bad input (an invalid spec, pointed at its line; a study or cache that
+cannot be used as asked); 130 interrupted; 1 an internal error, printed as one line with the path
+of a log that holds its traceback.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ def cmd_search(args) -> int:
         return run_search(options, console)
     except StudyError as exc:
         errors.print(f"error: {exc}", markup=False)
-        return 1
+        return EXIT_BAD_INPUT
 
 
 def cmd_generate(args) -> int:
@@ -333,16 +335,49 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _log_internal_error() -> Path | None:
+    """The traceback of an internal error, in a private log file; None when none can be written."""
+    import os
+    import tempfile
+    import traceback
+    from datetime import datetime, timezone
+    from composer.codegen.cache import cache_root
+    text = f"mixc {' '.join(sys.argv[1:])}\n{datetime.now(timezone.utc).isoformat()}\n\n{traceback.format_exc()}"
+    for folder in (cache_root() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor, name = tempfile.mkstemp(prefix="mixc-", suffix=".log", dir=folder)
+            with os.fdopen(descriptor, "w") as log:
+                log.write(text)
+            return Path(name)
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         return args.func(args)
     except SpecError as exc:
         errors.print(exc.render(), markup=False)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         errors.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: a short message, the details logged)
+        from composer.codegen.cache import CacheError
+        if isinstance(exc, CacheError):
+            errors.print(f"error: {exc}", markup=False)
+            return EXIT_BAD_INPUT
+        log = _log_internal_error()
+        summary = (str(exc).strip().splitlines() or [""])[0][:200]
+        errors.print(f"error: internal error ({type(exc).__name__}: {summary})"
+                     + (f"; the traceback is in {log}" if log else ""), markup=False)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

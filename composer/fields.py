@@ -12,8 +12,14 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
+# Names become module, file and function names of the generated source: long ones fail on file systems.
+MAX_NAME_CHARS = 64
+
+
 def _check_identifier(name: str) -> str:
     # Names reach generated source: only plain identifiers get through.
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"a name of {len(name)} characters is too long: at most {MAX_NAME_CHARS}")
     if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
         raise ValueError(f"`{name}` is not a valid name: use letters, digits and _, not a Python keyword")
     return name

@@ -9,6 +9,7 @@ positions (the DSL, JSON and YAML files), or naming the data path when it does n
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,9 @@ from pydantic import ValidationError
 from composer.blocks import PARTS, drop_inherited, flatten_blocks
 from composer.data_positions import source_map_of
 from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
-from composer.grammar.parser import ParsedFile, SourceMap, parse_file, parse_text
+from composer.grammar.parser import (ParsedFile, ReadError, SourceMap, parse_file, parse_text, read_text_file,
+                                     shown_name)
+from composer.limits import expanded_nodes, limit, nesting_depth, raise_hint
 from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
 from composer.problems import KeyProblem
 from composer.resolve import Problem, Problems, resolve
@@ -130,6 +133,9 @@ def _check_hole(spec: Spec, param: SearchParam, where: tuple, known: list[str]) 
     has_range = param.low is not None or param.high is not None
     if (param.choices is None) == (not has_range):
         return [Problem(where, "a search entry needs choices `in {a, b}` or a range `in low .. high`")]
+    if param.choices is not None and not param.choices:
+        return [Problem(where, "an empty choice set: a search needs at least one value to try",
+                        f"e.g. `{param.path} in {{16, 32}}`")]
     if param.path not in known:
         return [Problem(where + ("path",), f"`{param.path}` is not something a search can vary here",
                         did_you_mean(param.path, known) or "see `mixc check --holes`")]
@@ -169,6 +175,7 @@ def validate(data: dict, source_map: SourceMap | None = None, model: str | None 
     """Plain data (as the DSL, JSON or YAML give it) to a checked Spec, or SpecError."""
     if not isinstance(data, dict):
         raise SpecError.single(f"a spec must be a mapping of fields, got {type(data).__name__}")
+    check_data_size(data)
     data = dict(data)
     relocated: dict[tuple, tuple] = {}
     parents: dict[str, str] = {}
@@ -176,6 +183,7 @@ def validate(data: dict, source_map: SourceMap | None = None, model: str | None 
     if isinstance(data.get("blocks"), dict):
         data["blocks"], relocated, parents, problems = flatten_blocks(data["blocks"])
     reporter = _Reporter(source_map, model or data.get("name"), relocated)
+    problems += non_finite(data)
     try:
         if problems:
             raise Problems(problems)
@@ -187,6 +195,32 @@ def validate(data: dict, source_map: SourceMap | None = None, model: str | None 
     except Problems as exc:
         raise reporter.error(drop_inherited(exc.problems, parents)) from None
     return spec
+
+
+def non_finite(data: Any) -> list[Problem]:
+    """Every inf or NaN (JSON's Infinity, YAML's .inf): no spec field takes one, and generated source would
+    print it as a bare `inf`."""
+    found, stack = [], [((), data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            found.append(Problem(path, f"`{path[-1] if path else 'value'}` is {node}, not a finite number"))
+        elif isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in enumerate(node))
+    return found
+
+
+def check_data_size(data: Any, where: str = "the spec") -> None:
+    """Depth and fully expanded size, measured without expanding (YAML aliases share their nodes)."""
+    depth = nesting_depth(data)
+    if depth > limit("depth"):
+        raise SpecError.single(f"{where} nests {depth} levels deep", hint=raise_hint("depth"))
+    nodes = expanded_nodes(data)
+    if nodes > limit("value_nodes"):
+        raise SpecError.single(f"{where} expands to {nodes:,} values (YAML aliases count once per use)",
+                               hint=raise_hint("value_nodes"))
 
 
 def _pick(parsed: ParsedFile, model: str | None, origin: str) -> Spec:
@@ -212,16 +246,32 @@ def load(source: str | Path | dict, model: str | None = None) -> Spec:
         return validate(source)
     path = Path(source)
     if not path.exists():
-        raise SpecError.single(f"no such spec file: {path}")
+        raise SpecError.single(f"no such spec file: {shown_name(path)}")
     if path.suffix == ".mix":
         return _pick(parse_file(path), model, str(path))
-    text = path.read_text()
+    data, text = read_data_file(path)
+    # Positions only: the data above keeps JSON's or YAML's own semantics.
+    return validate(data, source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json"), DATA_ROOT)
+
+
+def read_data_file(path: Path) -> tuple[Any, str]:
+    """A JSON or YAML spec file's data and text; every failure is a SpecError naming the file."""
+    kind = path.suffix.lstrip(".").upper() or "YAML"
+    try:
+        text = read_text_file(path)
+    except ReadError as exc:
+        raise SpecError.single(f"cannot read spec file {shown_name(path)}: {exc}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError.single(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
-    # Positions only: the data above keeps JSON's or YAML's own semantics.
-    return validate(data, source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json"), DATA_ROOT)
+        raise SpecError.single(f"{shown_name(path)}: not valid {kind}: {exc}") from None
+    except RecursionError:
+        raise SpecError.single(f"{shown_name(path)}: nested too deeply to read", hint=raise_hint("depth")) from None
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise SpecError.single(f"{shown_name(path)}: not a usable {kind} value: {str(exc).split(';')[0]}",
+                               hint="numbers in a spec are at most a few digits long") from None
+    check_data_size(data, shown_name(path))
+    return data, text
 
 
 def locate(source: str | Path, problems: list[Problem], model: str | None = None,
@@ -233,8 +283,7 @@ def locate(source: str | Path, problems: list[Problem], model: str | None = None
         name = model or next(iter(parsed.models))
         source_map, blocks = parsed.source_map, parsed.models[name].get("blocks", {})
     else:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data, text = read_data_file(path)
         name, blocks = DATA_ROOT, data.get("blocks", {})
         source_map = source_map_of(text, str(path), (DATA_ROOT,), path.suffix == ".json")
     _, relocated, _, _ = flatten_blocks(blocks if isinstance(blocks, dict) else {})

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from collections import Counter
+
 import networkx as nx
 
 from composer.costs import Op, norm
@@ -34,6 +36,30 @@ def block_ops(spec: Spec, block: Block, part: str) -> list[Op]:
     """A resolved block's mixer or channel ops, from its kind."""
     value = getattr(block, part)
     return kind_of(value, "sequence" if part == "mixer" else "channel").costs(value, model_sizes(spec, block))
+
+
+def planned_params(spec: Spec) -> int:
+    """Parameters of a resolved spec, per distinct block rather than per layer: the count a build is
+    checked against before it allocates anything."""
+    d, counts = spec.d_model, Counter(layer_names(spec))
+    total = spec.padded_vocab * d * (1 if spec.tie_embeddings else 2) + norm("final_norm", spec.norm.kind, d).params
+    for name, count in counts.items():
+        block = spec.blocks[name]
+        ops = block_ops(spec, block, "mixer") + block_ops(spec, block, "channel")
+        norms = 2 if block_ops(spec, block, "channel") else 1
+        total += count * (sum(op.params for op in ops) + norms * norm("norm", block.norm.kind, d).params)
+    return total
+
+
+def planned_build_bytes(spec: Spec, parameter_bytes: int) -> int:
+    """Memory a build allocates: parameters at `parameter_bytes` each, plus each layer's own tables."""
+    total = planned_params(spec) * parameter_bytes
+    for name, count in Counter(layer_names(spec)).items():
+        block = spec.blocks[name]
+        for part, role in (("mixer", "sequence"), ("channel", "channel")):
+            value = getattr(block, part)
+            total += count * kind_of(value, role).build_bytes(value, model_sizes(spec, block))
+    return total
 
 
 @dataclass(frozen=True)
@@ -100,12 +126,14 @@ class Plan:
 class _GraphBuilder:
     def __init__(self, nbytes: int):
         self.graph, self.nbytes, self.last = nx.DiGraph(), nbytes, None
+        self.added: list[str] = []  # in order: a layer's nodes are a slice of it, so planning stays linear
 
     def add(self, node: str, op: Op, layer: int | None, block: str | None, after: str | None = "last") -> str:
         self.graph.add_node(node, op=op.op, layer=layer, block=block, shape_in=op.shape_in, shape_out=op.shape_out,
                             params=op.params, flops=op.flops, decode_flops=op.decode_flops,
                             act_bytes=op.shape_out[0] * self.nbytes, state_bytes=op.state_bytes,
                             kv_bytes=op.kv_bytes)
+        self.added.append(node)
         source = self.last if after == "last" else after
         if source is not None:
             self.graph.add_edge(source, node)
@@ -147,7 +175,7 @@ def plan(spec: Spec, target: Target | None = None) -> Plan:
     for index, name in enumerate(layer_names(spec)):
         block, prefix = spec.blocks[name], f"L{index}"
         residual = builder.last
-        before = set(builder.graph.nodes)
+        before = len(builder.added)
         builder.add(f"{prefix}.mixer_norm", norm("mixer_norm", block.norm.kind, d), index, name)
         builder.chain(f"{prefix}.mixer", block_ops(spec, block, "mixer"), index, name)
         builder.add(f"{prefix}.mixer_residual", Op("residual", "add", (d,), (d,), 0, d, d), index, name)
@@ -159,7 +187,7 @@ def plan(spec: Spec, target: Target | None = None) -> Plan:
             builder.chain(f"{prefix}.channel", channel, index, name)
             builder.add(f"{prefix}.channel_residual", Op("residual", "add", (d,), (d,), 0, d, d), index, name)
             builder.graph.add_edge(residual, f"{prefix}.channel_residual")
-        nodes = [builder.graph.nodes[n] for n in set(builder.graph.nodes) - before]
+        nodes = [builder.graph.nodes[n] for n in builder.added[before:]]
         summaries.append(LayerSummary(
             index, name, block.mixer.kind, block.channel.kind,
             params=sum(n["params"] for n in nodes), flops=sum(n["flops"] for n in nodes),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from composer.grammar.errors import did_you_mean
 from composer.kinds import ModelSizes, kind_of
+from composer.limits import limit, raise_hint
 from composer.problems import Problem, Problems, prefixed
 from composer.schedule import layer_names
 from composer.spec import Block, RatioSchedule, Spec
@@ -35,7 +36,15 @@ def resolve_block(name: str, block: Block, spec: Spec, problems: list[Problem]) 
     return block.model_copy(update={**parts, "norm": block.norm or spec.norm})
 
 
+# The generated module defines `make_<block>()` for each block beside `make_model()`.
+RESERVED_BLOCK_NAMES = ("model",)
+
+
 def check_schedule(spec: Spec, problems: list[Problem]) -> None:
+    for name in spec.blocks:
+        if name in RESERVED_BLOCK_NAMES:
+            problems.append(Problem(("blocks", name), f"a block cannot be named `{name}`: the generated module's "
+                                    f"make_{name}() builds the whole model", hint=f"rename it, e.g. `{name}_block`"))
     names = list(spec.layers.ratio) if isinstance(spec.layers, RatioSchedule) else list(spec.layers)
     where = ("layers", "ratio") if isinstance(spec.layers, RatioSchedule) else ("layers",)
     if not names:
@@ -51,6 +60,9 @@ def check_schedule(spec: Spec, problems: list[Problem]) -> None:
                                     hint="write longer mixes as a list or a pattern"))
         elif sum(spec.layers.ratio.values()) <= 0:
             problems.append(Problem(("layers",), "ratio weights are all zero"))
+        if spec.layers.depth > limit("items"):
+            problems.append(Problem(("layers", "depth"), f"a ratio over {spec.layers.depth:,} layers",
+                                    hint=raise_hint("items")))
 
 
 def resolve(spec: Spec) -> Spec:

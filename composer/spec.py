@@ -73,7 +73,7 @@ Placement = Literal["interleaved", "even", "front", "back", "middle"]
 class RatioSchedule(_Strict):
     """`ratio(attn : ssd = 1 : 3, placement = interleaved) * 24`: counts and positions derived."""
 
-    ratio: dict[Identifier, Annotated[float, Field(ge=0)]]  # weights; a search may make them fractions
+    ratio: dict[Identifier, Annotated[float, Field(ge=0, allow_inf_nan=False)]]  # weights; a search may make them fractions
     placement: Placement = "interleaved"
     depth: PositiveInt
 

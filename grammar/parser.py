@@ -10,10 +10,13 @@ the typed layer can point its errors at line and column. Every problem is a Spec
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark import Tree
+
+from composer.limits import limit, raise_hint
 
 from .errors import Span, SpecError
 from .located import Located, Source
@@ -49,18 +52,67 @@ class ParsedFile:
     source_map: SourceMap  # paths are ("<model name>", ...data path...)
 
 
+class ReadError(Exception):
+    """A spec file that cannot be read as one: not a regular file, too large, not UTF-8."""
+
+
+def read_text_file(path: Path) -> str:
+    """A spec file's text: a regular file (no directory, device, FIFO or /proc entry), at most
+    `file_bytes` long, UTF-8. Opened without blocking and checked on the open descriptor, so a FIFO
+    put there after a check cannot hang the read. The error never holds the file's contents."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:  # a NUL byte in the name is a ValueError
+        raise ReadError(_reason(exc)) from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise ReadError("it is a directory" if stat.S_ISDIR(info.st_mode) else "it is not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        cap = limit("file_bytes")
+        if info.st_size > cap:
+            raise ReadError(f"it holds {info.st_size:,} bytes, over the spec file limit ({raise_hint('file_bytes')})")
+        data = file.read(cap + 1)
+    if len(data) > cap:
+        raise ReadError(f"it holds over {cap:,} bytes ({raise_hint('file_bytes')})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReadError(f"it is not UTF-8 text (byte {exc.start:,} is not valid UTF-8)") from None
+
+
+def check_text_size(text: str, filename: str) -> None:
+    if len(text) > limit("file_bytes"):
+        raise SpecError.single(f"{filename}: {len(text):,} characters, over the spec file limit",
+                               hint=raise_hint("file_bytes"))
+
+
 def parse_text(text: str, filename: str = "<string>") -> ParsedFile:
     """Parse spec text; `include` paths are relative to the directory of `filename`."""
+    check_text_size(text, filename)
     return _Loader().parse_root(text, filename)
 
 
 def parse_file(path: str | os.PathLike) -> ParsedFile:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise SpecError.single(f"cannot read spec file {path}: {_reason(exc)}") from None
+        text = read_text_file(path)
+    except ReadError as exc:
+        raise SpecError.single(f"cannot read spec file {shown_name(path)}: {exc}") from None
     return _Loader().parse_root(text, str(path))
+
+
+def shown_name(path: Path | str) -> str:
+    """A file name as an error prints it: control characters (a newline) escaped."""
+    text = str(path)
+    return repr(text)[1:-1] if any(ord(c) < 32 or c == "\x7f" for c in text) else text
+
+
+def include_dirs(spec_dir: Path) -> list[Path]:
+    """Where `include` may read: the including spec's folder and below, and the folders named in
+    COMPOSER_INCLUDE_PATH (separated by the system's path separator, as PATH)."""
+    extra = [Path(p) for p in os.environ.get("COMPOSER_INCLUDE_PATH", "").split(os.pathsep) if p]
+    return [spec_dir.resolve()] + [p.resolve() for p in extra]
 
 
 @dataclass
@@ -123,19 +175,36 @@ class _Loader:
             resolved = path.resolve()
         except (OSError, ValueError) as exc:  # a NUL byte in the name is a ValueError
             raise source.error(f"cannot include `{written}`: {_reason(exc)}", include.children[0]) from None
+        allowed = include_dirs(self.including[0].parent)
+        if not any(resolved.is_relative_to(folder) for folder in allowed):
+            raise source.error(f"cannot include `{written}`: it is outside the spec's folder",
+                               include.children[0], "include files inside the spec's folder, or name another "
+                               "folder in COMPOSER_INCLUDE_PATH")
         if resolved in self.including:
             chain = " -> ".join(p.name for p in self.including[self.including.index(resolved):] + [resolved])
             raise source.error(f"including `{written}` here makes a cycle", include, f"the cycle: {chain}")
         if resolved not in self.units:
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-                raise source.error(f"cannot include `{written}`: {_reason(exc)}", include.children[0],
-                                   f"looked for {path}") from None
+                text = read_text_file(resolved)
+            except ReadError as exc:
+                raise source.error(f"cannot include `{written}`: {exc}", include.children[0]) from None
             self.including.append(resolved)
-            self.units[resolved] = self.load(text, str(path))
+            try:
+                self.units[resolved] = self.load(text, str(path))
+            except SpecError as exc:
+                raise self._included_error(exc, written, include, source) from None
             self.including.pop()
         return self.units[resolved]
+
+    def _included_error(self, exc: SpecError, written: str, include: Tree, source: Source) -> SpecError:
+        """An included file not named .mix that does not even parse may be no spec at all (a password
+        file): say where its first problem is, at the `include`, and show none of its text."""
+        first = exc.diagnostics[0]
+        if (Path(written).suffix == ".mix" or first.span is None or first.span.file == source.filename
+                or not _is_syntax(first.message)):
+            return exc
+        return source.error(f"cannot include `{written}`: it is not a spec file (syntax error at its line "
+                            f"{first.span.line}, column {first.span.column})", include.children[0])
 
     def merge(self, into: dict[str, Located], new: dict[str, Located], what: str) -> None:
         """Add named blocks or models; the same one reached twice through includes is fine."""
@@ -145,6 +214,10 @@ class _Loader:
                 raise SpecError.single(f"{what} `{name}` is defined twice", value.span,
                                        f"first defined at {earlier.span}", self.sources)
             into[name] = value
+
+
+def _is_syntax(message: str) -> bool:
+    return message.startswith(("unexpected", "expected", "brackets nest", "unterminated", "syntax"))
 
 
 def _reason(exc: Exception) -> str:

@@ -14,14 +14,16 @@ from typing import Callable
 
 from lark import Token, Tree
 
+from composer.limits import limit, raise_hint
+
 from .errors import Span, did_you_mean
 from .located import Located, Source
 
 UNITS = {"k": 10**3, "M": 10**6, "B": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 UNITS_HINT = "units: k, M, B (powers of 1000) and Ki, Mi, Gi (powers of 1024), as in 2Ki"
 NUMBER_PARTS = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(.*)")
-# Repetition builds the list in memory: a cap keeps a typo like `* 24000000` from eating it.
-MAX_ITEMS = 10_000
+# A number literal longer than this means nothing a spec could use (and int() refuses past 4300 digits).
+MAX_NUMBER_CHARS = 100
 RATIO_PARAMETERS = ("placement", "depth")
 RATIO_SYNTAX = "e.g. ratio(attn : ssm = 1 : 3, placement = interleaved) * 24"
 PATTERN_SYNTAX = 'e.g. pattern("SSSA" * 6, S = ssm, A = attn)'
@@ -33,6 +35,9 @@ def lower_value(node: Tree, source: Source) -> Located:
 
 def _number(node: Tree, source: Source) -> Located:
     token = node.children[0]
+    if len(token.value) > MAX_NUMBER_CHARS:
+        raise source.error(f"a number literal of {len(token.value):,} characters", token,
+                           f"numbers in a spec are at most {MAX_NUMBER_CHARS} characters long")
     digits, unit = NUMBER_PARTS.fullmatch(token.value).groups()
     if unit and unit not in UNITS:
         raise source.error(f"unknown unit `{unit}` in `{token.value}`", token,
@@ -58,6 +63,8 @@ def _string(node: Tree, source: Source) -> Located:
 def lower_string(token: Token, source: Source) -> Located:
     """A backslash makes the next character literal (`\\"`, `\\\\`); there are no other escapes."""
     raw = token.value[1:-1]
+    if len(raw) > limit("literal_chars"):
+        raise source.error(f"a string literal of {len(raw):,} characters", token, raise_hint("literal_chars"))
     chars, spans = [], []
     index, column = 0, token.column + 1
     while index < len(raw):
@@ -212,6 +219,7 @@ def _sum(node: Tree, source: Source) -> Located:
 def _concatenate(left: Located, right: Located, node: Tree, source: Source) -> Located:
     if left.origin == right.origin == "list":
         _check_length(len(left.sequence) + len(right.sequence), node, source)
+        _check_nodes(nodes(left) + nodes(right), node, source)
         return Located(source.span(node), sequence=left.sequence + right.sequence, origin="list")
     if left.origin == right.origin == "string":
         _check_length(len(left.scalar) + len(right.scalar), node, source)
@@ -238,6 +246,7 @@ def _repeat(left: Located, right: Located, node: Tree, source: Source) -> Locate
         return _with_depth(repeated, count, node, source)
     if repeated.origin == "list":
         _check_length(len(repeated.sequence) * count.scalar, node, source)
+        _check_nodes(nodes(repeated) * count.scalar, node, source)
         return Located(source.span(node), sequence=repeated.sequence * count.scalar, origin="list")
     if repeated.origin == "string":
         _check_length(len(repeated.scalar) * count.scalar, node, source)
@@ -257,8 +266,24 @@ def _with_depth(ratio: Located, count: Located, node: Tree, source: Source) -> L
 
 def _check_length(length: int, node: Tree, source: Source) -> None:
     """Checked before the list is built, so that `[x] * 10**12` fails fast instead of eating memory."""
-    if length > MAX_ITEMS:
-        raise source.error(f"this makes {length} items; at most {MAX_ITEMS} are allowed", node)
+    if length > limit("items"):
+        raise source.error(f"this makes {length:,} items; at most {limit('items'):,} are allowed", node,
+                           raise_hint("items"))
+
+
+def nodes(value: Located, memo: dict[int, int] | None = None) -> int:
+    """Values in `value` once every repeated part is copied out (as the data later is), counted
+    once per distinct Located: `[[[x] * 9999] * 9999] * 9999` is measured, never built."""
+    memo = {} if memo is None else memo
+    if id(value) not in memo:
+        children = value.sequence if value.sequence is not None else list((value.mapping or {}).values())
+        memo[id(value)] = 1 + sum(nodes(child, memo) for child in children)
+    return memo[id(value)]
+
+
+def _check_nodes(count: int, node: Tree, source: Source) -> None:
+    if count > limit("value_nodes"):
+        raise source.error(f"this value expands to {count:,} values", node, raise_hint("value_nodes"))
 
 
 BUILTINS: dict[str, Callable[[Tree, list[Tree], Source], Located]] = {"pattern": _pattern, "ratio": _ratio}

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from rich.console import Console
 
 from composer import SpecError, load
@@ -31,13 +32,14 @@ from composer.search.monitor import Monitor
 from composer.search.report import (front_table, importance_table, importances, outcomes, problems_table,
                                     write_best_specs, write_html)
 from composer.search.settings import SearchSettings, SettingsError, read_settings
-from composer.search.study import (SharedStudy, StudyConfig, StudyError, create_study, load_study,
-                                   storage_url_for)
+from composer.search.study import (SharedStudy, StudyConfig, StudyError, counted_trials, create_study,
+                                   load_study, storage_faults, storage_url_for)
 from composer.search.threads import cpu_threads
 from composer.search.trial import TrialRunner
 from composer.spec import Spec
 
 EXIT_INTERRUPTED = 130
+EXIT_WORKER_DIED = 1
 
 
 @dataclass(frozen=True)
@@ -125,42 +127,73 @@ def _interrupt_once_handler() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def worker_main(job: WorkerJob) -> None:
-    """A worker process: run the study's waiting trials until none are left; Ctrl-C puts its trial back."""
+def worker_main(job: WorkerJob, ran=None, stop=None) -> None:
+    """A worker process: run the study's waiting trials until none are left; Ctrl-C puts its trial back.
+    `ran`, a shared counter, receives how many trials this worker ran. The process starts with SIGINT
+    ignored (a Ctrl-C while it imports would print a raw traceback); `stop`, set by the parent when
+    interrupted, tells a worker that missed the Ctrl-C so to start no trial."""
     signal.signal(signal.SIGINT, _interrupt_once)
+    if stop is not None and stop.is_set():
+        return
     torch.set_num_threads(job.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, settings = load_search(job.spec_path, job.model)
     study = load_study(job.config, settings)
     try:
-        study.run_worker(TrialRunner(spec, settings, job.device))
+        count = study.run_worker(TrialRunner(spec, settings, job.device))
     except KeyboardInterrupt:
-        pass
-
-
-def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions) -> None:
-    if options.workers == 1:
-        study.run_worker(TrialRunner(spec, settings, _device(options.device, 0)))
         return
+    if ran is not None:
+        with ran.get_lock():
+            ran.value += count
+
+
+@dataclass(frozen=True)
+class WorkersRan:
+    """What the workers of this process did: trials run, and the exit codes of workers that died."""
+
+    trials: int
+    died: list[tuple[str, int]]
+
+
+def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions) -> WorkersRan:
+    if options.workers == 1:
+        return WorkersRan(study.run_worker(TrialRunner(spec, settings, _device(options.device, 0))), [])
     threads = cpu_threads(options.workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
+    ran, stop = context.Value("i", 0), context.Event()
     processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
-        options.spec_path, options.model, study.config, _device(options.device, i), threads),))
+        options.spec_path, options.model, study.config, _device(options.device, i), threads), ran, stop))
         for i in range(options.workers)]
-    for process in processes:
-        process.start()
+    # A child inherits an ignored SIGINT through exec, and Python then installs no handler of its own.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         for process in processes:
             process.join()
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reaches the workers too; a SIGINT sent to this process alone does not.
         # Either way each worker puts its trial back (a second SIGINT is ignored) before we go.
+        stop.set()
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGINT)
         for process in processes:
             process.join()
         raise
+    return WorkersRan(ran.value, [(p.name, p.exitcode) for p in processes if p.exitcode != 0])
+
+
+def unfinished(study: SharedStudy) -> list[str]:
+    """What a dead worker left undone: trials still waiting or running, and lost trials left unretried."""
+    left = [f"trial {t.number} {t.state.name.lower()}" for t in study.trials(TrialState.WAITING, TrialState.RUNNING)]
+    left += [f"trial {t.number} lost ({t.user_attrs['lost']}) and not retried"
+             for t in counted_trials(study.trials()) if "lost" in t.user_attrs]
+    return left
 
 
 def _task_data(settings: SearchSettings) -> dict:
@@ -199,7 +232,8 @@ def run_search(options: SearchOptions, console: Console) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_study(config, settings) if options.resume else create_study(config, settings)
     target = options.trials or study.target or settings.trials
-    added = study.fill_queue(target)
+    with storage_faults(config.storage_url):
+        added = study.fill_queue(target)
     console.print(f"study `{config.study_name}` in {config.storage_url}: {target} trials"
                   f" ({added} queued now), objectives {', '.join(o.name for o in settings.objectives)}, "
                   f"{options.workers} worker{'s' if options.workers > 1 else ''}")
@@ -207,11 +241,22 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
     try:
-        with _interrupt_once_handler(), monitor.live():
-            _run_workers(study, spec, settings, options)
+        with _interrupt_once_handler(), monitor.live(), storage_faults(config.storage_url):
+            workers_ran = _run_workers(study, spec, settings, options)
     except KeyboardInterrupt:
         console.print(f"interrupted: {outcomes(study.study)}; the study is saved in {config.storage_url}.\n"
                       f"Continue it with: mixc search {options.spec_path} --resume" + _resume_flags(options))
         return EXIT_INTERRUPTED
-    report(study, settings, out, console)
+    console.print(f"this run's workers ran {workers_ran.trials} trial{'s' if workers_ran.trials != 1 else ''}")
+    if workers_ran.died:
+        died = ", ".join(f"{name} (exit code {code})" for name, code in workers_ran.died)
+        left = unfinished(study)
+        if left:
+            console.print(f"error: worker{'s' if len(workers_ran.died) > 1 else ''} {died} died, leaving "
+                          f"{'; '.join(left)}.\nContinue the study with: mixc search {options.spec_path} --resume"
+                          + _resume_flags(options))
+            return EXIT_WORKER_DIED
+        console.print(f"warning: {died} died; its trial was retried and finished by another worker")
+    with storage_faults(config.storage_url):
+        report(study, settings, out, console)
     return 0

@@ -3,9 +3,12 @@
 The study lives in its storage, never in a process: a SQLite file by default, any
 Optuna RDB URL (PostgreSQL, MySQL) or a journal file (`journal:PATH`) for many workers.
 `--trials N` puts N waiting trials in the study; every worker, in this process or
-another on any machine, takes waiting trials one at a time (optuna's WAITING -> RUNNING
-change is atomic in every storage) until none are left. The count is therefore exact
-however many workers there are, and nothing but the storage coordinates them.
+another on any machine, takes waiting trials one at a time until none are left. Filling,
+claiming and failing a lost trial each run under the study's lock (search/locks.py: a lock
+file beside a SQLite or journal file, an advisory lock on PostgreSQL), so two workers never
+claim one trial and two fills never over-fill: the count is exact however many workers
+there are, and nothing but the storage coordinates them. A trial, once finished, is never
+written again: a worker whose trial another declared lost drops its result.
 
 A trial whose worker stops mid-way is put back: a running worker writes a heartbeat
 into the trial every `heartbeat_s` seconds; any worker that sees a running trial
@@ -33,6 +36,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from composer.search.locks import study_lock
 from composer.search.periodic import periodically
 from composer.search.settings import SearchSettings
 
@@ -102,7 +106,37 @@ def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=steps // 2)
 
 
+def _fault(exc: BaseException) -> str:
+    """A storage failure in a line: the database's own words, not the SQL or a traceback."""
+    reason = getattr(exc, "orig", None) or exc
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return text[:200]
+
+
+@contextmanager
+def storage_faults(url: str) -> Iterator[None]:
+    """A storage that cannot be opened, read or written (a corrupt file, a read-only folder, a full disk,
+    an unreachable server) as a StudyError naming it."""
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError, OSError) as exc:
+        raise StudyError(f"cannot use the study storage {url}: {_fault(exc)}; check that it is a study database "
+                         "you can read and write (a SQLite file, a reachable server, a folder with room)") from None
+
+
 def create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+    with storage_faults(config.storage_url):
+        return _create_study(config, settings)
+
+
+def load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+    with storage_faults(config.storage_url):
+        return _load_study(config, settings)
+
+
+def _create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
     storage = open_storage(config.storage_url)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
@@ -115,7 +149,7 @@ def create_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy"
     return SharedStudy(study, storage, config, settings)
 
 
-def load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
+def _load_study(config: StudyConfig, settings: SearchSettings) -> "SharedStudy":
     storage = open_storage(config.storage_url)
     try:
         study = optuna.load_study(study_name=config.study_name, storage=storage,
@@ -157,6 +191,7 @@ class SharedStudy:
 
     def __init__(self, study: optuna.Study, storage: BaseStorage, config: StudyConfig, settings: SearchSettings):
         self.study, self.storage, self.config, self.settings = study, storage, config, settings
+        self.locked = study_lock(config.storage_url, storage, config.study_name)
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)
@@ -168,11 +203,12 @@ class SharedStudy:
 
     def fill_queue(self, target: int) -> int:
         """Queue waiting trials until `target` count; returns how many were added."""
-        if self.target is None or target > self.target:
-            self.study.set_user_attr("trials", target)
-        missing = target - len(counted_trials(self.trials()))
-        for _ in range(missing):
-            self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
+        with self.locked():
+            if self.target is None or target > self.target:
+                self.study.set_user_attr("trials", target)
+            missing = target - len(counted_trials(self.trials()))
+            for _ in range(missing):
+                self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
         return max(0, missing)
 
     def _queue_retry(self, trial: FrozenTrial, retries: int) -> None:
@@ -183,6 +219,10 @@ class SharedStudy:
 
     def requeue_lost(self) -> list[int]:
         """Fail running trials whose heartbeat stopped and queue their retries; returns their numbers."""
+        with self.locked():
+            return self._requeue_lost()
+
+    def _requeue_lost(self) -> list[int]:
         lost, now = [], time.time()
         for trial in self.trials(TrialState.RUNNING):
             last = trial.system_attrs.get(HEARTBEAT_ATTR) or trial.datetime_start.timestamp()
@@ -202,6 +242,10 @@ class SharedStudy:
 
     def take_waiting(self, worker: str) -> optuna.Trial | None:
         """Claim one waiting trial for this worker, or None when the queue is empty."""
+        with self.locked():
+            return self._take_waiting(worker)
+
+    def _take_waiting(self, worker: str) -> optuna.Trial | None:
         for waiting in self.trials(TrialState.WAITING):
             try:
                 if not self.storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
@@ -229,13 +273,22 @@ class SharedStudy:
             except optuna.TrialPruned:
                 self._tell(trial, state=TrialState.PRUNED)
             except KeyboardInterrupt:
-                self.storage.set_trial_user_attr(trial_id, "interrupted", True)
-                self._tell(trial, state=TrialState.FAIL)
-                frozen = self.storage.get_trial(trial_id)
-                self._queue_retry(frozen, frozen.user_attrs.get("retries", 0))
+                with self.locked():
+                    try:
+                        self.storage.set_trial_user_attr(trial_id, "interrupted", True)
+                        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                    except UpdateFinishedTrialError:
+                        raise KeyboardInterrupt from None  # declared lost already: its retry is queued
+                    frozen = self.storage.get_trial(trial_id)
+                    self._queue_retry(frozen, frozen.user_attrs.get("retries", 0))
                 raise
+            except UpdateFinishedTrialError:
+                pass  # declared lost mid-way (a report or attribute write refused): its retry counts
             except Exception as exc:  # a crash in one trial must not end the study
-                self.storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+                try:
+                    self.storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+                except UpdateFinishedTrialError:
+                    return
                 self._tell(trial, state=TrialState.FAIL)
             else:
                 self._tell(trial, values)

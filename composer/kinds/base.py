@@ -56,6 +56,10 @@ class Kind:
         """Its ops with closed-form costs (composer.costs); a channel kind with no ops returns []."""
         raise NotImplementedError
 
+    def build_bytes(self, part: Strict, model: ModelSizes) -> int:
+        """Memory its layer allocates at build beyond its parameters (tables, masks, and their temporaries)."""
+        return 0
+
     def layer(self, part: Strict, model: ModelSizes) -> LayerCall | None:
         """Its layer in the generated module; None: the block has no such part."""
         raise NotImplementedError

@@ -27,15 +27,40 @@ class Block(nn.Module):
         return x
 
 
+def check_tokens(tokens, vocab: int | None, max_len: int | None) -> None:
+    """Say what to change about a wrong input before torch fails deep inside a layer: token ids must be
+    a (batch, length) integer tensor, neither empty, length at most max_len, ids below the spec's vocab
+    (the padded rows of the embedding are not tokens). The id range costs one reduction and one sync;
+    it is skipped while torch.compile traces."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point or tokens.dtype.is_complex \
+            or tokens.dtype == torch.bool:
+        got = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise TypeError(f"tokens must be an integer tensor of token ids, shape (batch, length); got {got}")
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must have shape (batch, length); got shape {tuple(tokens.shape)}"
+                         + (": add a batch dimension with tokens[None]" if tokens.dim() == 1 else ""))
+    batch, length = tokens.shape
+    if batch == 0 or length == 0:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)} are empty: give at least one sequence of one token")
+    if max_len is not None and length > max_len:
+        raise ValueError(f"sequence length {length} is past the model's max_len {max_len}: shorten the input "
+                         "or raise max_len in the spec")
+    if vocab is not None and not torch.compiler.is_compiling() and bool(((tokens < 0) | (tokens >= vocab)).any()):
+        low, high = int(tokens.min()), int(tokens.max())
+        raise ValueError(f"token ids must be in 0 .. {vocab - 1} (the spec's vocab); got ids from {low} to {high}")
+
+
 class LanguageModel(nn.Module):
     """embedding -> layers -> norm -> head (the embedding matrix itself when tied).
 
-    vocab_size: the real vocabulary (default `vocab`, the padded one); `generate` never picks a padding id.
+    vocab_size: the real vocabulary (default `vocab`, the padded one): inputs must be below it, and `generate`
+    never picks a padding id. max_len: the longest input (None: any).
     """
 
     def __init__(self, vocab: int, d_model: int, layers: list[nn.Module], norm: nn.Module, tie_embeddings: bool,
-                 vocab_size: int | None = None):
+                 vocab_size: int | None = None, max_len: int | None = None):
         super().__init__()
+        self.max_len = max_len
         self.embedding = nn.Embedding(vocab, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.layers = nn.ModuleList(layers)
@@ -52,6 +77,7 @@ class LanguageModel(nn.Module):
         1 on real tokens, 0 on left padding (Hugging Face's convention); padding changes no cache and gets
         the logits of nothing in particular.
         """
+        check_tokens(tokens, self.vocab_size, self.max_len)
         if cache is None:
             if attention_mask is not None and not bool(attention_mask.bool().all()):
                 raise ValueError("attention_mask with padding needs a cache (allocate_cache)")

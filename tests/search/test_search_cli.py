@@ -41,7 +41,7 @@ def test_search_prints_the_front_and_writes_the_report_and_best_specs(tmp_path, 
 def test_second_start_of_the_same_study_needs_resume(tmp_path, capsys):
     spec = write_spec(tmp_path)
     assert main(["search", str(spec), "--trials", "2"]) == 0
-    assert main(["search", str(spec), "--trials", "2"]) == 1
+    assert main(["search", str(spec), "--trials", "2"]) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert main(["search", str(spec), "--trials", "3", "--resume"]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.search' / 'study.db'}")

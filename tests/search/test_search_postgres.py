@@ -110,3 +110,8 @@ def test_killed_worker_loses_and_duplicates_no_trial(tmp_path, postgres_url):
     counted = counted_trials(trials)
     assert len(counted) == TRIALS and all(t.state == TrialState.COMPLETE for t in counted)
     assert len(trials) == TRIALS + 1  # the six, and the lost one its retry replaced: nothing twice
+
+
+def test_two_processes_fill_one_postgres_study_exactly_once(tmp_path, postgres_url):
+    from test_search_concurrent import assert_filled_once
+    assert_filled_once(write_spec(tmp_path), postgres_url)

@@ -66,6 +66,10 @@ class Attention(Kind):
     def layer_type(self, m):
         return "sliding_attention" if m.window else "full_attention"
 
+    def build_bytes(self, m, model):
+        # rope's cos and sin tables, (max_len, head_dim / 2) each in fp32, computed from fp64 angles.
+        return model.max_len * (m.head_dim // 2) * (2 * 4 + 3 * 8) if m.rope else 0
+
     def layer(self, m, model):
         return LayerCall("composer.kinds.attention.layer", "Attention", dict(
             d_model=model.d_model, heads=m.heads, kv_heads=m.kv_heads, head_dim=m.head_dim, max_len=model.max_len,

@@ -8,6 +8,7 @@ from typing import Literal
 from composer.costs import Op, linear
 from composer.fields import OptionalPositiveInt, PositiveInt, Strict
 from composer.kinds.base import Kind, LayerCall
+from composer.limits import limit, raise_hint
 from composer.problems import Problem
 
 
@@ -32,6 +33,11 @@ class Monarch(Kind):
                   for form in ("multiply", "causal", "dense")}
 
     def resolve(self, m, model, problems):
+        if model.max_len > limit("monarch_len"):
+            # Checked first: the default factorisation searches divisors up to sqrt(max_len).
+            problems.append(Problem(("kind",), f"a Monarch mixer over max_len {model.max_len:,} (one "
+                                    f"{model.max_len:,}-square matrix per channel group)", raise_hint("monarch_len")))
+            return m
         blocks = m.blocks or default_monarch_blocks(model.max_len)
         if model.max_len % blocks:
             problems.append(Problem(("blocks",), f"blocks {blocks} must divide max_len {model.max_len}: the Monarch "
