@@ -171,7 +171,8 @@ def cmd_search(args) -> int:
     from composer.search.study import StudyError
     options = SearchOptions(Path(args.spec), model=args.model, trials=args.trials, workers=args.workers,
                             storage=args.storage, study_name=args.study, out=Path(args.out) if args.out else None,
-                            resume=args.resume, device=args.device, heartbeat_s=args.heartbeat)
+                            resume=args.resume, device=args.device, heartbeat_s=args.heartbeat,
+                            save_weights=args.save_weights)
     try:
         return run_search(options, console)
     except StudyError as exc:
@@ -301,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
                         "(default: MODEL.search/ beside the spec)")
     search.add_argument("--resume", action="store_true", help="continue the stored study, or join it as one "
                         "more worker from another process or machine")
+    search.add_argument("--save-weights", action="store_true", help="keep each trial's trained weights "
+                        "(OUT/weights) and write the Pareto-optimal ones beside their best specs")
     search.add_argument("--device", help="torch device for training (default: cuda when present, else cpu)")
     search.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS", help="how often a running "
                         "trial signals it is alive; one silent for 3 beats is put back in the queue")

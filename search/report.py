@@ -9,6 +9,7 @@ alone, by any process, while workers elsewhere are still running.
 from __future__ import annotations
 
 import html
+import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -191,7 +192,8 @@ def _spec_header(trial: FrozenTrial, objectives: tuple[Objective, ...], study_na
 
 
 def write_best_specs(study: optuna.Study, objectives: tuple[Objective, ...], task: dict, out_dir: Path) -> list[Path]:
-    """Each Pareto-optimal trial's concrete spec as `<model>_trial<n>.mix`, with how it scored."""
+    """Each Pareto-optimal trial's concrete spec as `<model>_trial<n>.mix`, with how it scored, and its trained
+    weights beside it as `<model>_trial<n>.safetensors` when the trial kept them (--save-weights)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for trial in front(study):
@@ -200,4 +202,8 @@ def write_best_specs(study: optuna.Study, objectives: tuple[Objective, ...], tas
         path = out_dir / f"{spec.name}.mix"
         path.write_text(to_mix(spec, header=_spec_header(trial, objectives, study.study_name, format_call(task))))
         written.append(path)
+        weights = Path(trial.user_attrs.get("weights", ""))
+        if trial.user_attrs.get("weights") and weights.is_file():
+            shutil.copyfile(weights, path.with_suffix(".safetensors"))
+            written.append(path.with_suffix(".safetensors"))
     return written

@@ -54,6 +54,7 @@ class SearchOptions:
     resume: bool = False
     device: str | None = None          # None: cuda when there is one, else cpu
     heartbeat_s: float = 10.0
+    save_weights: bool = False         # each trial's trained weights to OUT/weights, the best beside their specs
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class WorkerJob:
     config: StudyConfig
     device: str
     threads: int
+    weights_dir: Path | None = None
 
 
 def load_search(spec_path: Path, model: str | None) -> tuple[Spec, SearchSettings]:
@@ -140,7 +142,7 @@ def worker_main(job: WorkerJob, ran=None, stop=None) -> None:
     spec, settings = load_search(job.spec_path, job.model)
     study = load_study(job.config, settings)
     try:
-        count = study.run_worker(TrialRunner(spec, settings, job.device))
+        count = study.run_worker(TrialRunner(spec, settings, job.device, job.weights_dir))
     except KeyboardInterrupt:
         return
     if ran is not None:
@@ -156,14 +158,28 @@ class WorkersRan:
     died: list[tuple[str, int]]
 
 
+def _weights_dir(spec: Spec, options: SearchOptions) -> Path | None:
+    """Where trials write their weights under --save-weights (created here, once)."""
+    if not options.save_weights:
+        return None
+    folder = _out_dir(spec, options) / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _out_dir(spec: Spec, options: SearchOptions) -> Path:
+    return options.out or Path(options.spec_path).parent / f"{spec.name}.search"
+
+
 def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions) -> WorkersRan:
+    weights_dir = _weights_dir(spec, options)
     if options.workers == 1:
-        return WorkersRan(study.run_worker(TrialRunner(spec, settings, _device(options.device, 0))), [])
+        return WorkersRan(study.run_worker(TrialRunner(spec, settings, _device(options.device, 0), weights_dir)), [])
     threads = cpu_threads(options.workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
     ran, stop = context.Value("i", 0), context.Event()
     processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
-        options.spec_path, options.model, study.config, _device(options.device, i), threads), ran, stop))
+        options.spec_path, options.model, study.config, _device(options.device, i), threads, weights_dir), ran, stop))
         for i in range(options.workers)]
     # A child inherits an ignored SIGINT through exec, and Python then installs no handler of its own.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -226,7 +242,7 @@ def run_search(options: SearchOptions, console: Console) -> int:
     if options.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {options.workers}")
     spec, settings = load_search(options.spec_path, options.model)
-    out = options.out or Path(options.spec_path).parent / f"{spec.name}.search"
+    out = _out_dir(spec, options)
     config = StudyConfig(storage_url_for(options.storage or str(out / "study.db")),
                          options.study_name or spec.name, options.heartbeat_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

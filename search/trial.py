@@ -11,6 +11,7 @@ the training settings) is stored on the trial, so a report never re-derives it.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import optuna
 
@@ -37,8 +38,10 @@ def schedule_text(names: list[str]) -> str:
 class TrialRunner:
     """Callable on an optuna.Trial: returns the objective values, or raises TrialPruned."""
 
-    def __init__(self, spec: Spec, settings: SearchSettings, device: str | None = None):
+    def __init__(self, spec: Spec, settings: SearchSettings, device: str | None = None,
+                 weights_dir: Path | None = None):
         self.space, self.settings, self.device = SearchSpace(spec), settings, device
+        self.weights_dir = weights_dir  # None: trained weights are not kept
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         point = self.space.suggest(trial)
@@ -80,7 +83,10 @@ class TrialRunner:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"stopped at step {step}: accuracy {accuracy:.3f}")
 
+        weights = None if self.weights_dir is None else self.weights_dir / f"trial{trial.number}.safetensors"
         result = train(candidate, self.settings.task, settings, device=self.device,
-                       on_eval=report if self.settings.prunes else None)
+                       on_eval=report if self.settings.prunes else None, weights_out=weights)
+        if weights is not None:
+            trial.set_user_attr("weights", str(weights))
         return {"accuracy": result.accuracy, "tokens_per_second": result.tokens_per_second,
                 "latency_ms": result.latency_ms, "loss": result.loss}

@@ -112,3 +112,15 @@ def test_ctrl_c_inside_a_storage_call_is_delivered_again_after_it():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_save_weights_writes_each_best_specs_weights_beside_it(tmp_path, capsys):
+    spec = write_spec(tmp_path, trained(steps=2))
+    assert main(["search", str(spec), "--trials", "2", "--save-weights"]) == 0
+    out = tmp_path / "tiny.search"
+    assert len(list((out / "weights").glob("trial*.safetensors"))) == 2
+    best = sorted((out / "best").glob("*.mix"))
+    assert best
+    for path in best:
+        model = composer.build(composer.load(path))
+        composer.load_weights(model, path.with_suffix(".safetensors"))  # names and shapes fit that spec
