@@ -27,8 +27,8 @@ def picked_segments(shape) -> int:
     b, L, H, P, G, N = shape
     x = torch.empty(b, L, H, P, device="cuda", dtype=torch.bfloat16)
     B = torch.empty(b, L, G, N, device="cuda", dtype=torch.bfloat16)
-    forward, _ = call_constants(x, None, B, ssd.CHUNK, False, False, default_tuning(x, B), has_dt=True)
-    return forward.get("SEGMENTS", 1)
+    launch, _ = call_constants(x, None, B, ssd.CHUNK, False, False, default_tuning(x, B), has_dt=True)
+    return launch.segments
 
 
 def one(x, B) -> SSDTuning:
