@@ -359,9 +359,18 @@ def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state,
 
 
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                   has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[ForwardLaunch, dict]:
-    """The forward's launch and the backward's constants a call with these tensors runs under `tuning` (its form
-    picked for x's batch on x's device). The dicts are shared: read them, never change them."""
+                   has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
+    """The forward's and the backward's constants a call with these tensors runs under `tuning` (its form
+    picked for x's batch on x's device; `call_launch` adds a segmented walk's segments and state passing).
+    The dicts are shared: read them, never change them."""
+    launch, backward = call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt,
+                                   has_D, needs_grad)
+    return launch.constants, backward
+
+
+def call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
+                has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[ForwardLaunch, dict]:
+    """`call_constants` with the forward's whole `ForwardLaunch`."""
     plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
     return planned_launch(plan, x, B, needs_grad)
 

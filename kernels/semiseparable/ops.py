@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from composer.kernels.semiseparable.chunk import (_backward, _forward, call_constants, default_tuning,
+from composer.kernels.semiseparable.chunk import (_backward, _forward, call_launch, default_tuning,
                                                  forward_outputs)
 from composer.kernels.semiseparable.step import _step, step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
@@ -154,8 +154,8 @@ def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
     the traced frame (Dynamo guards on them; tuning by identity), the length excepted (`_facts`)."""
     x, B = TensorFacts(*x_facts), TensorFacts(*B_facts)
     tuning = tuning or default_tuning(x, B, needs_grad)
-    launch, backward = call_constants(x, True if decays else None, B, chunk_len, has_initial_state,
-                                      return_final_state, tuning, has_dt=has_dt, has_D=has_D, needs_grad=needs_grad)
+    launch, backward = call_launch(x, True if decays else None, B, chunk_len, has_initial_state,
+                                   return_final_state, tuning, has_dt=has_dt, has_D=has_D, needs_grad=needs_grad)
     return constants_key(launch.constants, backward, launch.segments, launch.segment_state)
 
 
