@@ -170,13 +170,39 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: in
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     y, final_state, scores, states, cum = forward_outputs(constants, x, log_a, B)
-    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda  # the scores beside the state passing
+    # The scores beside the state passing (split form); beside the whole walk with cum too (fused form, which
+    # reads neither: they are the backward's).
+    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda
     if constants["SAVES_FOR_BACKWARD"]:
         if cum is not None:
-            launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+            with side_stream(x.device) if beside and constants["FUSED"] else contextlib.nullcontext():
+                launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
         with side_stream(x.device) if beside else contextlib.nullcontext():
             launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
                    **sizes)
+    if constants["FUSED"]:
+        y, final_state = _fused_walk(kernels, constants, x, dt, log_a, B, C, initial_state, D, y, final_state,
+                                     states, segments, segment_state)
+        if beside:  # the backward reads cum and the scores
+            torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
+        return y, final_state, scores, states, cum
+    state_options = launch_options(constants, state_passing=True)
+    launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
+           states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
+    if beside:  # the output kernel reads the scores
+        torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
+    launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
+           scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
+    return y, final_state, scores, states, cum
+
+
+def _fused_walk(kernels, constants: dict, x, dt, log_a, B, C, initial_state, D, y, final_state, states,
+                segments: int, segment_state: dict | None):
+    """The fused forward's walk, whole or (segments > 1) in segments side by side after the state passing
+    over them; writes y, the final state and the per-chunk states in place and returns y and the final state."""
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    options, n_chunks = launch_options(constants), ceil_div(L, constants["Q"])
     if segments > 1:
         entering = _segment_entering_states(segment_state, segments, x, dt, log_a, B, initial_state)
         segment_len = L // segments
@@ -189,27 +215,19 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: in
                n_blocks=ceil_div(segment_len, constants["BLOCK_Q"]))
         if final_state is not None:  # the last segment's leaving state
             final_state.copy_(walk_final.view(b, segments, H, P, N)[:, -1])
-        return y, final_state, scores, states, cum
-    if constants["FUSED"]:
-        launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
-               B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
-               final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]), **sizes)
-        return y, final_state, scores, states, cum
-    state_options = launch_options(constants, state_passing=True)
-    launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
-           states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
-    if beside:  # the output kernel reads the scores
-        torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
-    launch(kernels.chunk_scan_fwd, grids.q_p_tile, options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, C_ptr=C,
-           scores_ptr=scores, states_ptr=states, y_ptr=y, D_ptr=D, **sizes)
-    return y, final_state, scores, states, cum
+        return y, final_state
+    launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b, H, G, n_chunks).head_p_tile, options, x_ptr=x,
+           dt_ptr=dt, log_a_ptr=log_a, B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states,
+           initial_state_ptr=initial_state, final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]),
+           seq_len=L, n_heads=H, n_chunks=n_chunks)
+    return y, final_state
 
 
 def _segment_entering_states(state_constants: dict, segments: int, x, dt, log_a, B, initial_state):
     """The state entering each of the walk's `segments` segments, (b * segments, H, P, N) fp32: each segment's
     leaving state from zero (the split form's state_passing_fwd of `state_constants` over the segments as a
-    batch, its per-chunk states to scratch), then h_{k+1} = exp(total_k) h_k + leaving_k over the segments, h_0
-    the initial state."""
+    batch; its per-chunk states to scratch unless LEAVING_STATE_ONLY), then h_{k+1} = exp(total_k) h_k + leaving_k
+    over the segments, h_0 the initial state."""
     b, L, H, P = x.shape
     N = B.shape[3]
     kernels = load_kernel_once("ssd_forward.py.jinja", state_constants, HEADER)
@@ -222,7 +240,8 @@ def _segment_entering_states(state_constants: dict, segments: int, x, dt, log_a,
         cum = x.new_empty(b * segments, H, segment_len // Q, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=views[2],
                cum_ptr=cum, **sizes)
-    scratch = x.new_empty(b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[state_constants["OPERAND"]])
+    scratch = None if state_constants.get("LEAVING_STATE_ONLY") else x.new_empty(
+        b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[state_constants["OPERAND"]])
     leaving = x.new_empty(b, segments, H, P, N, dtype=torch.float32)
     launch(kernels.state_passing_fwd, grids.state_tile, launch_options(state_constants, state_passing=True),
            x_ptr=views[0], dt_ptr=views[1], cum_ptr=cum, B_ptr=views[3], states_ptr=scratch, final_state_ptr=leaving,

@@ -232,6 +232,10 @@ def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[Sca
             if fused:
                 entering = dataclasses.replace(sizes, initial_state=True)
                 segmented = scan_constants(entering, operand, tuning, fused, needs_grad)[0]
+                if segmented["SAVES_FOR_BACKWARD"]:
+                    # A segmented walk leaves multiprocessors idle (fewer than 1.5 programs each, by
+                    # `fused_segments`): the backward's cum and scores run on a side stream beside it.
+                    segmented = dict(segmented, SIDE_STREAM_SCORES=True)
                 segment_rule = SegmentRule(sizes.heads * fused_programs_per_head(tuning, sizes.head_dim),
                                            sizes.chunk, multiprocessors, tuning.segments)
                 segment_state = segment_state_constants(segmented)
@@ -333,7 +337,8 @@ def segment_state_constants(walk: dict) -> dict:
                 BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
                 NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
                 STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
-                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False)
+                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False,
+                LEAVING_STATE_ONLY=True)
 
 
 FORWARD_TEMPLATE, BACKWARD_TEMPLATE = "ssd_forward.py.jinja", "ssd_backward.py.jinja"

@@ -3,6 +3,8 @@ module the launcher loads in a run, at any batch, length, regime or segment coun
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from composer.kernels.semiseparable.plan import FORWARD_TEMPLATE, ScanSizes, pla
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 H, P, G, N, Q = 4, 16, 2, 16, 16
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
 
 
 def _inputs(b: int, L: int, requires_grad: bool):
@@ -20,7 +23,7 @@ def _inputs(b: int, L: int, requires_grad: bool):
     log_a = -torch.rand(b, L, H)
     B, C = torch.randn(b, L, G, N) / 4, torch.randn(b, L, G, N) / 4
     dt = torch.rand(b, L, H) + 0.1
-    return [t.requires_grad_(requires_grad) for t in (x, log_a, B, C, dt)]
+    return [t.to(DEVICE).requires_grad_(requires_grad) for t in (x, log_a, B, C, dt)]
 
 
 @pytest.mark.parametrize("tuning", [SSDTuning(16, 16, fused=True, segments=2), SSDTuning(16, 16, fused=False),
