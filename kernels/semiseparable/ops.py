@@ -163,9 +163,7 @@ def _facts(t: Tensor, length_dim: int | None = None) -> tuple:
     """`TensorFacts` of t with the length (dim length_dim) as 1: no constant depends on it, so a dynamic length
     (torch.compile's automatic dynamic shapes) traces. Another dynamic size, such as the batch, which picks
     the forward's form on CUDA, cannot be passed as a constant, and Dynamo says so."""
-    # int(): a size Dynamo traces as symbolic (on CUDA the step's sizes came in so) is specialised and guarded on,
-    # since an assume_constant_result function takes only constants.
-    return tuple(1 if dim == length_dim else int(size) for dim, size in enumerate(t.shape)), t.dtype, t.device
+    return tuple(1 if dim == length_dim else size for dim, size in enumerate(t.shape)), t.dtype, t.device
 
 
 def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning, needs_grad):
