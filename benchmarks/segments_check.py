@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssd  # noqa: E402
 
-from composer.kernels.semiseparable.chunk import call_constants, default_tuning  # noqa: E402
+from composer.kernels.semiseparable.chunk import call_launch, default_tuning  # noqa: E402
 from composer.kernels.semiseparable.tuning import SSDTuning  # noqa: E402
 
 CHECKS = [(2, 4096, 32, 64, 8, 128), (1, 8192, 32, 128, 8, 64), (2, 2048, 32, 64, 1, 128)]
@@ -27,8 +27,8 @@ def picked_segments(shape) -> int:
     b, L, H, P, G, N = shape
     x = torch.empty(b, L, H, P, device="cuda", dtype=torch.bfloat16)
     B = torch.empty(b, L, G, N, device="cuda", dtype=torch.bfloat16)
-    forward, _ = call_constants(x, None, B, ssd.CHUNK, False, False, default_tuning(x, B), has_dt=True)
-    return forward.get("SEGMENTS", 1)
+    launch, _ = call_launch(x, None, B, ssd.CHUNK, False, False, default_tuning(x, B), has_dt=True)
+    return launch.segments
 
 
 def one(x, B) -> SSDTuning:

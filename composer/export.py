@@ -41,7 +41,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 AUTO_CLASSES = {"lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM"}  # by head
 HEADS = tuple(AUTO_CLASSES)
 WEIGHTS_MODULE = "composer.layers.weights"
-LAUNCHER_ONLY = ("SEGMENTS",)  # read by the SSD launcher alone: the walk's module is the same at any count
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -70,8 +69,7 @@ def export_target(target: Target | None) -> Target:
 
 def constants_key(call: KernelCall) -> str:
     """The key kernel_files.py looks a kernel up by (the same spelling as its `constants_key`)."""
-    kept = sorted((name, value) for name, value in call.constants if name not in LAUNCHER_ONLY)
-    return call.template + ":" + ",".join(f"{name}={value!r}" for name, value in kept)
+    return call.template + ":" + ",".join(f"{name}={value!r}" for name, value in sorted(call.constants))
 
 
 def _check_folder(out: Path, force: bool) -> str:
@@ -131,7 +129,7 @@ def _write_kernels(folder: Path, calls: list[KernelCall], package: str, spec_nam
         stem = call.template.split(".", 1)[0]
         counts[stem] = counts.get(stem, -1) + 1
         file_name = f"{stem}_{counts[stem]}.py"
-        constants = {name: value for name, value in call.constants if name not in LAUNCHER_ONLY}
+        constants = dict(call.constants)
         header = {"package": package, "spec": spec_name}
         (folder / file_name).write_text(render_kernel(call.template, constants, header))
         manifest[constants_key(call)] = file_name
@@ -245,7 +243,7 @@ def export(spec: Spec | str | Path, out: str | Path, weights: str | Path | None 
     (out / "kernel_plan.py").write_text(_plan_source(plans))
     calls = _kernel_calls(plans)
     (out / "kernel_files.py").write_text(render_template("export/kernel_files.py.jinja", package=package,
-                                                         spec_name=spec.name, launcher_only=repr(LAUNCHER_ONLY)))
+                                                         spec_name=spec.name))
     _write_kernels(out / "kernels", calls, package, spec.name)
     (out / "__init__.py").write_text(render_template("export/init.py.jinja", spec_name=spec.name, package=package,
                                                      head_class=head_class))

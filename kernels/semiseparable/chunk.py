@@ -21,7 +21,8 @@ from triton.runtime.errors import OutOfResources, PTXASError
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import Target
-from composer.kernels.semiseparable.plan import ScanPlan, ScanSizes, fits, plan_scan, tuning_for_batch
+from composer.kernels.semiseparable.plan import (ForwardLaunch, ScanPlan, ScanSizes, fits, plan_scan,
+                                                  tuning_for_batch)
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -152,12 +153,14 @@ def forward_outputs(constants: dict, x, log_a, B) -> tuple:
     return y, final_state, scores, states, cum
 
 
-def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
+def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: int = 1,
+             segment_state: dict | None = None):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
     (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
     C . B per chunk and group, and `states`, the state entering each chunk (b, c, H, P, N), both in the
     operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay
-    (b, H, c, Q) fp32 (None without decay)."""
+    (b, H, c, Q) fp32 (None without decay). segments > 1 (a fused walk's `ForwardLaunch`): the walk runs in
+    that many segments side by side, after the state passing of `segment_state`'s constants over them."""
     kernels = load_kernel_once("ssd_forward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -167,31 +170,21 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     y, final_state, scores, states, cum = forward_outputs(constants, x, log_a, B)
-    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda  # the scores beside the state passing
+    # The scores beside the state passing (split form); beside the whole walk with cum too (fused form, which
+    # reads neither: they are the backward's).
+    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda
     if constants["SAVES_FOR_BACKWARD"]:
         if cum is not None:
-            launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
+            with side_stream(x.device) if beside and constants["FUSED"] else contextlib.nullcontext():
+                launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
         with side_stream(x.device) if beside else contextlib.nullcontext():
             launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
                    **sizes)
-    if constants["FUSED"] and constants.get("SEGMENTS", 1) > 1:
-        segments = constants["SEGMENTS"]
-        entering = _segment_entering_states(constants, x, dt, log_a, B, initial_state)
-        segment_len = L // segments
-        views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B, C, y)]
-        walk_final = x.new_empty(b * segments, H, P, N) if final_state is not None else None
-        launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b * segments, H, G, n_chunks).head_p_tile, options,
-               x_ptr=views[0], dt_ptr=views[1], log_a_ptr=views[2], B_ptr=views[3], C_ptr=views[4], y_ptr=views[5],
-               D_ptr=D, states_ptr=states, initial_state_ptr=entering, final_state_ptr=walk_final,
-               seq_len=segment_len, n_heads=H, n_chunks=n_chunks // segments,
-               n_blocks=ceil_div(segment_len, constants["BLOCK_Q"]))
-        if final_state is not None:  # the last segment's leaving state
-            final_state.copy_(walk_final.view(b, segments, H, P, N)[:, -1])
-        return y, final_state, scores, states, cum
     if constants["FUSED"]:
-        launch(kernels.chunk_scan_fused_fwd, grids.head_p_tile, options, x_ptr=x, dt_ptr=dt, log_a_ptr=log_a,
-               B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states, initial_state_ptr=initial_state,
-               final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]), **sizes)
+        y, final_state = _fused_walk(kernels, constants, x, dt, log_a, B, C, initial_state, D, y, final_state,
+                                     states, segments, segment_state)
+        if beside:  # the backward reads cum and the scores
+            torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
         return y, final_state, scores, states, cum
     state_options = launch_options(constants, state_passing=True)
     launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
@@ -203,30 +196,42 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D):
     return y, final_state, scores, states, cum
 
 
-@functools.lru_cache(maxsize=64)
-def segment_state_constants(forward_items: tuple) -> dict:
-    """The split forward's constants for the state passing that a segmented fused walk runs first (its
-    SEGMENTS > 1): each segment's leaving state from a zero state, in fp32, one program per head and
-    BLOCK_P columns of the whole (N, BLOCK_P) state, as the walk holds it. Built from the walk's constants."""
-    walk = dict(forward_items)
-    keep = ("P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "HAS_DT", "OPERAND", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q")
-    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=False, RETURN_FINAL_STATE=True,
-                BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
-                NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
-                STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
-                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False)
+def _fused_walk(kernels, constants: dict, x, dt, log_a, B, C, initial_state, D, y, final_state, states,
+                segments: int, segment_state: dict | None):
+    """The fused forward's walk, whole or (segments > 1) in segments side by side after the state passing
+    over them; writes y, the final state and the per-chunk states in place and returns y and the final state."""
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    options, n_chunks = launch_options(constants), ceil_div(L, constants["Q"])
+    if segments > 1:
+        entering = _segment_entering_states(segment_state, segments, x, dt, log_a, B, initial_state)
+        segment_len = L // segments
+        views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B, C, y)]
+        walk_final = x.new_empty(b * segments, H, P, N) if final_state is not None else None
+        launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b * segments, H, G, n_chunks).head_p_tile, options,
+               x_ptr=views[0], dt_ptr=views[1], log_a_ptr=views[2], B_ptr=views[3], C_ptr=views[4], y_ptr=views[5],
+               D_ptr=D, states_ptr=states, initial_state_ptr=entering, final_state_ptr=walk_final,
+               seq_len=segment_len, n_heads=H, n_chunks=n_chunks // segments,
+               n_blocks=ceil_div(segment_len, constants["BLOCK_Q"]))
+        if final_state is not None:  # the last segment's leaving state
+            final_state.copy_(walk_final.view(b, segments, H, P, N)[:, -1])
+        return y, final_state
+    launch(kernels.chunk_scan_fused_fwd, Grids.of(constants, b, H, G, n_chunks).head_p_tile, options, x_ptr=x,
+           dt_ptr=dt, log_a_ptr=log_a, B_ptr=B, C_ptr=C, y_ptr=y, D_ptr=D, states_ptr=states,
+           initial_state_ptr=initial_state, final_state_ptr=final_state, n_blocks=ceil_div(L, constants["BLOCK_Q"]),
+           seq_len=L, n_heads=H, n_chunks=n_chunks)
+    return y, final_state
 
 
-def _segment_entering_states(constants: dict, x, dt, log_a, B, initial_state):
-    """The state entering each of the walk's SEGMENTS segments, (b * SEGMENTS, H, P, N) fp32: each segment's
-    leaving state from zero (the split form's state_passing_fwd over the segments as a batch, its per-chunk
-    states to scratch), then h_{k+1} = exp(total_k) h_k + leaving_k over the segments, h_0 the initial state."""
-    segments = constants["SEGMENTS"]
+def _segment_entering_states(state_constants: dict, segments: int, x, dt, log_a, B, initial_state):
+    """The state entering each of the walk's `segments` segments, (b * segments, H, P, N) fp32: each segment's
+    leaving state from zero (the split form's state_passing_fwd of `state_constants` over the segments as a
+    batch; its per-chunk states to scratch unless LEAVING_STATE_ONLY), then h_{k+1} = exp(total_k) h_k + leaving_k
+    over the segments, h_0 the initial state."""
     b, L, H, P = x.shape
     N = B.shape[3]
-    state_constants = segment_state_constants(tuple(constants.items()))
     kernels = load_kernel_once("ssd_forward.py.jinja", state_constants, HEADER)
-    segment_len, Q = L // segments, constants["Q"]
+    segment_len, Q = L // segments, state_constants["Q"]
     sizes = dict(seq_len=segment_len, n_heads=H, n_chunks=segment_len // Q)
     views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B)]
     grids = Grids.of(state_constants, b * segments, H, B.shape[2], segment_len // Q)
@@ -235,7 +240,8 @@ def _segment_entering_states(constants: dict, x, dt, log_a, B, initial_state):
         cum = x.new_empty(b * segments, H, segment_len // Q, Q, dtype=torch.float32)
         launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=views[2],
                cum_ptr=cum, **sizes)
-    scratch = x.new_empty(b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+    scratch = None if state_constants.get("LEAVING_STATE_ONLY") else x.new_empty(
+        b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[state_constants["OPERAND"]])
     leaving = x.new_empty(b, segments, H, P, N, dtype=torch.float32)
     launch(kernels.state_passing_fwd, grids.state_tile, launch_options(state_constants, state_passing=True),
            x_ptr=views[0], dt_ptr=views[1], cum_ptr=cum, B_ptr=views[3], states_ptr=scratch, final_state_ptr=leaving,
@@ -319,8 +325,9 @@ class SSDChunked(torch.autograd.Function):
     entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
-    def forward(ctx, x, dt, log_a, B, C, initial_state, D, constants: dict, backward_constants: dict):
-        y, final_state, scores, states, cum = _forward(constants, x, dt, log_a, B, C, initial_state, D)
+    def forward(ctx, x, dt, log_a, B, C, initial_state, D, launch: ForwardLaunch, backward_constants: dict):
+        y, final_state, scores, states, cum = _forward(launch.constants, x, dt, log_a, B, C, initial_state, D,
+                                                       launch.segments, launch.segment_state)
         ctx.save_for_backward(x, dt, B, C, initial_state, D, scores, states, cum)
         ctx.constants = backward_constants
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
@@ -373,17 +380,33 @@ def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state,
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
                    has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
     """The forward's and the backward's constants a call with these tensors runs under `tuning` (its form
-    picked for x's batch on x's device). The dicts are shared: read them, never change them."""
+    picked for x's batch on x's device; `call_launch` adds a segmented walk's segments and state passing).
+    The dicts are shared: read them, never change them."""
+    launch, backward = call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt,
+                                   has_D, needs_grad)
+    return launch.constants, backward
+
+
+def call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
+                has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[ForwardLaunch, dict]:
+    """`call_constants` with the forward's whole `ForwardLaunch`."""
     plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
-    forward, backward = _variant_constants(plan, x, B, needs_grad)
-    return forward, backward or _variant_constants(plan, x, B, True)[1]
+    return planned_launch(plan, x, B, needs_grad)
 
 
-def _variant_constants(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[dict, dict | None]:
-    """The forward's constants (its walk's segments picked for x's batch and length) and the backward's (None
-    without gradients) of the variant the plan gives these inputs."""
+def planned_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, dict]:
+    """The forward's launch (its walk's segments picked for x's batch and length) and the backward's constants
+    of the variant `plan` gives these inputs (without gradients, the training variant's backward: an op's key
+    carries one, unused)."""
+    launch, backward = _variant_launch(plan, x, B, needs_grad)
+    return launch, backward or _variant_launch(plan, x, B, True)[1]
+
+
+def _variant_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, dict | None]:
+    """The forward's launch (its walk's segments picked for x's batch and length) and the backward's constants
+    (None without gradients) of the variant the plan gives these inputs."""
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
-    return variant.forward_constants(variant.segments(x.shape[0], x.shape[1])), variant.backward
+    return variant.forward_launch(x.shape[0], x.shape[1]), variant.backward
 
 
 def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
@@ -423,9 +446,9 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
         plan = _plan_for(sizes, x.device, tuning)
     elif plan.sizes != sizes:
         raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
-    constants, backward_constants = _variant_constants(plan, x, B, needs_grad)
+    launch, backward_constants = _variant_launch(plan, x, B, needs_grad)
     contiguous = [None if t is None else t.contiguous() for t in inputs]
     if not needs_grad:  # inference: nothing to save, no autograd node
-        y, final_state = _forward(constants, *contiguous)[:2]
+        y, final_state = _forward(launch.constants, *contiguous, launch.segments, launch.segment_state)[:2]
         return y, final_state
-    return SSDChunked.apply(*contiguous, constants, backward_constants)
+    return SSDChunked.apply(*contiguous, launch, backward_constants)

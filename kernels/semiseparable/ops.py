@@ -8,8 +8,9 @@ them as plain Python that no tracer enters, on the GPU or under the CPU interpre
 kernels give the outputs' shapes from the constants alone. (`triton_op` would let Inductor see the
 kernels, but it traces the launcher's body, so all of that would have to be traceable.)
 
-An op's schema carries tensors, numbers and strings, not dicts, so a call's (forward, backward)
-constants travel as `constants_key`: a string that spells both dicts (`repr` of their items), looked up
+An op's schema carries tensors, numbers and strings, not dicts, so a call's constants (the forward's, the
+backward's, and a segmented walk's segments and state passing) travel as `constants_key`: a string that spells
+them (`repr` of the dicts' items), looked up
 in a process-wide table and parsed back where the table lacks it (a program exported by another
 process). Custom ops return no None: an output absent under the constants (the final state when not
 returned, the saved tensors of an inference forward, cum without decay) is an empty tensor here and
@@ -30,31 +31,44 @@ import torch
 from torch import Tensor
 
 from composer.kernels.op_namespace import NAMESPACE
-from composer.kernels.semiseparable.chunk import (_backward, _forward, call_constants, default_tuning,
+from composer.kernels.semiseparable.chunk import (_backward, _forward, call_launch, default_tuning,
                                                  forward_outputs)
 from composer.kernels.semiseparable.step import _step, step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
-_CONSTANTS: dict[str, tuple[dict, dict]] = {}
+
+class CallConstants(NamedTuple):
+    """What one op call runs: the forward's and the backward's constants and, for a segmented fused walk,
+    its segments and the constants of the state passing over them (`plan.ForwardLaunch`)."""
+
+    forward: dict
+    backward: dict
+    segments: int = 1
+    segment_state: dict | None = None
 
 
-def constants_key(forward: dict, backward: dict) -> str:
+_CONSTANTS: dict[str, CallConstants] = {}
+
+
+def constants_key(forward: dict, backward: dict, segments: int = 1, segment_state: dict | None = None) -> str:
     """The string an op call carries for these constants; registers them under it."""
-    key = repr((tuple(forward.items()), tuple(backward.items())))
-    _CONSTANTS.setdefault(key, (forward, backward))
+    state_items = None if segment_state is None else tuple(segment_state.items())
+    key = repr((tuple(forward.items()), tuple(backward.items()), segments, state_items))
+    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segments, segment_state))
     return key
 
 
-def constants_of(key: str) -> tuple[dict, dict]:
-    """The (forward, backward) constants `constants_key` gave `key`: a dict lookup, or (a key from another
-    process, as in a loaded exported program) its items parsed back."""
-    pair = _CONSTANTS.get(key)
-    if pair is None:
-        forward, backward = ast.literal_eval(key)
-        pair = _CONSTANTS[key] = (dict(forward), dict(backward))
-    return pair
+def constants_of(key: str) -> CallConstants:
+    """The constants `constants_key` gave `key`: a dict lookup, or (a key from another process, as in a loaded
+    exported program) its items parsed back."""
+    call = _CONSTANTS.get(key)
+    if call is None:
+        forward, backward, segments, state_items = ast.literal_eval(key)
+        call = _CONSTANTS[key] = CallConstants(dict(forward), dict(backward), segments,
+                                               None if state_items is None else dict(state_items))
+    return call
 
 
 def _empty_for_none(tensors, like: Tensor) -> tuple:
@@ -66,7 +80,9 @@ def ssd_forward(x: Tensor, dt: Optional[Tensor], log_a: Optional[Tensor], B: Ten
                 initial_state: Optional[Tensor], D: Optional[Tensor],
                 key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """y, the final state, scores, states and cum as `chunk._forward` (empty where it gives None)."""
-    return _empty_for_none(_forward(constants_of(key)[0], x, dt, log_a, B, C, initial_state, D), x)
+    call = constants_of(key)
+    return _empty_for_none(_forward(call.forward, x, dt, log_a, B, C, initial_state, D, call.segments,
+                                    call.segment_state), x)
 
 
 @ssd_forward.register_fake
@@ -142,10 +158,9 @@ def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
     the traced frame (Dynamo guards on them; tuning by identity), the length excepted (`_facts`)."""
     x, B = TensorFacts(*x_facts), TensorFacts(*B_facts)
     tuning = tuning or default_tuning(x, B, needs_grad)
-    forward, backward = call_constants(x, True if decays else None, B, chunk_len, has_initial_state,
-                                       return_final_state, tuning, has_dt=has_dt, has_D=has_D,
-                                       needs_grad=needs_grad)
-    return constants_key(forward, backward)
+    launch, backward = call_launch(x, True if decays else None, B, chunk_len, has_initial_state,
+                                   return_final_state, tuning, has_dt=has_dt, has_D=has_D, needs_grad=needs_grad)
+    return constants_key(launch.constants, backward, launch.segments, launch.segment_state)
 
 
 def _facts(t: Tensor, length_dim: int | None = None) -> tuple:

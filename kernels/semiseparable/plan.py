@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import KernelCall
@@ -90,13 +91,29 @@ class SegmentRule:
                              f"{self.chunk}, or be None")
         return self.fixed
 
+    def can_segment(self) -> bool:
+        """Whether some batch and length take more than one segment: a fixed count above one, or the rule with
+        multiprocessors to fill."""
+        return self.fixed > 1 if self.fixed is not None else self.multiprocessors is not None
+
+
+class ForwardLaunch(NamedTuple):
+    """What the launcher runs one forward with: the walk's constants, the segments it splits each sequence
+    into (a launcher argument, never a template constant: the modules stay those the plan lists) and, past
+    one segment, the constants of the state passing over the segments that runs first."""
+
+    constants: dict
+    segments: int = 1
+    segment_state: dict | None = None
+
 
 @dataclass(frozen=True)
 class ScanVariant:
     """One choice of constants: the launcher takes it for batches of at least `min_batch` sequences (up to the
     next variant's), `rule` saying so in words. backward is None for a forward that saves nothing. A fused
     forward also has its walk in segments: `segmented` (the walk's constants when each segment starts from a
-    given state) and `segment_rule`, which the launcher asks with the batch and the length."""
+    given state), `segment_state` (the state passing that gives each segment its leaving state) and
+    `segment_rule`, which the launcher asks with the batch and the length."""
 
     min_batch: int
     forward: dict
@@ -104,23 +121,17 @@ class ScanVariant:
     rule: str = ""
     segmented: dict | None = None
     segment_rule: SegmentRule | None = None
+    segment_state: dict | None = None
 
     def segments(self, batch: int, seq_len: int) -> int:
         return 1 if self.segment_rule is None else self.segment_rule.count(batch, seq_len)
 
-    def forward_constants(self, segments: int) -> dict:
-        """The forward's constants for a walk in `segments` (SEGMENTS is read by the launcher alone; absent at
-        one, so those modules stay as they are)."""
-        return self.forward if segments == 1 else _with_segments(self.segmented, segments)
-
-
-@functools.lru_cache(maxsize=64)
-def _segmented_items(items: tuple, segments: int) -> dict:
-    return dict(items, SEGMENTS=segments)
-
-
-def _with_segments(constants: dict, segments: int) -> dict:
-    return _segmented_items(tuple(constants.items()), segments)
+    def forward_launch(self, batch: int, seq_len: int) -> ForwardLaunch:
+        """The forward a batch of `batch` sequences of `seq_len` steps runs: the whole walk, or its segments."""
+        segments = self.segments(batch, seq_len)
+        if segments == 1:
+            return ForwardLaunch(self.forward)
+        return ForwardLaunch(self.segmented, segments, self.segment_state)
 
 
 @dataclass(frozen=True)
@@ -217,14 +228,19 @@ def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[Sca
                 continue
             forward, backward = scan_constants(sizes, operand, tuning, fused, needs_grad)
             rule = " and ".join(r for r in (tuning_rule, form_rule) if r)
-            segmented = segment_rule = None
+            segmented = segment_rule = segment_state = None
             if fused:
                 entering = dataclasses.replace(sizes, initial_state=True)
                 segmented = scan_constants(entering, operand, tuning, fused, needs_grad)[0]
+                if segmented["SAVES_FOR_BACKWARD"]:
+                    # A segmented walk leaves multiprocessors idle (fewer than 1.5 programs each, by
+                    # `fused_segments`): the backward's cum and scores run on a side stream beside it.
+                    segmented = dict(segmented, SIDE_STREAM_SCORES=True)
                 segment_rule = SegmentRule(sizes.heads * fused_programs_per_head(tuning, sizes.head_dim),
                                            sizes.chunk, multiprocessors, tuning.segments)
+                segment_state = segment_state_constants(segmented)
             variant = ScanVariant(max(start, form_start), forward, backward if needs_grad else None, rule,
-                                  segmented, segment_rule)
+                                  segmented, segment_rule, segment_state)
             if out and out[-1].forward == forward and out[-1].backward == variant.backward:
                 continue
             out.append(variant)
@@ -311,6 +327,20 @@ def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, reade
     return constants
 
 
+def segment_state_constants(walk: dict) -> dict:
+    """The split forward's constants for the state passing a segmented fused walk runs first: each segment's
+    leaving state from a zero state, in fp32, one program per head and BLOCK_P columns of the whole (N, BLOCK_P)
+    state, as the walk holds it, from the walk's own tiles. LEAVING_STATE_ONLY: it stores the leaving state
+    alone, no per-chunk states (the walk writes those the backward reads)."""
+    keep = ("P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "HAS_DT", "OPERAND", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q")
+    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=False, RETURN_FINAL_STATE=True,
+                BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
+                NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
+                STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
+                HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False,
+                LEAVING_STATE_ONLY=True)
+
+
 FORWARD_TEMPLATE, BACKWARD_TEMPLATE = "ssd_forward.py.jinja", "ssd_backward.py.jinja"
 
 
@@ -329,6 +359,29 @@ def scan_calls(plan: ScanPlan, operand: str, needs_grad: bool) -> list[KernelCal
     return calls
 
 
+def plan_modules(plan: ScanPlan) -> list[tuple[str, tuple]]:
+    """Every (template, sorted constants) the launcher can load for this plan at run time, across operands,
+    regimes and variants: each forward, its segmented walk and the segments' state passing (where some batch
+    and length segment it), and each backward. Finite and known before anything runs, so an exporter can
+    render exactly these."""
+    modules: list[tuple[str, tuple]] = []
+
+    def add(template: str, constants: dict) -> None:
+        module = (template, tuple(sorted(constants.items())))
+        if module not in modules:
+            modules.append(module)
+
+    for variants in plan.variants.values():
+        for variant in variants:
+            add(FORWARD_TEMPLATE, variant.forward)
+            if variant.segment_rule is not None and variant.segment_rule.can_segment():
+                add(FORWARD_TEMPLATE, variant.segmented)
+                add(FORWARD_TEMPLATE, variant.segment_state)
+            if variant.backward is not None:
+                add(BACKWARD_TEMPLATE, variant.backward)
+    return modules
+
+
 @dataclass(frozen=True)
 class ScanLayerPlan:
     """The plan entry a layer on the SSD kernels receives: its scans' plans (Hydra's two directions share one;
@@ -336,27 +389,27 @@ class ScanLayerPlan:
 
     scans: tuple
     norm: dict | None = None
+    prefill: tuple = ()  # the scans continuing a decoding cache (state in and out), for layers that decode
 
     def loadable(self) -> list[KernelCall]:
-        """Every specialisation a layer with this entry may load at run time, across operands, regimes, batch
-        variants and segmented walks (SEGMENTS, which the launcher alone reads, left out): what an export
-        renders."""
-        from composer.kernels.semiseparable.chunk import segment_state_constants  # the walk's state passing
+        """Every specialisation a layer with this entry may load at run time (`plan_modules` of each scan, the
+        decoding step, the fused norm): what an export renders."""
         calls: list[KernelCall] = []
+        for scan in self.scans + self.prefill:
+            if scan is not None:
+                calls += [KernelCall(template, constants) for template, constants in plan_modules(scan)]
+        for scan in self.prefill:
+            calls.append(KernelCall(STEP_TEMPLATE, tuple(sorted(step_constants(scan.sizes).items()))))
+        if self.norm is not None:
+            calls.append(KernelCall("gated_rmsnorm.py.jinja", tuple(sorted(self.norm.items()))))
+        return list(dict.fromkeys(calls))
 
-        def add(template: str, constants: dict | None) -> None:
-            call = None if constants is None else KernelCall(template, tuple(sorted(
-                (name, value) for name, value in constants.items() if name != "SEGMENTS")))
-            if call is not None and call not in calls:
-                calls.append(call)
 
-        for scan in self.scans:
-            for variants in ([] if scan is None else scan.variants.values()):
-                for variant in variants:
-                    add(FORWARD_TEMPLATE, variant.forward)
-                    add(BACKWARD_TEMPLATE, variant.backward)
-                    if variant.segmented is not None:
-                        add(FORWARD_TEMPLATE, variant.segmented)
-                        add(FORWARD_TEMPLATE, segment_state_constants(tuple(variant.segmented.items())))
-        add("gated_rmsnorm.py.jinja", self.norm)
-        return calls
+STEP_TEMPLATE = "ssd_step.py.jinja"
+
+
+def step_constants(sizes: ScanSizes, tuning: SSDTuning = SSDTuning()) -> dict:
+    """The decoding step kernel's template constants for a scan of these sizes."""
+    return dict(P=sizes.head_dim, N=sizes.state, HEADS_PER_GROUP=sizes.heads // sizes.groups,
+                DECAY="data" if sizes.decays else "none", BLOCK_P=min(tuning.block_p, sizes.head_dim),
+                NUM_WARPS=tuning.num_warps)

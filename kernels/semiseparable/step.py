@@ -11,6 +11,8 @@ import torch
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
+from composer.kernels.semiseparable.plan import ScanSizes
+from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 HEADER = {"family": "semiseparable", "rendered_for": "the SSD decoding-step launcher"}
@@ -36,10 +38,9 @@ def check_step_inputs(state, x_t, log_a_t, B_t, C_t) -> None:
 
 
 def step_constants(state, B_t, decays: bool, tuning: SSDTuning) -> dict:
-    """The step kernel's template constants."""
+    """The step kernel's template constants, for the sizes of these tensors (plan.step_constants)."""
     _, H, P, N = state.shape
-    return dict(P=P, N=N, HEADS_PER_GROUP=H // B_t.shape[1], DECAY="data" if decays else "none",
-                BLOCK_P=min(tuning.block_p, P), NUM_WARPS=tuning.num_warps)
+    return plan_step_constants(ScanSizes(P, N, 1, H, B_t.shape[1], decays), tuning)
 
 
 def _step(constants: dict, state, x_t, log_a_t, B_t, C_t):

@@ -122,9 +122,12 @@ def test_encoders_export_with_a_masked_lm_head_and_refuse_a_causal_one(tmp_path)
     assert "AutoModelForMaskedLM" in json.loads((out / "config.json").read_text())["auto_map"]
 
 
-def test_the_exported_kernels_run_under_the_interpreter(tmp_path):
+def test_the_exported_kernels_run_and_decode_under_the_interpreter(tmp_path):
     out, model = exported(tmp_path, "tiny_mqar")
     save_inputs(tmp_path, model, composer.load(SPECS["tiny_mqar"]).vocab)
+    with torch.no_grad():
+        prompt = torch.load(tmp_path / "expected.pt")["tokens"][:, :21]
+        torch.save(model.generate(prompt, max_new_tokens=3), tmp_path / "generated.pt")
     printed = run_without_compiler(tmp_path, f"""
         import torch
         import {out.name} as package
@@ -135,10 +138,12 @@ def test_the_exported_kernels_run_under_the_interpreter(tmp_path):
                 module.backend = "triton"  # the rendered kernels, on the CPU through the interpreter
         with torch.no_grad():
             logits = model(expected["tokens"])
+            generated = model.generate(expected["tokens"][:, :21], max_new_tokens=3)  # prefill, then steps
         error = (logits - expected["logits"]).abs().max().item()
-        print(error < 1e-4 * expected["logits"].abs().max().item(), torch.isnan(logits).any().item())
+        print(error < 1e-4 * expected["logits"].abs().max().item(), torch.isnan(logits).any().item(),
+              torch.equal(generated, torch.load("generated.pt")))
     """, env={"TRITON_INTERPRET": "1"})
-    assert printed.split() == ["True", "False"]
+    assert printed.split() == ["True", "False", "True"]
 
 
 def test_an_export_into_a_non_empty_folder_asks_for_force(tmp_path):

@@ -640,8 +640,9 @@ def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle():
     sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
     walk = plan_scan(sizes, 132).select("bf16", False, 2)
     assert walk.forward["FUSED"] and walk.segments(2, 32768) == 4 and walk.segments(8, 32768) == 1
-    forward = walk.forward_constants(4)
-    assert forward["SEGMENTS"] == 4 and forward["HAS_INITIAL_STATE"] and not walk.forward["HAS_INITIAL_STATE"]
-    assert "SEGMENTS" not in walk.forward_constants(1)
+    launch = walk.forward_launch(2, 32768)
+    assert launch.segments == 4 and launch.constants["HAS_INITIAL_STATE"] and not walk.forward["HAS_INITIAL_STATE"]
+    assert launch.segment_state is walk.segment_state and not launch.segment_state["FUSED"]
+    assert walk.forward_launch(8, 32768) == (walk.forward, 1, None)
     fixed = plan_scan(sizes, None, SSDTuning(block_p=64, fused=True, segments=2)).select("bf16", True, 2)
     assert fixed.segments(2, 2048) == 2

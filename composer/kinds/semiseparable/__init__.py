@@ -6,6 +6,8 @@ hands them, and plans them with `kernels.semiseparable.plan`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -107,9 +109,11 @@ def state_space_ops(m, model, directions: int, decay: str) -> list[Op]:
     return ops
 
 
-def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bool) -> LayerKernels:
+def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bool,
+                        decodes: bool = False) -> LayerKernels:
     """The scan's plan, and the gated output norm's (which takes any width, so it runs generated whatever
-    keeps the scan off the kernels), for one state-space layer."""
+    keeps the scan off the kernels), for one state-space layer; `decodes`: also the prefill's plan, the scan
+    continuing a cached state (state in and out, the skip added outside)."""
     norm = norm_constants(m.heads * m.head_dim, m.gate) if m.out_norm else None
     norm_calls = [KernelCall(NORM_TEMPLATE, tuple(sorted(norm.items())))] if norm is not None else []
     reason = fits(m.head_dim, m.state, m.chunk)
@@ -117,10 +121,12 @@ def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bo
         field = misfits(m.head_dim, m.state, m.chunk)[0]
         return LayerKernels("reference", f"{reason}; {field} {nearest_tile_sizes(getattr(m, field))} would fit",
                             tuple(norm_calls), ScanLayerPlan((), norm), field)
-    scan = plan_scan(ScanSizes(m.head_dim, m.state, m.chunk, m.heads, m.groups, decays, has_dt, has_D),
-                     target.multiprocessors, gpu=target.gpu)
+    sizes = ScanSizes(m.head_dim, m.state, m.chunk, m.heads, m.groups, decays, has_dt, has_D)
+    scan = plan_scan(sizes, target.multiprocessors, gpu=target.gpu)
+    prefill = (plan_scan(dataclasses.replace(sizes, has_D=False, initial_state=True, final_state=True),
+                         target.multiprocessors, gpu=target.gpu),) if decodes else ()
     calls = scan_calls(scan, target.precision, target.mode == "train") + norm_calls
-    return LayerKernels("generated", "the generated SSD kernels", tuple(calls), ScanLayerPlan((scan,), norm))
+    return LayerKernels("generated", "the generated SSD kernels", tuple(calls), ScanLayerPlan((scan,), norm, prefill))
 
 
 class Semiseparable(Kind):
@@ -144,4 +150,5 @@ class Semiseparable(Kind):
             bias=m.bias, eps=model.norm_eps))
 
     def kernels(self, m, target):
-        return state_space_kernels(m, target, decays=m.decay != "none", has_dt=m.decay == "data", has_D=m.skip)
+        return state_space_kernels(m, target, decays=m.decay != "none", has_dt=m.decay == "data", has_D=m.skip,
+                                   decodes=True)

@@ -45,12 +45,12 @@ def ssd_scan(x, log_a, B, C, chunk: int, backend: str, dt=None, D=None, planned:
 
 
 def ssd_scan_cached(x, log_a, B, C, chunk: int, backend: str, state: torch.Tensor, dt=None, D=None,
-                    planned: bool = True) -> torch.Tensor:
+                    planned: bool = True, plan=None) -> torch.Tensor:
     """`ssd_scan` continuing a cached state (b, H, P, N), which it replaces in place by the final one.
 
     One token is a decoding step (`ssd_step`, or the generated step kernel); more run the chunked scan
     from the state (prefill). The step kernel and the chunked kernels with a state in and out run where
-    `ssd_scan` runs the generated kernels; they are planned from the tensors' sizes.
+    `ssd_scan` runs the generated kernels; plan: the prefill's ScanPlan (None: planned from the tensors' sizes).
     """
     b, L, H, _ = x.shape
     generated = runs_generated(backend, x.is_cuda, planned)
@@ -68,7 +68,7 @@ def ssd_scan_cached(x, log_a, B, C, chunk: int, backend: str, state: torch.Tenso
     elif generated:
         from composer.kernels.semiseparable.chunk import ssd_chunked_triton  # imports triton only when used
         y, new_state = ssd_chunked_triton(x, log_a, B, C, chunk, initial_state=state, return_final_state=True,
-                                          dt=dt)
+                                          dt=dt, plan=plan)
         y = y.float()
     else:
         y, new_state = ssd_chunked(scaled, log_a, B.float(), C.float(), chunk, initial_state=state.float())
@@ -92,7 +92,7 @@ class _StateSpaceBase(nn.Module):
     """
 
     backend = "auto"
-    scan_plan = None
+    scan_plan = prefill_plan = None
 
     def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int, chunk: int, conv: int,
                  decay: str, gate: bool, out_norm: bool, skip: bool, bias: bool, directions: int,
@@ -119,6 +119,7 @@ class _StateSpaceBase(nn.Module):
     def receive_plan(self, entry) -> None:
         """The plan's ScanLayerPlan: the scan's plan, and the output norm's constants."""
         self.scan_plan = entry.scans[0] if entry.scans else None
+        self.prefill_plan = entry.prefill[0] if entry.prefill else None
         if self.norm is not None:
             self.norm.kernel_constants = entry.norm
 
@@ -211,5 +212,5 @@ class Mamba2(_StateSpaceBase):
         if log_a is not None:  # padding neither decays the state nor adds to it (its x and B are zero)
             log_a = where.keep(log_a, 0.0)
         y = ssd_scan_cached(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, cache["ssm_state"],
-                            dt=dt_scale, D=self.D, planned=self.planned)
+                            dt=dt_scale, D=self.D, planned=self.planned, plan=self.prefill_plan)
         return self._finish(y.to(hidden.dtype), z)
