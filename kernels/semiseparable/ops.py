@@ -13,9 +13,11 @@ An op's schema carries tensors, numbers and strings, not dicts, so a call's cons
 and parsed back where the table lacks it (a program exported by another process). A forward's key spells
 the whole plan variant it runs (`plan.ScanVariant`): the walk's constants, the backward's, and a fused
 walk's segmented constants, state passing and `SegmentRule`; the op applies the rule to the batch and length
-it is called with, so a compiled graph whose length is dynamic still segments where eager would. Custom ops return no None: an output absent under the constants (the final state when not
-returned, the saved tensors of an inference forward, cum without decay) is an empty tensor here and
-None again in the Python wrapper.
+it is called with, so a compiled graph whose length is dynamic still segments where eager would.
+
+Custom ops return no None: an output absent under the constants (the final state when not returned, the
+saved tensors of an inference forward, cum without decay) is an empty tensor here and None again in the
+Python wrapper.
 
 Eager calls do not come here: `ssd_chunked_triton` runs `SSDChunked` directly, since the dispatcher
 and the op's Python autograd add tens of microseconds a call on the host; both paths run the same
