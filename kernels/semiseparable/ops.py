@@ -36,10 +36,11 @@ from torch import Tensor
 from composer.kernels.op_namespace import NAMESPACE
 from composer.kernels.semiseparable.chunk import (_backward, _forward, forward_outputs, operand_of,
                                                  plan_for_call)
-from composer.kernels.semiseparable.plan import ForwardLaunch, ScanPlan, ScanSizes, ScanVariant, SegmentRule
+from composer.kernels.semiseparable.plan import (ForwardLaunch, ScanPlan, ScanSizes, SegmentRule, forward_launch,
+                                                spell_call)
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
-from composer.kernels.semiseparable.step import _step, step_constants
-from composer.kernels.semiseparable.tuning import SSDTuning
+from composer.kernels.semiseparable.step import _step
+from composer.kernels.semiseparable.tuning import SSDTuning, from_values, tuning_values
 
 OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
@@ -56,41 +57,34 @@ class CallConstants(NamedTuple):
     segment_rule: SegmentRule | None = None
 
     def launch(self, batch: int, seq_len: int) -> ForwardLaunch:
-        """The forward a call of `batch` sequences of `seq_len` steps runs (`ScanVariant.forward_launch`)."""
-        variant = ScanVariant(1, self.forward, self.backward, segmented=self.segmented,
-                              segment_rule=self.segment_rule, segment_state=self.segment_state)
-        return variant.forward_launch(batch, seq_len)
+        """The forward a call of `batch` sequences of `seq_len` steps runs (`plan.forward_launch`)."""
+        return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
 
 
 _CONSTANTS: dict[str, CallConstants] = {}
 
 
-def _items(constants: dict | None):
-    return None if constants is None else tuple(constants.items())
-
-
-def _dict(items) -> dict | None:
-    return None if items is None else dict(items)
-
-
 def constants_key(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
                   segment_rule: SegmentRule | None = None) -> str:
-    """The string an op call carries for these constants; registers them under it."""
-    rule = None if segment_rule is None else tuple(vars(segment_rule).values())
-    key = repr((_items(forward), _items(backward), _items(segmented), _items(segment_state), rule))
+    """The string an op call carries for these constants (`plan.spell_call`); registers them under it."""
+    key = spell_call(forward, backward, segmented, segment_state, segment_rule)
     _CONSTANTS.setdefault(key, CallConstants(forward, backward, segmented, segment_state, segment_rule))
     return key
 
 
 def constants_of(key: str) -> CallConstants:
-    """The constants `constants_key` gave `key`: a dict lookup, or (a key from another process, as in a loaded
-    exported program) its items parsed back."""
+    """The constants `spell_call` spelled as `key`: a dict lookup, or (a key from another process, as in a
+    loaded exported program, or a plan variant's own `key`) its items parsed back."""
     call = _CONSTANTS.get(key)
     if call is None:
         forward, backward, segmented, segment_state, rule = ast.literal_eval(key)
         call = _CONSTANTS[key] = CallConstants(dict(forward), dict(backward), _dict(segmented),
                                                _dict(segment_state), None if rule is None else SegmentRule(*rule))
     return call
+
+
+def _dict(items) -> dict | None:
+    return None if items is None else dict(items)
 
 
 def _empty_for_none(tensors, like: Tensor) -> tuple:
@@ -171,38 +165,24 @@ class TensorFacts(NamedTuple):
     device: torch.device
 
 
-@torch._dynamo.assume_constant_result
-def variant_key(variant: ScanVariant, backward: dict) -> str:
-    """`constants_key` of a plan variant, with `backward` for a variant that saves nothing (an op's autograd
-    formula needs the backward's constants even where no backward runs). Dynamo runs this once while tracing
-    and keeps the string (the key table would break the graph if traced); the variant is a constant of the
-    traced frame, chosen there by `ScanPlan.select`, which guards on the batch."""
-    return constants_key(variant.forward, variant.backward or backward, variant.segmented, variant.segment_state,
-                         variant.segment_rule)
-
-
 def planned_key(plan: ScanPlan, x, B, needs_grad: bool) -> str:
-    """The key of the variant `plan` gives these inputs: the launcher's `select`, traced."""
-    operand, batch = operand_of(x, B), x.shape[0]
-    variant = plan.select(operand, needs_grad, batch)
-    return variant_key(variant, {} if variant.backward is not None else plan.select(operand, True, batch).backward)
+    """The key of the variant `plan` gives these inputs: the launcher's `select`, traced (it guards on the
+    batch), and the variant's own `key`, a constant string."""
+    return plan.select(operand_of(x, B), needs_grad, x.shape[0]).key
 
 
 @torch._dynamo.assume_constant_result
 def traced_plan_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int, has_initial_state: bool,
-                    return_final_state: bool, tuning: SSDTuning | None, has_dt: bool, has_D: bool,
+                    return_final_state: bool, tuning: tuple | None, has_dt: bool, has_D: bool,
                     needs_grad: bool) -> str:
     """`planned_key` for a call made without a plan, planned from plain facts of its tensors (`plan_for_call`):
     Dynamo runs this once while tracing (plan_for_call's lru_caches would each break the graph if traced). The
-    facts are constants of the traced frame (Dynamo guards on them; tuning by identity), the length excepted
-    (`_facts`)."""
+    facts and the tuning's values (`tuning_values`) are constants of the traced frame (Dynamo guards on them),
+    the length excepted (`_facts`)."""
     x, B = TensorFacts(*x_facts), TensorFacts(*B_facts)
-    plan = plan_for_call(x, True if decays else None, B, chunk_len, has_initial_state, return_final_state, tuning,
-                         has_dt, has_D)
-    operand = operand_of(x, B)
-    variant = plan.select(operand, needs_grad, x.shape[0])
-    backward = variant.backward or plan.select(operand, True, x.shape[0]).backward
-    return constants_key(variant.forward, backward, variant.segmented, variant.segment_state, variant.segment_rule)
+    plan = plan_for_call(x, True if decays else None, B, chunk_len, has_initial_state, return_final_state,
+                         from_values(tuning), has_dt, has_D)
+    return plan.select(operand_of(x, B), needs_grad, x.shape[0]).key
 
 
 def _facts(t: Tensor, *free_dims: int) -> tuple:
@@ -220,7 +200,8 @@ def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state,
     when return_final_state is False). plan: the layer's ScanPlan (None: planned from the tensors' facts)."""
     if plan is None:
         key = traced_plan_key(_facts(x, 1), _facts(B, 1), log_a is not None, chunk_len, initial_state is not None,
-                              return_final_state, tuning, dt is not None, D is not None, needs_grad)
+                              return_final_state, tuning_values(tuning), dt is not None, D is not None,
+                              needs_grad)
     else:
         key = planned_key(plan, x, B, needs_grad)
     inputs = (x, dt, log_a, B, C, initial_state, D)
@@ -241,23 +222,22 @@ def _(state, x_t, log_a_t, B_t, C_t, key):
 
 
 @torch._dynamo.assume_constant_result
-def planned_step_key(sizes: ScanSizes, tuning: SSDTuning) -> str:
-    """The step's `constants_key` for a plan's scan sizes (no backward: an empty dict), run once while tracing."""
-    return constants_key(plan_step_constants(sizes, tuning), {})
-
-
-@torch._dynamo.assume_constant_result
-def traced_step_key(state_facts: tuple, B_facts: tuple, decays: bool, tuning: SSDTuning) -> str:
-    """The step's `constants_key` from plain facts of its tensors, run once while tracing."""
-    return constants_key(step_constants(TensorFacts(*state_facts), TensorFacts(*B_facts), decays, tuning), {})
+def traced_step_key(head_dim: int, state: int, heads: int, groups: int, decays: bool, block_p: int,
+                    num_warps: int) -> str:
+    """The step's `constants_key` (no backward: an empty dict), run once while tracing; plain values only."""
+    sizes = ScanSizes(head_dim, state, 1, heads, groups, decays)
+    return constants_key(plan_step_constants(sizes, SSDTuning(block_p=block_p, num_warps=num_warps)), {})
 
 
 def ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning, plan: ScanPlan | None = None):
     """`ssd_step_triton` (after its input checks) through the custom op; the batch may be dynamic (no step
-    constant depends on it). plan: the layer's prefill ScanPlan, whose sizes give the constants."""
+    constant depends on it). plan: the layer's prefill ScanPlan, whose sizes give the constants (None: the
+    tensors' sizes)."""
     if plan is None:
-        key = traced_step_key(_facts(state, 0), _facts(B_t, 0), log_a_t is not None, tuning)
+        _, heads, head_dim, state_size = state.shape
+        sizes = (head_dim, state_size, heads, B_t.shape[1], log_a_t is not None)
     else:
-        key = planned_step_key(plan.sizes, tuning)
+        sizes = (plan.sizes.head_dim, plan.sizes.state, plan.sizes.heads, plan.sizes.groups, plan.sizes.decays)
+    key = traced_step_key(*sizes, tuning.block_p, tuning.num_warps)
     inputs = (state, x_t, log_a_t, B_t, C_t)
     return OPS.ssd_step(*(None if t is None else t.contiguous() for t in inputs), key)
