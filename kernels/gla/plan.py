@@ -64,12 +64,12 @@ class GLAPlan:
     forward_warps: int = 4
     backward_warps: int = 8
     stages: int = 2
-    # composer/tune.py tunes a generated entry's SSD scans: a GLA layer runs none.
+    # `mixc tune` tunes the SSD scans of a generated entry: a GLA layer runs none.
     scans: tuple = ()
 
     def forward_constants(self, precision: str, initial_state: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
-                            "NUM_WARPS": self.forward_warps, "NUM_STAGES": self.stages}.items()))
+                            "DK": DIAGONAL_KEYS, "NUM_WARPS": self.forward_warps, "NUM_STAGES": self.stages}.items()))
 
     def backward_constants(self, precision: str, initial_state: bool, final_state_grad: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
@@ -107,12 +107,13 @@ def plan_gla(sizes: GLASizes) -> GLAPlan:
              reads): 64 each keeps a (64, 64) fp32 tile and the chunk's (Q, 64) operands in registers, and splits
              GLA 340M's K = 128, V = 256 heads into 8 walks a head, programs for the multiprocessors where heads
              and batch are few
-    SUB      the sub-chunk (16: tl.dot's smallest tile); DK the key channels of a diagonal block's exact product
+    SUB      the sub-chunk (16: tl.dot's smallest tile); the forward's DK: the key channels of a diagonal block's
+             exact (SUB, SUB, DK) product at a time (the backward's diagonal takes one step at a time)
     warps    4 in the forward; 8 in the backward, whose key-block program holds the most (fla#984 saw a WY-style
              backward miscompile at chunk 64 with 4 warps on Hopper; this one is not WY, the GPU check decides)
     """
     if fits(sizes.key_dim, sizes.value_dim, sizes.chunk) is not None:
         raise ValueError(fits(sizes.key_dim, sizes.value_dim, sizes.chunk))
-    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, DK=DIAGONAL_KEYS,
+    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB,
                   BK=min(sizes.key_dim, 64), BV=min(sizes.value_dim, 64))
     return GLAPlan(sizes, tuple(sorted(shared.items())), forward_warps=4, backward_warps=8, stages=2)

@@ -32,7 +32,7 @@ def test_sizes_derive_and_the_plan_counts_what_build_makes():
     cache = model.allocate_cache(3, 40)
     assert sum(t.numel() * t.element_size() for layer in cache.layers for t in layer.values()) == \
         3 * plan.total("state_bytes")
-    assert plan.layers[0].kernels.path == "torch"
+    assert plan.layers[0].kernels.path == "generated"
 
 
 @pytest.mark.parametrize("mixer,message,where", [

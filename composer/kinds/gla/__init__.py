@@ -9,6 +9,8 @@ from typing_extensions import Annotated
 
 from composer.costs import Op, linear
 from composer.fields import ChunkLength, Expand, OptionalPositiveInt, PositiveInt, Strict
+from composer.kernels.gla.plan import GLASizes, fits, misfit, plan_gla
+from composer.kernels.plan import LayerKernels
 from composer.kinds.base import Kind, LayerCall
 from composer.kinds.semiseparable import check_chunk, inner_heads
 from composer.problems import Problem
@@ -66,6 +68,14 @@ class GLA(Kind):
         return LayerCall("composer.kinds.gla.layer", "GatedLinearAttention", dict(
             d_model=model.d_model, heads=m.heads, head_dim=m.head_dim, key_dim=m.key_dim, gate_rank=m.gate_rank,
             gate_normalizer=m.gate_normalizer, output_gate=m.output_gate, chunk=m.chunk, eps=model.norm_eps))
+
+    def kernels(self, m, target):
+        reason = fits(m.key_dim, m.head_dim, m.chunk)
+        if reason is not None:
+            return LayerKernels.reference(reason, misfit(m.key_dim, m.head_dim, m.chunk))
+        plan = plan_gla(GLASizes(m.key_dim, m.head_dim, m.chunk, m.heads))
+        return LayerKernels("generated", "the generated chunked GLA kernels (sub-chunks in log space)",
+                            tuple(plan.calls(target.precision, target.mode)), plan)
 
     def summary(self, m):
         return f"gated linear attention, {m.heads} heads of {m.key_dim} keys x {m.head_dim} values"

@@ -7,14 +7,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composer.kernels.gla.plan import fits
 from composer.kernels.gla.reference import gla_chunked, gla_step
+from composer.kernels.plan import runs_generated
 from composer.layers.cache import CacheEntry
 
 
 class GatedLinearAttention(nn.Module):
     """q, k (heads x key_dim) and v (heads x head_dim) projections; log a_t = logsigmoid(W_up W_down x_t + b)
     / gate_normalizer per key channel (the normaliser keeps decays near 1, as GLA's 16 does); the chunked form
-    over the sequence; RMS norm over each head's values, times swish(W_g x) with output_gate; out projection."""
+    over the sequence; RMS norm over each head's values, times swish(W_g x) with output_gate; out projection.
+
+    `backend` ("auto", "reference" or "triton") picks the chunked form: the generated kernels (kernels/gla, in
+    the activations' dtype, bf16 operands under autocast) or the fp32 reference; `build` sets it and hands the
+    plan's GLAPlan (`receive_plan`; without it the launcher plans from the sizes). A decoding step runs the
+    reference step."""
+
+    backend = "auto"
+    plan = None  # the plan's GLAPlan, set by `build`
 
     def __init__(self, d_model: int, heads: int, head_dim: int, key_dim: int, gate_rank: int = 16,
                  gate_normalizer: float = 16.0, output_gate: bool = True, chunk: int = 64, eps: float = 1e-5):
@@ -30,6 +40,10 @@ class GatedLinearAttention(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(head_dim))
         self.o_proj = nn.Linear(heads * head_dim, d_model, bias=False)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, key_dim=key_dim)
+        self.planned = fits(key_dim, head_dim, chunk) is None  # the sizes the kernels take
+
+    def receive_plan(self, entry) -> None:
+        self.plan = entry
 
     @staticmethod
     def cache_layout(length: int, heads: int, head_dim: int, key_dim: int, **_):
@@ -39,18 +53,26 @@ class GatedLinearAttention(nn.Module):
     def cache_entries(self, length: int):
         return self.cache_layout(length, **self.layout_sizes)
 
-    def _inputs(self, x: torch.Tensor):
-        """q (scaled by key_dim^-1/2), k, v and the log decays, fp32, each (b, L, heads, dim)."""
+    def _inputs(self, x: torch.Tensor, generated: bool = False):
+        """q (scaled by key_dim^-1/2), k, v and the log decays, each (b, L, heads, dim): fp32, or for the
+        generated kernels q, k, v in the activations' dtype (the log decays stay fp32)."""
         b, L, _ = x.shape
-        q = self.q_proj(x).view(b, L, self.heads, self.key_dim).float() * self.key_dim ** -0.5
-        k = self.k_proj(x).view(b, L, self.heads, self.key_dim).float()
-        v = self.v_proj(x).view(b, L, self.heads, self.head_dim).float()
+        cast = (lambda t: t) if generated else (lambda t: t.float())
+        q = cast(self.q_proj(x).view(b, L, self.heads, self.key_dim)) * self.key_dim ** -0.5
+        k = cast(self.k_proj(x).view(b, L, self.heads, self.key_dim))
+        v = cast(self.v_proj(x).view(b, L, self.heads, self.head_dim))
         log_a = F.logsigmoid(self.gate_up(self.gate_down(x)).float()).view(b, L, self.heads, self.key_dim)
-        return q, k, v, log_a / self.gate_normalizer
+        return q, k, v.to(q.dtype), log_a / self.gate_normalizer
+
+    def _chunked(self, q, k, v, log_a, generated: bool, initial_state=None):
+        if generated:
+            from composer.kernels.gla.chunk import gla_chunked_triton  # imports triton
+            return gla_chunked_triton(q, k, v, log_a, self.chunk, initial_state, plan=self.plan)
+        return gla_chunked(q, k, v, log_a, self.chunk, initial_state=initial_state)
 
     def _finish(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         b, L = x.shape[:2]
-        o = F.rms_norm(o, (self.head_dim,), self.norm_weight.float(), self.eps)
+        o = F.rms_norm(o.float(), (self.head_dim,), self.norm_weight.float(), self.eps)
         if self.g_proj is not None:
             o = o * F.silu(self.g_proj(x).view(b, L, self.heads, self.head_dim).float())
         return self.o_proj(o.to(x.dtype).reshape(b, L, self.heads * self.head_dim))
@@ -58,9 +80,10 @@ class GatedLinearAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
         """x (b, L, d_model). With `cache` and `where` it continues the cached state: one token is a step,
         more the chunked form from the state."""
-        q, k, v, log_a = self._inputs(x)
+        generated = runs_generated(self.backend, x.is_cuda, self.planned) and (cache is None or x.shape[1] > 1)
+        q, k, v, log_a = self._inputs(x, generated)
         if cache is None:
-            o, _ = gla_chunked(q, k, v, log_a, self.chunk)
+            o, _ = self._chunked(q, k, v, log_a, generated)
             return self._finish(o, x)
         # padding adds nothing to the state and does not decay it
         k, v, log_a = where.keep(k), where.keep(v), where.keep(log_a, 0.0)
@@ -69,6 +92,6 @@ class GatedLinearAttention(nn.Module):
             o, new_state = gla_step(state.float(), q[:, 0], k[:, 0], v[:, 0], log_a[:, 0])
             o = o[:, None]
         else:
-            o, new_state = gla_chunked(q, k, v, log_a, self.chunk, initial_state=state.float())
+            o, new_state = self._chunked(q, k, v, log_a, generated, initial_state=state.float())
         state.copy_(new_state)
         return self._finish(o, x)

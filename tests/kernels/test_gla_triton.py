@@ -1,0 +1,156 @@
+"""GLA's generated kernels against the fp64 reference (under TRITON_INTERPRET=1 on a CPU): the outputs, the final
+state and every gradient (q, k, v, log_a, the initial state) on fresh random inputs with odd lengths, lengths
+not a multiple of the chunk, several heads and batches, K != V, an initial state and log decays down to -30 a
+step (whose sums over a chunk overflow any factorised exp); the layer on the kernels equals it on the
+reference; the kind plans the kernels where the sizes fit and says which field keeps it off them."""
+
+import pytest
+import torch
+
+import composer
+from composer.kernels.gla.chunk import gla_chunked_triton, plan_for
+from composer.kernels.gla.plan import FORWARD_TEMPLATE, GLASizes, fits, misfit, plan_gla
+from composer.kernels.gla.reference import gla_chunked
+from composer.kernels.plan import Target
+from composer.kinds.gla.layer import GatedLinearAttention
+
+
+def inputs(b, L, H, K, V, strength, seed, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(dtype)
+    # uniform in [-strength, 0]: strength 30 reaches -30 a step
+    log_a = -strength * torch.rand(b, L, H, K, generator=generator)
+    return randn(b, L, H, K), randn(b, L, H, K), randn(b, L, H, V), log_a, torch.randn(b, H, K, V,
+                                                                                        generator=generator)
+
+
+def relative_error(got, want) -> float:
+    """max |got - want| / max |want|, inf where got has a NaN or inf (so they never pass)."""
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def run_both(b, L, H, K, V, chunk, strength, with_state, final_grad, seed, dtype=torch.float32):
+    """(kernels' outputs and gradients, the fp64 reference's) for one random case."""
+    q, k, v, log_a, state = inputs(b, L, H, K, V, strength, seed, dtype)
+    leaves = [q, k, v, log_a] + ([state] if with_state else [])
+    generator = torch.Generator().manual_seed(seed + 1)
+    do = torch.randn(b, L, H, V, generator=generator)
+    dfinal = torch.randn(b, H, K, V, generator=generator) if final_grad else torch.zeros(b, H, K, V)
+
+    def run(chunked, tensors):
+        tensors = [t.detach().clone().requires_grad_() for t in tensors]
+        o, final = chunked(*tensors[:4], chunk, initial_state=tensors[4] if with_state else None)
+        loss = (o.double() * do.double()).sum()
+        if final_grad:
+            loss = loss + (final.double() * dfinal.double()).sum()
+        return [o, final, *torch.autograd.grad(loss, tensors)]
+    return run(gla_chunked_triton, leaves), run(gla_chunked, [t.double() for t in leaves])
+
+
+NAMES = ["o", "final state", "dq", "dk", "dv", "dlog_a", "d initial state"]
+
+
+@pytest.mark.parametrize("b,L,H,K,V,chunk,strength,with_state,final_grad", [
+    (2, 37, 2, 32, 16, 16, 1.0, False, True),     # odd L, K != V, several heads and batches
+    (1, 70, 3, 16, 32, 32, 30.0, True, True),     # decays down to -30 a step, an initial state
+    (2, 45, 1, 64, 64, 32, 1.0, True, False),     # no gradient into the final state
+    (1, 100, 1, 128, 32, 64, 30.0, False, True),  # K over two key blocks, strong decays, a partial last chunk
+    (1, 21, 2, 16, 128, 64, 0.1, True, True),     # one partial chunk, V over two value blocks, weak decays
+])
+def test_forward_and_every_gradient_match_the_fp64_reference(b, L, H, K, V, chunk, strength, with_state,
+                                                             final_grad):
+    got, want = run_both(b, L, H, K, V, chunk, strength, with_state, final_grad, seed=L + K)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.shape == w.shape, name
+        assert relative_error(g, w) < 5e-5, (name, relative_error(g, w))
+
+
+# Triton 3.6's interpreter multiplies bf16 tiles wrongly (numpy has no bf16): on the CPU the 16-bit case runs
+# fp16 inputs, which take the same 16-bit operand path; benchmarks/gla.py checks bf16 on a GPU.
+LOW = torch.float16
+
+
+def test_16_bit_inputs_match_within_their_rounding():
+    got, want = run_both(2, 53, 2, 32, 64, 32, 5.0, True, True, seed=7, dtype=LOW)
+    assert got[0].dtype == LOW and got[2].dtype == LOW and got[1].dtype == torch.float32
+    for name, g, w in zip(NAMES, got, want):
+        assert torch.isfinite(g).all(), name
+        assert ((g.double() - w).norm() / w.norm()).item() < 2e-2, name
+
+
+def test_a_nan_input_gives_a_nan_output_and_fails_the_comparison():
+    """The comparison never passes a NaN: it reaches the output where an input has one."""
+    q, k, v, log_a, _ = inputs(1, 20, 1, 16, 16, 1.0, 0)
+    q[0, 3, 0, 5] = float("nan")
+    o, _ = gla_chunked_triton(q, k, v, log_a, 16)
+    assert torch.isnan(o[0, 3]).any()
+    assert relative_error(o, gla_chunked(q.double(), k.double(), v.double(), log_a.double(), 16)[0]) == float("inf")
+
+
+def test_the_plan_says_which_sizes_the_kernels_take():
+    assert fits(64, 128, 64) is None and fits(256, 16, 16) is None
+    assert misfit(48, 64, 64) == "key_dim" and "key_dim 48" in fits(48, 64, 64)
+    assert misfit(64, 8, 64) == "head_dim" and misfit(64, 64, 256) == "chunk"
+    with pytest.raises(ValueError, match="head_dim 24"):
+        plan_gla(GLASizes(64, 24, 64, 4))
+    plan = plan_gla(GLASizes(128, 256, 64, 4))  # GLA 340M's heads
+    constants = plan.forward_constants("bf16", False)
+    assert (constants["K"], constants["V"], constants["Q"], constants["BK"], constants["BV"]) == (128, 256, 64, 64, 64)
+    assert constants["OPERAND"] == "bf16" and constants["HAS_INITIAL_STATE"] is False
+    train, inference = plan.calls("bf16", "train"), plan.calls("bf16", "inference")
+    assert [c.template for c in train] == [FORWARD_TEMPLATE, "gla_backward.py.jinja"]
+    assert [dict(c.constants)["HAS_INITIAL_STATE"] for c in inference] == [False, True]  # forward, prefill
+    assert set(train + inference) <= set(plan.loadable()) and len(set(plan.loadable())) == 12
+
+
+def test_the_kind_plans_the_kernels_or_names_the_field_that_keeps_it_off():
+    spec = ("model m {{\n d_model = 128\n vocab = 64\n block g {{\n mixer = gla({})\n channel = none\n }}\n"
+            " layers = [g]\n}}")
+    fitting = composer.plan(composer.loads(spec.format("head_dim = 64, chunk = 32")), target=Target())
+    assert fitting.layers[0].kernels.path == "generated"
+    assert fitting.layers[0].kernels.entry.sizes == GLASizes(32, 64, 32, 2)
+    off = composer.plan(composer.loads(spec.format("head_dim = 64, key_dim = 24")), target=Target())
+    assert off.layers[0].kernels.path == "reference" and off.layers[0].kernels.field == "key_dim"
+
+
+def test_the_layer_on_the_kernels_equals_it_on_the_reference_forward_backward_and_prefill():
+    torch.manual_seed(0)
+    layer = GatedLinearAttention(d_model=32, heads=2, head_dim=32, key_dim=16, gate_rank=8, chunk=16)
+    x = torch.randn(2, 27, 32)
+    outputs, grads = [], []
+    for backend in ("reference", "triton"):
+        layer.backend = backend
+        layer.zero_grad()
+        y = layer(x)
+        y.square().sum().backward()
+        outputs.append(y.detach())
+        grads.append([p.grad.clone() for p in layer.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+    class Everything:  # a cache mask that keeps every position
+        @staticmethod
+        def keep(t, fill=0.0):
+            return t
+    with torch.no_grad():
+        states = []
+        for backend in ("reference", "triton"):
+            layer.backend = backend
+            cache = {"state": torch.randn(2, 2, 16, 32, generator=torch.Generator().manual_seed(1))}
+            outputs.append(layer(x, cache, Everything()))
+            states.append(cache["state"])
+    torch.testing.assert_close(outputs[3], outputs[2], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(states[1], states[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_call_without_a_plan_plans_from_the_tensors():
+    q, k, v, log_a, _ = inputs(1, 16, 3, 16, 32, 1.0, 0)
+    plan = plan_for(q, v, 16)
+    assert plan.sizes == GLASizes(16, 32, 16, 3)
+    with pytest.raises(ValueError, match="plan is for"):
+        gla_chunked_triton(q[..., :1, :], k[..., :1, :], v[..., :1, :], log_a[..., :1, :], plan=plan)
