@@ -4,6 +4,12 @@ not a multiple of the chunk, several heads and batches, K != V, an initial state
 step (whose sums over a chunk overflow any factorised exp); the layer on the kernels equals it on the
 reference; the kind plans the kernels where the sizes fit and says which field keeps it off them."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -154,3 +160,34 @@ def test_a_call_without_a_plan_plans_from_the_tensors():
     assert plan.sizes == GLASizes(16, 32, 16, 3)
     with pytest.raises(ValueError, match="plan is for"):
         gla_chunked_triton(q[..., :1, :], k[..., :1, :], v[..., :1, :], log_a[..., :1, :], plan=plan)
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gla.py"
+
+
+def run_script(tmp_path, *args: str, interpret: str) -> dict:
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TRITON_INTERPRET": interpret})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_every_kernel_compiles_for_hopper_and_the_16_bit_ones_spill_nothing(tmp_path):
+    """benchmarks/gla.py --resources: each kernel at GLA 340M's heads through the Triton wheel's ptxas for sm_90a
+    (no GPU needed), the shared memory within an H200's 227 KB a program."""
+    rows = run_script(tmp_path, "--resources", interpret="0")["resources"]
+    names = {"gla_cumsum_fwd", "gla_states_fwd", "gla_scores_fwd", "gla_output_fwd", "gla_dstates_bwd",
+             "gla_dscores_bwd", "gla_dv_bwd", "gla_dqk_bwd"}
+    assert {(row["kernel"], row["dtype"]) for row in rows} == {(n, d) for n in names for d in ("bf16", "fp32")}
+    assert all(0 < row["registers"] <= 255 and row["shared_kb"] < 227 for row in rows)
+    assert all(row["spill_stores"] == 0 for row in rows if row["dtype"] == "bf16")
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_its_checks_and_timings_on_a_cpu(tmp_path):
+    """The lead's one GPU run must not die on the script's own logic: its smoke run under the interpreter."""
+    results = run_script(tmp_path, "--device", "cpu", "--tiny", interpret="1")
+    assert "section_errors" not in results
+    assert results["checks"] and all(row["verdict"] == "PASS" for row in results["checks"])
+    assert all(row["composer_fwdbwd_ms"] > 0 for row in results["timings"])

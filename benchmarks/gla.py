@@ -1,0 +1,319 @@
+"""Check and time the generated chunked GLA kernels against fla's chunk_gla on one GPU.
+
+    . benchmarks/device_setup.sh && python3 benchmarks/gla.py --out FILE
+    python3 benchmarks/gla.py --resources        (no GPU: registers, spills, shared memory on sm_90a)
+    TRITON_INTERPRET=1 python3 benchmarks/gla.py --device cpu --tiny --out FILE   (the script's own smoke run)
+
+Sections, each failing softly (its traceback printed, the next one run):
+  resources  every kernel of the plan at GLA 340M's heads (K=128, V=256, chunk 64), bf16 and fp32, compiled for
+             sm_90a by the Triton wheel's ptxas: registers, spilled bytes, shared memory (an H200 gives a program
+             at most 227 KB). Runs first on a GPU machine too: it costs seconds and says why a launch may fail.
+  checks     ours in fp32 and bf16 (and fla in bf16) against our fp32 reference (kernels/gla/reference.py,
+             gla_chunked), forward and backward: o, the final state and every gradient (q, k, v, log_a, the
+             initial state), each as max |err| / max |ref| and as ||err|| / ||ref||, NaN a failure; PASS within
+             the dtype's tolerance. Cases: odd lengths not a multiple of the chunk, an initial state, K != V, and
+             log decays down to -30 a step (a factorised exp(c_t) exp(-c_s) overflows there).
+  timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
+             inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
+             b=1, L=8192 and b=16, L=2048; ratio = fla's time / ours (above 1: ours faster).
+fla gets the same q, k, v, log decays (its g) and scale 1 (our q comes scaled, as the layer scales it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+CHUNK = 64
+NAMES = ["o", "final", "dq", "dk", "dv", "dlog_a", "dstate0"]
+# PASS bounds on ||err|| / ||ref|| and max |err| / max |ref| against the fp32 reference
+TOLERANCE = {"fp32": (1e-4, 1e-3), "bf16": (2e-2, 5e-2)}
+SIZES_340M = dict(H=4, K=128, V=256)
+TIMED = [(8, 2048), (1, 8192), (16, 2048)]  # (b, L) at GLA 340M's heads
+
+
+def say(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def section(name: str, results: dict, run) -> None:
+    """Run one section; a failure prints its traceback and is recorded, the next section runs."""
+    say(f"== {name}")
+    started = time.time()
+    try:
+        run()
+    except Exception:  # noqa: BLE001  (a failing section is a result; the others still run)
+        text = traceback.format_exc()
+        say(text)
+        results.setdefault("section_errors", {})[name] = text[-2000:]
+    say(f"== {name}: {time.time() - started:.0f} s")
+
+
+# ---- resources (no GPU) --------------------------------------------------------------------------------------
+
+INPUT_POINTERS = {"q", "k", "v", "o", "do", "dq", "dk", "dv"}  # in the inputs' dtype; every other pointer is fp32
+
+
+def resources(dtype: str) -> list[dict]:
+    """ptxas's report for every kernel the plan renders at GLA 340M's heads, from an initial state, with a
+    final state's gradient (the kernels with the most arguments)."""
+    os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not interpreter functions
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from composer.codegen.render import render_kernel
+    from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, GLASizes, plan_gla
+
+    plan = plan_gla(GLASizes(SIZES_340M["K"], SIZES_340M["V"], CHUNK, SIZES_340M["H"]))
+    rows = []
+    for template, constants in ((FORWARD_TEMPLATE, plan.forward_constants(dtype, True)),
+                                (BACKWARD_TEMPLATE, plan.backward_constants(dtype, True, True))):
+        source = render_kernel(template, constants, {"spec": "benchmarks/gla.py resources"})
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
+            file.write(source)
+        spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name, kernel in vars(module).items():
+            if not (isinstance(kernel, triton.runtime.jit.JITFunction) and name.startswith("gla_")):
+                continue
+            arguments = list(inspect.signature(kernel.fn).parameters)
+            signature = {a: "i32" if not a.endswith("_ptr") else
+                         f"*{dtype}" if a.removesuffix("_ptr") in INPUT_POINTERS else "*fp32" for a in arguments}
+            attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(arguments) if a.endswith("_ptr")}
+            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs),
+                                      target=GPUTarget("cuda", 90, 32),
+                                      options=dict(num_warps=constants["NUM_WARPS"],
+                                                   num_stages=constants["NUM_STAGES"]))
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
+                file.write(compiled.asm["ptx"])
+            ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+            report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", file.name + ".cubin"],
+                                    capture_output=True, text=True, check=True).stderr
+
+            def number(pattern: str) -> int:
+                found = re.search(pattern, report)
+                return int(found.group(1)) if found else 0
+            row = dict(kernel=name, dtype=dtype, warps=constants["NUM_WARPS"],
+                       registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
+                       spill_loads=number(r"(\d+) bytes spill loads"), shared_kb=compiled.metadata.shared // 1024)
+            rows.append(row)
+            say(f"  {name:18s} {dtype} {row['registers']:3d} registers, spills {row['spill_stores']:5d} B stored / "
+                f"{row['spill_loads']:5d} B loaded, shared {row['shared_kb']:3d} KB, {row['warps']} warps")
+    return rows
+
+
+# ---- checks ---------------------------------------------------------------------------------------------------
+
+def inputs(b, L, H, K, V, strength, seed, dtype, device):
+    """q, k, v in `dtype`, log_a fp32 uniform in [-strength, 0] (strength 30: down to -30 a step), an initial
+    state fp32. q is scaled by K^-1/2, as the layer scales it."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, generator=g)
+    return dict(q=(randn(b, L, H, K) * K ** -0.5).to(dtype), k=randn(b, L, H, K).to(dtype),
+                v=randn(b, L, H, V).to(dtype), log_a=-strength * torch.rand(b, L, H, K, device=device, generator=g),
+                state0=randn(b, H, K, V) * 0.1)
+
+
+def ours(x, initial=True):
+    from composer.kernels.gla.chunk import gla_chunked_triton
+    return gla_chunked_triton(x["q"], x["k"], x["v"], x["log_a"], CHUNK,
+                              initial_state=x["state0"] if initial else None)
+
+
+def reference(x, initial=True):
+    from composer.kernels.gla.reference import gla_chunked
+    f = {n: t.float() for n, t in x.items()}
+    return gla_chunked(f["q"], f["k"], f["v"], f["log_a"], CHUNK, initial_state=f["state0"] if initial else None)
+
+
+def peer(x, initial=True, final=True):
+    from fla.ops.gla import chunk_gla
+    return chunk_gla(x["q"], x["k"], x["v"], x["log_a"], scale=1.0, initial_state=x["state0"] if initial else None,
+                     output_final_state=final)
+
+
+def outputs_and_grads(fn, x, seed):
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+    o, final = fn(leaves)
+    g = torch.Generator(device=o.device).manual_seed(seed)
+    do = torch.randn(o.shape, device=o.device, generator=g)
+    dfinal = torch.randn(final.shape, device=o.device, generator=g)
+    (o.float() * do).sum().add((final.float() * dfinal).sum()).backward()
+    return [o.detach(), final.detach()] + [leaves[n].grad for n in ("q", "k", "v", "log_a", "state0")]
+
+
+def errors(got, want) -> dict:
+    """max |err| / max |ref| and ||err|| / ||ref|| (NaN where got is missing or not finite)."""
+    if got is None or not torch.isfinite(got).all():
+        return dict(max=float("nan"), norm=float("nan"))
+    err = got.float() - want.float()
+    return dict(max=(err.abs().max() / want.abs().max().clamp_min(1e-30)).item(),
+                norm=(err.norm() / want.norm().clamp_min(1e-30)).item())
+
+
+def check(label, fn, shape, strength, dtype, seed, device) -> dict:
+    b, L, H, K, V = shape
+    x = inputs(b, L, H, K, V, strength, seed, dtype, device)
+    got = outputs_and_grads(fn, x, seed)
+    want = outputs_and_grads(reference, x, seed)
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    norm_bound, max_bound = TOLERANCE[precision]
+    row = {"impl": label, "shape": shape, "strength": strength, "dtype": precision, "errors": {}}
+    passed = True
+    for name, a, w in zip(NAMES, got, want):
+        e = errors(a, w)
+        row["errors"][name] = e
+        # NaN fails both comparisons
+        passed &= bool(e["norm"] <= norm_bound and e["max"] <= max_bound)
+    row["verdict"] = "PASS" if passed else "FAIL"
+    return row
+
+
+def run_checks(results, device, tiny, with_peer) -> None:
+    if tiny:  # the smoke run: interpreter-sized, same logic
+        cases = [((1, 37, 2, 16, 32), 1.0, torch.float32), ((1, 45, 1, 32, 16), 30.0, torch.float32)]
+    else:
+        cases = [((2, 333, 4, 64, 32), 1.0, torch.float32),                       # K != V, odd L
+                 ((2, 333, 4, 128, 256), 30.0, torch.float32),                    # 340M heads, strong decays
+                 ((2, 1000, 4, 128, 256), 1.0 / 16, torch.bfloat16),              # the layer's decays (/16)
+                 ((2, 1000, 4, 128, 256), 30.0, torch.bfloat16),                  # strong decays in bf16
+                 ((1, 517, 2, 256, 64), 5.0, torch.bfloat16),                     # the widest keys
+                 ((3, 129, 3, 16, 128), 2.0, torch.float32)]                      # the narrowest keys
+    labels = [("composer", ours)] + ([("fla", peer)] if with_peer else [])
+    for seed, (shape, strength, dtype) in enumerate(cases):
+        for label, fn in labels:
+            if label == "fla" and dtype != torch.bfloat16:
+                continue
+            try:
+                row = check(label, fn, shape, strength, dtype, seed, device)
+            except Exception as exc:  # noqa: BLE001  (a failing case is a result)
+                say(traceback.format_exc())
+                row = {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL",
+                       "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            results["checks"].append(row)
+            worst = {n: f"{e['max']:.1e}/{e['norm']:.1e}" for n, e in row.get("errors", {}).items()}
+            say(f"  {row['verdict']} {label:8s} {row['dtype']} shape(b,L,H,K,V)={shape} log_a>={-strength:g} "
+                f"max/norm: {worst or row.get('error')}")
+
+
+# ---- timings --------------------------------------------------------------------------------------------------
+
+def bench(call) -> float:
+    """do_bench's median on a GPU; on a CPU (the smoke run) the median of three wall-clock runs, in ms."""
+    if torch.cuda.is_available():
+        from triton.testing import do_bench
+        return do_bench(call, warmup=25, rep=100, return_mode="median")
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1e3)
+    return sorted(times)[1]
+
+
+def time_call(fn, x, mode: str) -> float:
+    if mode == "inference":
+        with torch.no_grad():
+            return bench(lambda: fn(x, initial=False))
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in x.items() if n != "state0"}
+    leaves["state0"] = None
+    if mode == "fwd":
+        return bench(lambda: fn(leaves, initial=False))
+    do = torch.randn_like(x["v"])
+
+    def forward_backward():
+        for t in leaves.values():
+            if t is not None:
+                t.grad = None
+        fn(leaves, initial=False)[0].backward(do)
+    return bench(forward_backward)
+
+
+def run_timings(results, device, tiny, with_peer) -> None:
+    sizes = [(1, 64)] if tiny else TIMED
+    heads = dict(H=2, K=16, V=32) if tiny else SIZES_340M
+    labels = [("composer", ours)] + ([("fla", lambda x, initial=False: peer(x, initial, final=False))]
+                                     if with_peer else [])
+    for index, (b, L) in enumerate(sizes):
+        for dtype in (torch.bfloat16, torch.float32) if index == 0 else (torch.bfloat16,):
+            x = inputs(b, L, heads["H"], heads["K"], heads["V"], 1.0 / 16, 0, dtype, device)
+            row = {"b": b, "L": L, **heads, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32"}
+            for label, fn in labels:
+                for mode in ("fwd", "fwdbwd", "inference"):
+                    key = f"{label}_{mode}_ms"
+                    try:
+                        row[key] = round(time_call(fn, x, mode), 4)
+                    except Exception as exc:  # noqa: BLE001
+                        say(traceback.format_exc())
+                        row[key] = float("nan")
+                        row[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            for mode in ("fwd", "fwdbwd", "inference"):
+                if f"fla_{mode}_ms" in row:
+                    row[f"ratio_{mode}"] = round(row[f"fla_{mode}_ms"] / row[f"composer_{mode}_ms"], 3)
+            results["timings"].append(row)
+            say("  " + json.dumps(row))
+            del x
+            if device == "cuda":
+                torch.cuda.empty_cache()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="the results file (JSON); default $OUT/gla_results.json")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tiny", action="store_true", help="interpreter-sized shapes (the smoke run)")
+    parser.add_argument("--resources", action="store_true", help="only the sm_90a resource report (no GPU)")
+    parser.add_argument("--no-peer", action="store_true", help="skip fla")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(os.environ.get("OUT", "."), "gla_results.json")
+    results: dict = {"env": {"torch": torch.__version__, "device": args.device, "argv": sys.argv[1:]},
+                     "resources": [], "checks": [], "timings": []}
+
+    def write() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+
+    if args.device == "cuda" and not args.resources:
+        import triton
+        results["env"].update(gpu=torch.cuda.get_device_name(), triton=triton.__version__)
+    say(json.dumps(results["env"]))
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if args.resources or (args.device == "cuda" and not interpreted):
+        # in a child process: compiling for sm_90a needs TRITON_INTERPRET unset before triton is imported
+        def report():
+            for dtype in ("bf16", "fp32"):
+                results["resources"] += resources(dtype)
+        if args.resources:
+            section("resources", results, report)
+            write()
+            return 1 if "section_errors" in results else 0
+        section("resources", results, lambda: subprocess.run(
+            [sys.executable, __file__, "--resources", "--out", str(out.with_suffix(".resources.json"))], check=True))
+    with_peer = not args.no_peer and not args.tiny
+    section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer))
+    write()
+    section("timings", results, lambda: run_timings(results, args.device, args.tiny, with_peer))
+    write()
+    failed = [row for row in results["checks"] if row["verdict"] != "PASS" and row["impl"] == "composer"]
+    say(f"checks: {len(results['checks']) - len(failed)} of {len(results['checks'])} PASS (ours: {len(failed)} FAIL)")
+    return 1 if failed or "section_errors" in results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
