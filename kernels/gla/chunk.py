@@ -125,8 +125,11 @@ def gla_chunked_triton(q, k, v, log_a, chunk: int = 64, initial_state=None, plan
     """As `reference.gla_chunked`: (o (b, L, H, V) in v's dtype, final state (b, H, K, V) fp32).
     q, k, log_a (b, L, H, K); v (b, L, H, V); initial_state (b, H, K, V) or None; plan: the layer's (None:
     planned from the sizes, with `chunk`)."""
-    plan = plan or plan_for(q, v, chunk)
-    check_inputs(q, k, v, log_a, initial_state, plan)
     q, k, v, log_a = (t.contiguous() for t in (q, k, v, log_a))
     initial_state = None if initial_state is None else initial_state.contiguous()
+    if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom ops (ops.py)
+        from composer.kernels.gla.ops import gla_chunked_op
+        return gla_chunked_op(q, k, v, log_a, chunk, initial_state, plan)
+    plan = plan or plan_for(q, v, chunk)
+    check_inputs(q, k, v, log_a, initial_state, plan)
     return GLAChunked.apply(q, k, v, log_a, initial_state, plan)

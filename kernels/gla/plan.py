@@ -8,6 +8,8 @@ initial state, a final state's gradient).
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from dataclasses import dataclass
 
 from composer.kernels.plan import KernelCall
@@ -66,6 +68,13 @@ class GLAPlan:
     stages: int = 2
     # `mixc tune` tunes the SSD scans of a generated entry: a GLA layer runs none.
     scans: tuple = ()
+    # The plan as the string a custom-op call carries (kernels/gla/ops.py; `plan_of_key` reads it back), made here
+    # once so that a frame torch.compile traces reads it as a constant.
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", repr((dataclasses.astuple(self.sizes), self.shared, self.forward_warps,
+                                              self.backward_warps, self.stages)))
 
     def forward_constants(self, precision: str, initial_state: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
@@ -93,6 +102,12 @@ class GLAPlan:
         calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial, final).items()))
                   for precision in TARGET_PRECISIONS for initial in (False, True) for final in (False, True)]
         return calls
+
+
+def plan_of_key(key: str) -> GLAPlan:
+    """The plan `GLAPlan.key` spelled."""
+    sizes, shared, forward_warps, backward_warps, stages = ast.literal_eval(key)
+    return GLAPlan(GLASizes(*sizes), shared, forward_warps, backward_warps, stages)
 
 
 def _operands(precision: str) -> dict:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import composer
+from composer.kernels.gla import ops
 from composer.kernels.gla.chunk import gla_chunked_triton, plan_for
 from composer.kernels.gla.plan import FORWARD_TEMPLATE, GLASizes, fits, misfit, plan_gla
 from composer.kernels.gla.reference import gla_chunked
@@ -191,3 +192,28 @@ def test_the_gpu_script_runs_its_checks_and_timings_on_a_cpu(tmp_path):
     assert "section_errors" not in results
     assert results["checks"] and all(row["verdict"] == "PASS" for row in results["checks"])
     assert all(row["composer_fwdbwd_ms"] > 0 for row in results["timings"])
+
+
+def test_the_op_passes_opcheck():
+    q, k, v, log_a, state = inputs(2, 21, 2, 16, 32, 2.0, 3)
+    args = [t.requires_grad_() for t in (q, k, v, log_a, state)]
+    torch.library.opcheck(torch.ops.composer.gla_forward.default, (*args, plan_for(q, v, 16).key))
+    assert ops.plan_of_key(plan_for(q, v, 16).key) == plan_for(q, v, 16)
+
+
+def test_compiled_fullgraph_equals_eager_forward_and_backward():
+    """torch.compile(fullgraph=True) sees the custom ops whole: the same o, final state and gradients."""
+    q, k, v, log_a, state = inputs(1, 37, 2, 16, 32, 5.0, 4)
+    plan = plan_for(q, v, 16)
+
+    def loss(q, k, v, log_a, state):
+        o, final = gla_chunked_triton(q, k, v, log_a, 16, state, plan=plan)
+        return o.square().sum() + final.sum(), o
+
+    results = []
+    for fn in (loss, torch.compile(loss, fullgraph=True, backend="aot_eager")):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, log_a, state)]
+        value, o = fn(*leaves)
+        results.append([o.detach(), *torch.autograd.grad(value, leaves)])
+    for got, want in zip(*results[::-1]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
