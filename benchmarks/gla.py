@@ -63,7 +63,7 @@ def section(name: str, results: dict, run) -> None:
 
 # ---- resources (no GPU) --------------------------------------------------------------------------------------
 
-INPUT_POINTERS = {"q", "k", "v", "o", "do", "dq", "dk", "dv"}  # in the inputs' dtype; every other pointer is fp32
+INPUT_POINTERS = {"q", "k", "v", "o", "do", "dq", "dk", "dv", "states", "dstates"}  # the inputs' dtype; the rest fp32
 
 
 def resources(dtype: str) -> list[dict]:

@@ -17,6 +17,10 @@ from composer.kernels.device import ceil_div
 from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, GLAPlan, GLASizes, fits, plan_gla
 
 PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+# The dtype of the states the forward stores and the backward's dh, per operand type: bf16 operands store bf16
+# (a product reads them as bf16 operands anyway; half the bytes), fp16 ones fp32 (a state past 65504 would be
+# inf in fp16), fp32 ones fp32.
+STATE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float32}
 HEADER = {"family": "gla", "rendered_for": "the chunked GLA launcher"}
 
 
@@ -46,17 +50,19 @@ def check_inputs(q, k, v, log_a, initial_state, plan: GLAPlan) -> None:
             raise ValueError(f"inputs must be fp32/bf16/fp16 on {q.device}; got {t.dtype} on {t.device}")
 
 
-def _operand(q, k, v) -> str:
+def operand_of(q, k, v) -> str:
     """Mixed inputs multiply as fp32."""
     dtypes = {q.dtype, k.dtype, v.dtype}
     return PRECISIONS[v.dtype] if len(dtypes) == 1 else "fp32"
 
 
 def gla_forward(q, k, v, log_a, initial_state, plan: GLAPlan):
-    """(o (b, L, H, V) in v's dtype, g, states (b, H, c + 1, K, V) fp32, A (b, H, c, Q, Q) fp32)."""
+    """(o (b, L, H, V) in v's dtype, the final state fp32, g fp32, states (b, H, c + 1, K, V) in the operand
+    type, A (b, H, c, Q, Q) fp32)."""
     b, L, H, K = q.shape
     V = v.shape[-1]
-    constants = plan.forward_constants(_operand(q, k, v), initial_state is not None)
+    operand = operand_of(q, k, v)
+    constants = plan.forward_constants(operand, initial_state is not None)
     kernels = load_kernel_once(FORWARD_TEMPLATE, constants, HEADER)
     Q, SUB, BK, BV = (constants[name] for name in ("Q", "SUB", "BK", "BV"))
     options = dict(num_warps=constants["NUM_WARPS"], num_stages=constants["NUM_STAGES"])
@@ -64,27 +70,28 @@ def gla_forward(q, k, v, log_a, initial_state, plan: GLAPlan):
     f32 = dict(device=q.device, dtype=torch.float32)
     g = torch.empty(b, L, H, K, **f32)
     kernels.gla_cumsum_fwd[(K // BK, n_chunks, b * H)](log_a, g, L, H, **options)
-    states = torch.empty(b, H, n_chunks + 1, K, V, **f32)
+    states = torch.empty(b, H, n_chunks + 1, K, V, device=q.device, dtype=STATE_DTYPES[operand])
+    final = torch.empty(b, H, K, V, **f32)
     initial = (initial_state,) if initial_state is not None else ()
-    kernels.gla_states_fwd[(K // BK, V // BV, b * H)](k, v, g, *initial, states, L, H, **options)
+    kernels.gla_states_fwd[(K // BK, V // BV, b * H)](k, v, g, *initial, states, final, L, H, **options)
     A = torch.empty(b, H, n_chunks, Q, Q, **f32)
     kernels.gla_scores_fwd[(Q // SUB, n_chunks, b * H)](q, k, g, A, L, H, **options)
     o = torch.empty_like(v)
     kernels.gla_output_fwd[(V // BV, n_chunks, b * H)](q, v, g, states, A, o, L, H, **options)
-    return o, g, states, A
+    return o, final, g, states, A
 
 
 def gla_backward(do, dfinal, q, k, v, g, states, A, has_initial_state: bool, plan: GLAPlan):
     """(dq, dk, dv in their inputs' dtypes, dlog_a fp32, d initial state fp32 or None)."""
     b, L, H, K = q.shape
     V = v.shape[-1]
-    constants = plan.backward_constants(_operand(q, k, v), has_initial_state, dfinal is not None)
+    constants = plan.backward_constants(operand_of(q, k, v), has_initial_state, dfinal is not None)
     kernels = load_kernel_once(BACKWARD_TEMPLATE, constants, HEADER)
     Q, BK, BV = (constants[name] for name in ("Q", "BK", "BV"))
     options = dict(num_warps=constants["NUM_WARPS"], num_stages=constants["NUM_STAGES"])
     n_chunks = states.shape[2] - 1
     f32 = dict(device=q.device, dtype=torch.float32)
-    dstates = torch.empty(b, H, n_chunks, K, V, **f32)
+    dstates = torch.empty(b, H, n_chunks, K, V, device=q.device, dtype=states.dtype)
     dstate0 = torch.empty(b, H, K, V, **f32) if has_initial_state else None
     kernels.gla_dstates_bwd[(K // BK, V // BV, b * H)](
         q, g, do, *((dfinal,) if dfinal is not None else ()), dstates, *((dstate0,) if has_initial_state else ()),
@@ -103,8 +110,7 @@ def gla_backward(do, dfinal, q, k, v, g, states, A, has_initial_state: bool, pla
 class GLAChunked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, log_a, initial_state, plan):
-        o, g, states, A = gla_forward(q, k, v, log_a, initial_state, plan)
-        final_state = states[:, :, -1].clone()  # not a view of what the backward reads
+        o, final_state, g, states, A = gla_forward(q, k, v, log_a, initial_state, plan)
         if any(ctx.needs_input_grad[:5]):
             ctx.save_for_backward(q, k, v, g, states, A)
             ctx.plan, ctx.has_initial_state = plan, initial_state is not None

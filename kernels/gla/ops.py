@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from composer.kernels.device import ceil_div
-from composer.kernels.gla.chunk import check_inputs, gla_backward, gla_forward
+from composer.kernels.gla.chunk import STATE_DTYPES, check_inputs, gla_backward, gla_forward, operand_of
 from composer.kernels.gla.plan import GLAPlan, GLASizes, plan_gla, plan_of_key
 from composer.kernels.op_namespace import NAMESPACE
 
@@ -38,8 +38,7 @@ def gla_forward_op(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, initial_state
     """o, the final state, g, the states and the scores, as `chunk.gla_forward`."""
     plan = _plan(key)
     check_inputs(q, k, v, log_a, initial_state, plan)
-    o, g, states, A = gla_forward(q, k, v, log_a, initial_state, plan)
-    return o, states[:, :, -1].clone(), g, states, A
+    return gla_forward(q, k, v, log_a, initial_state, plan)
 
 
 @gla_forward_op.register_fake
@@ -49,7 +48,8 @@ def _(q, k, v, log_a, initial_state, key):
     n_chunks = ceil_div(L, Q)
     f32 = dict(dtype=torch.float32)
     return (torch.empty_like(v), q.new_empty(b, H, K, V, **f32), q.new_empty(b, L, H, K, **f32),
-            q.new_empty(b, H, n_chunks + 1, K, V, **f32), q.new_empty(b, H, n_chunks, Q, Q, **f32))
+            q.new_empty(b, H, n_chunks + 1, K, V, dtype=STATE_DTYPES[operand_of(q, k, v)]),
+            q.new_empty(b, H, n_chunks, Q, Q, **f32))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::gla_backward", mutates_args=())
