@@ -27,11 +27,13 @@ import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,6 +48,35 @@ TIMED = [(8, 2048), (1, 8192), (16, 2048)]  # (b, L) at GLA 340M's heads
 
 def say(*parts) -> None:
     print(*parts, flush=True)
+
+
+class Budget:
+    """The run's deadline (a device call's limit), and the peer's state: fla's first calls autotune and have
+    stalled on Triton 3.6 / Hopper (benchmarks/README.md, linear attention), so each peer call gets
+    `peer_limit_s`, and a peer that fails or runs out is not called again."""
+
+    def __init__(self, deadline_s: float, peer_limit_s: int):
+        self.end, self.peer_limit_s, self.peer_failed = time.time() + deadline_s, peer_limit_s, None
+
+    def left(self) -> bool:
+        return time.time() < self.end
+
+
+@contextmanager
+def time_limit(seconds: int):
+    """TimeoutError after `seconds` (0: no limit); Python code only, as an autotuner's loop over compiles."""
+    def expire(signum, frame):
+        raise TimeoutError(f"no result within {seconds} s")
+    if not seconds:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def section(name: str, results: dict, run) -> None:
@@ -138,7 +169,7 @@ def ours(x, initial=True):
 
 def reference(x, initial=True):
     from composer.kernels.gla.reference import gla_chunked
-    f = {n: t.float() for n, t in x.items()}
+    f = {n: None if t is None else t.float() for n, t in x.items()}
     return gla_chunked(f["q"], f["k"], f["v"], f["log_a"], CHUNK, initial_state=f["state0"] if initial else None)
 
 
@@ -185,7 +216,7 @@ def check(label, fn, shape, strength, dtype, seed, device) -> dict:
     return row
 
 
-def run_checks(results, device, tiny, with_peer) -> None:
+def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
     if tiny:  # the smoke run: interpreter-sized, same logic
         cases = [((1, 37, 2, 16, 32), 1.0, torch.float32), ((1, 45, 1, 32, 16), 30.0, torch.float32)]
     else:
@@ -195,21 +226,26 @@ def run_checks(results, device, tiny, with_peer) -> None:
                  ((2, 1000, 4, 128, 256), 30.0, torch.bfloat16),                  # strong decays in bf16
                  ((1, 517, 2, 256, 64), 5.0, torch.bfloat16),                     # the widest keys
                  ((3, 129, 3, 16, 128), 2.0, torch.float32)]                      # the narrowest keys
-    labels = [("composer", ours)] + ([("fla", peer)] if with_peer else [])
-    for seed, (shape, strength, dtype) in enumerate(cases):
-        for label, fn in labels:
-            if label == "fla" and dtype != torch.bfloat16:
-                continue
-            try:
+    # ours first, then the peer's bf16 cases (which may autotune for minutes)
+    runs = [("composer", ours, case) for case in enumerate(cases)]
+    runs += [("fla", peer, case) for case in enumerate(cases) if with_peer and case[1][2] == torch.bfloat16]
+    for label, fn, (seed, (shape, strength, dtype)) in runs:
+        if not budget.left() or (label == "fla" and budget.peer_failed):
+            say(f"  skipped {label} {shape}: {'past the deadline' if not budget.left() else budget.peer_failed}")
+            continue
+        try:
+            with time_limit(budget.peer_limit_s if label == "fla" else 0):
                 row = check(label, fn, shape, strength, dtype, seed, device)
-            except Exception as exc:  # noqa: BLE001  (a failing case is a result)
-                say(traceback.format_exc())
-                row = {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL",
-                       "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-            results["checks"].append(row)
-            worst = {n: f"{e['max']:.1e}/{e['norm']:.1e}" for n, e in row.get("errors", {}).items()}
-            say(f"  {row['verdict']} {label:8s} {row['dtype']} shape(b,L,H,K,V)={shape} log_a>={-strength:g} "
-                f"max/norm: {worst or row.get('error')}")
+        except Exception as exc:  # noqa: BLE001  (a failing case is a result)
+            say(traceback.format_exc())
+            row = {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL",
+                   "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            if label == "fla":
+                budget.peer_failed = f"fla failed its check: {row['error'][:200]}"
+        results["checks"].append(row)
+        worst = {n: f"{e['max']:.1e}/{e['norm']:.1e}" for n, e in row.get("errors", {}).items()}
+        say(f"  {row['verdict']} {label:8s} {row['dtype']} shape(b,L,H,K,V)={shape} log_a>={-strength:g} "
+            f"max/norm: {worst or row.get('error')}")
 
 
 # ---- timings --------------------------------------------------------------------------------------------------
@@ -245,26 +281,35 @@ def time_call(fn, x, mode: str) -> float:
     return bench(forward_backward)
 
 
-def run_timings(results, device, tiny, with_peer) -> None:
+def run_timings(results, device, tiny, with_peer, budget: Budget) -> None:
     sizes = [(1, 64)] if tiny else TIMED
     heads = dict(H=2, K=16, V=32) if tiny else SIZES_340M
     labels = [("composer", ours)] + ([("fla", lambda x, initial=False: peer(x, initial, final=False))]
                                      if with_peer else [])
     for index, (b, L) in enumerate(sizes):
         for dtype in (torch.bfloat16, torch.float32) if index == 0 else (torch.bfloat16,):
+            if not budget.left():
+                say(f"  skipped b={b} L={L}: past the deadline")
+                continue
             x = inputs(b, L, heads["H"], heads["K"], heads["V"], 1.0 / 16, 0, dtype, device)
             row = {"b": b, "L": L, **heads, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32"}
             for label, fn in labels:
                 for mode in ("fwd", "fwdbwd", "inference"):
                     key = f"{label}_{mode}_ms"
+                    if label == "fla" and budget.peer_failed:
+                        row[f"{key}_error"] = budget.peer_failed
+                        continue
                     try:
-                        row[key] = round(time_call(fn, x, mode), 4)
+                        with time_limit(budget.peer_limit_s if label == "fla" else 0):
+                            row[key] = round(time_call(fn, x, mode), 4)
                     except Exception as exc:  # noqa: BLE001
                         say(traceback.format_exc())
                         row[key] = float("nan")
                         row[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                        if label == "fla" and isinstance(exc, TimeoutError):
+                            budget.peer_failed = f"fla ran out of time: {exc}"
             for mode in ("fwd", "fwdbwd", "inference"):
-                if f"fla_{mode}_ms" in row:
+                if f"fla_{mode}_ms" in row and f"composer_{mode}_ms" in row:
                     row[f"ratio_{mode}"] = round(row[f"fla_{mode}_ms"] / row[f"composer_{mode}_ms"], 3)
             results["timings"].append(row)
             say("  " + json.dumps(row))
@@ -280,6 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="interpreter-sized shapes (the smoke run)")
     parser.add_argument("--resources", action="store_true", help="only the sm_90a resource report (no GPU)")
     parser.add_argument("--no-peer", action="store_true", help="skip fla")
+    parser.add_argument("--deadline-s", type=float, default=540, help="checks and timings past this are skipped")
+    parser.add_argument("--peer-limit-s", type=int, default=120, help="the most one fla call may take")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", "."), "gla_results.json")
     results: dict = {"env": {"torch": torch.__version__, "device": args.device, "argv": sys.argv[1:]},
@@ -306,9 +353,10 @@ def main(argv=None) -> int:
         section("resources", results, lambda: subprocess.run(
             [sys.executable, __file__, "--resources", "--out", str(out.with_suffix(".resources.json"))], check=True))
     with_peer = not args.no_peer and not args.tiny
-    section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer))
+    budget = Budget(args.deadline_s, args.peer_limit_s)
+    section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer, budget))
     write()
-    section("timings", results, lambda: run_timings(results, args.device, args.tiny, with_peer))
+    section("timings", results, lambda: run_timings(results, args.device, args.tiny, with_peer, budget))
     write()
     failed = [row for row in results["checks"] if row["verdict"] != "PASS" and row["impl"] == "composer"]
     say(f"checks: {len(results['checks']) - len(failed)} of {len(results['checks'])} PASS (ours: {len(failed)} FAIL)")
