@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,9 +77,36 @@ def test_forward_and_every_gradient_match_the_fp64_reference(b, L, H, K, V, chun
         assert relative_error(g, w) < 5e-5, (name, relative_error(g, w))
 
 
-# Triton 3.6's interpreter multiplies bf16 tiles wrongly (numpy has no bf16): on the CPU the 16-bit case runs
-# fp16 inputs, which take the same 16-bit operand path; benchmarks/gla.py checks bf16 on a GPU.
+# Triton 3.6's interpreter multiplies bf16 tiles wrongly (numpy has no bf16, it multiplies their bits): fp16
+# inputs take the same 16-bit operand path (with fp32 states), and bf16 runs with the products mended
+# (`bf16_products`); benchmarks/gla.py checks bf16 on a GPU.
 LOW = torch.float16
+
+
+@pytest.fixture
+def bf16_products(monkeypatch):
+    """The interpreter multiplying bf16 tiles as bf16 values (widened to fp32 first), so that the bf16 path's
+    casts, bf16 states and their loads run on the CPU as a GPU runs them."""
+    from triton.runtime import interpreter
+    import triton.language as tl
+    multiply = interpreter.InterpreterBuilder.create_dot
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        def widened(t):
+            if t.dtype.scalar != tl.bfloat16:
+                return t
+            data = interpreter._convert_float(t.data, tl.bfloat16, tl.float32, None).view(np.float32)
+            return interpreter.TensorHandle(data, tl.float32)
+        return multiply(self, widened(a), widened(b), d, input_precision, max_num_imprecise_acc)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
+def test_bf16_inputs_match_within_bf16_rounding(bf16_products):
+    got, want = run_both(2, 53, 2, 32, 64, 32, 5.0, True, True, seed=8, dtype=torch.bfloat16)
+    assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+    for name, g, w in zip(NAMES, got, want):
+        assert torch.isfinite(g).all(), name
+        assert ((g.double() - w).norm() / w.norm()).item() < 2e-2, name
 
 
 def test_16_bit_inputs_match_within_their_rounding():
