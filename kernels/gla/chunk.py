@@ -5,7 +5,9 @@ The forward renders gla_forward.py.jinja for the call's constants (kernels/gla/p
 kernels: the log decays summed within each chunk, the walk over the chunks that gives the state entering each
 one (and the final state), each chunk's scores by sub-chunks, and the outputs. The backward
 (gla_backward.py.jinja) walks the chunks in reverse for the state's gradient, then takes the scores' gradient,
-dv, and dq, dk with dlog_a per chunk. The templates' headers define the notation (b, L, H, K, V, Q, c, g, A).
+dv, the state terms of dq and dk per chunk, and dq, dk with dlog_a by sub-chunks. The templates' headers
+define the notation (b, L, H, K, V, Q, c, g, A). Under torch.compile and torch.export the same functions run
+inside custom ops (ops.py).
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class GLAChunked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, log_a, initial_state, plan):
         o, final_state, g, states, A = gla_forward(q, k, v, log_a, initial_state, plan)
+        ctx.set_materialize_grads(False)  # an unused final state sends no gradient: the backward takes none
         if any(ctx.needs_input_grad[:5]):
             ctx.save_for_backward(q, k, v, g, states, A)
             ctx.plan, ctx.has_initial_state = plan, initial_state is not None
@@ -124,8 +127,9 @@ class GLAChunked(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dfinal):
         q, k, v, g, states, A = ctx.saved_tensors
+        do = torch.zeros_like(v) if do is None else do.contiguous()
         dfinal = None if dfinal is None else dfinal.float().contiguous()
-        dq, dk, dv, dlog_a, dstate0 = gla_backward(do.contiguous(), dfinal, q, k, v, g, states, A,
+        dq, dk, dv, dlog_a, dstate0 = gla_backward(do, dfinal, q, k, v, g, states, A,
                                                    ctx.has_initial_state, ctx.plan)
         log_a_dtype, state_dtype = ctx.dtypes
         return dq, dk, dv, dlog_a.to(log_a_dtype), None if dstate0 is None else dstate0.to(state_dtype), None
