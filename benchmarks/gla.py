@@ -97,9 +97,10 @@ def section(name: str, results: dict, run) -> None:
 INPUT_POINTERS = {"q", "k", "v", "o", "do", "dq", "dk", "dv", "states", "dstates"}  # the inputs' dtype; the rest fp32
 
 
-def resources(dtype: str) -> list[dict]:
-    """ptxas's report for every kernel the plan renders at GLA 340M's heads, from an initial state, with a
-    final state's gradient (the kernels with the most arguments)."""
+def resources(dtype: str, key_dim: int = SIZES_340M["K"], value_dim: int = SIZES_340M["V"],
+              chunk: int = CHUNK) -> list[dict]:
+    """ptxas's report for every kernel the plan renders (at GLA 340M's heads unless told), from an initial
+    state, with a final state's gradient (the kernels with the most arguments)."""
     os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not interpreter functions
     import triton
     from triton.backends.compiler import GPUTarget
@@ -108,7 +109,7 @@ def resources(dtype: str) -> list[dict]:
     from composer.codegen.render import render_kernel
     from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, GLASizes, plan_gla
 
-    plan = plan_gla(GLASizes(SIZES_340M["K"], SIZES_340M["V"], CHUNK, SIZES_340M["H"]))
+    plan = plan_gla(GLASizes(key_dim, value_dim, chunk, SIZES_340M["H"]))
     rows = []
     for template, constants in ((FORWARD_TEMPLATE, plan.forward_constants(dtype, True)),
                                 (BACKWARD_TEMPLATE, plan.backward_constants(dtype, True, True))):
@@ -138,7 +139,7 @@ def resources(dtype: str) -> list[dict]:
             def number(pattern: str) -> int:
                 found = re.search(pattern, report)
                 return int(found.group(1)) if found else 0
-            row = dict(kernel=name, dtype=dtype, warps=constants["NUM_WARPS"],
+            row = dict(kernel=name, dtype=dtype, K=key_dim, V=value_dim, chunk=chunk, warps=constants["NUM_WARPS"],
                        registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
                        spill_loads=number(r"(\d+) bytes spill loads"), shared_kb=compiled.metadata.shared // 1024)
             rows.append(row)
@@ -324,6 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="interpreter-sized shapes (the smoke run)")
     parser.add_argument("--resources", action="store_true", help="only the sm_90a resource report (no GPU)")
+    parser.add_argument("--sizes", default=f"{SIZES_340M['K']}x{SIZES_340M['V']}x{CHUNK}",
+                        help="with --resources: KxVxchunk[,KxVxchunk...] (default GLA 340M's)")
     parser.add_argument("--no-peer", action="store_true", help="skip fla")
     parser.add_argument("--deadline-s", type=float, default=540, help="checks and timings past this are skipped")
     parser.add_argument("--peer-limit-s", type=int, default=120, help="the most one fla call may take")
@@ -344,8 +347,11 @@ def main(argv=None) -> int:
     if args.resources or (args.device == "cuda" and not interpreted):
         # in a child process: compiling for sm_90a needs TRITON_INTERPRET unset before triton is imported
         def report():
-            for dtype in ("bf16", "fp32"):
-                results["resources"] += resources(dtype)
+            for sizes in args.sizes.split(","):
+                key_dim, value_dim, chunk = map(int, sizes.split("x"))
+                say(f"  K={key_dim} V={value_dim} chunk={chunk}")
+                for dtype in ("bf16", "fp32"):
+                    results["resources"] += resources(dtype, key_dim, value_dim, chunk)
         if args.resources:
             section("resources", results, report)
             write()

@@ -63,7 +63,7 @@ class GLAPlan:
 
     sizes: GLASizes
     shared: tuple  # sorted (name, value) pairs
-    forward_warps: int = 4
+    forward_warps: int = 8
     backward_warps: int = 8
     stages: int = 2
     # `mixc tune` tunes the SSD scans of a generated entry: a GLA layer runs none.
@@ -124,11 +124,12 @@ def plan_gla(sizes: GLASizes) -> GLAPlan:
              and batch are few
     SUB      the sub-chunk (16: tl.dot's smallest tile); the forward's DK: the key channels of a diagonal block's
              exact (SUB, SUB, DK) product at a time (the backward's diagonal takes one step at a time)
-    warps    4 in the forward; 8 in the backward, whose key-block program holds the most (fla#984 saw a WY-style
-             backward miscompile at chunk 64 with 4 warps on Hopper; this one is not WY, the GPU check decides)
+    warps    8 in both directions: at GLA 340M's heads and chunk 64, ptxas (sm_90a, benchmarks/gla.py --resources)
+             spills nothing at 8 in bf16 or fp32, where 4 spill fp32's output kernel (624 B); fla#984 saw a WY-style
+             backward miscompile at chunk 64 with 4 warps on Hopper (this one is not WY; the GPU check decides)
     """
     if fits(sizes.key_dim, sizes.value_dim, sizes.chunk) is not None:
         raise ValueError(fits(sizes.key_dim, sizes.value_dim, sizes.chunk))
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB,
                   BK=min(sizes.key_dim, 64), BV=min(sizes.value_dim, 64))
-    return GLAPlan(sizes, tuple(sorted(shared.items())), forward_warps=4, backward_warps=8, stages=2)
+    return GLAPlan(sizes, tuple(sorted(shared.items())), forward_warps=8, backward_warps=8, stages=2)
