@@ -269,3 +269,16 @@ def test_the_gpu_script_skips_a_peer_that_stalls_and_times_the_rest(monkeypatch)
     for row in results["timings"]:
         assert all(row[f"composer_{mode}_ms"] > 0 for mode in ("fwd", "fwdbwd", "inference"))
         assert "fla_fwdbwd_ms" not in row and "ran out of time" in row["fla_fwdbwd_ms_error"]
+
+
+def test_every_listed_kernel_renders_as_readable_python():
+    """Each specialisation an export renders: valid Python, lines within 120 columns, no trailing blanks, no run
+    of blank lines a branch left behind."""
+    from composer.codegen.render import render_kernel
+    for key_dim, value_dim, chunk in ((128, 256, 64), (16, 16, 16)):
+        for call in plan_gla(GLASizes(key_dim, value_dim, chunk, 2)).loadable():
+            source = render_kernel(call.template, dict(call.constants), {"spec": "test"})
+            compile(source, call.template, "exec")
+            lines = source.splitlines()
+            assert all(len(line) <= 120 and line == line.rstrip() for line in lines), call
+            assert "\n\n\n\n" not in source, call
