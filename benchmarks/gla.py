@@ -13,6 +13,7 @@ Sections, each failing softly (its traceback printed, the next one run):
              initial state), each as max |err| / max |ref| and as ||err|| / ||ref||, NaN a failure; PASS within
              the dtype's tolerance. Cases: odd lengths not a multiple of the chunk, an initial state, K != V, and
              log decays down to -30 a step (a factorised exp(c_t) exp(-c_s) overflows there).
+  profile    each GPU kernel's time in one forward+backward at GLA 340M's b=8, L=2048, bf16, ours and fla's
   timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
              inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
              b=1, L=8192 and b=16, L=2048; ratio = fla's time / ours (above 1: ours faster).
@@ -319,6 +320,52 @@ def run_timings(results, device, tiny, with_peer, budget: Budget) -> None:
                 torch.cuda.empty_cache()
 
 
+def run_profile(results, device, tiny, with_peer, budget: Budget) -> None:
+    """Each GPU kernel's time in one forward+backward at GLA 340M's b=8, L=2048 in bf16 (torch.profiler, the mean
+    of 5 after 3 warm-ups), ours and fla's: where the time goes, for the next change to look at."""
+    from torch.profiler import ProfilerActivity, profile
+    b, L = (1, 64) if tiny else TIMED[0]
+    heads = dict(H=2, K=16, V=32) if tiny else SIZES_340M
+    dtype = torch.float32 if tiny else torch.bfloat16
+    labels = [("composer", ours)] + ([("fla", lambda x, initial=False: peer(x, initial, final=False))]
+                                     if with_peer and not budget.peer_failed else [])
+    activities = [ProfilerActivity.CUDA] if device == "cuda" else [ProfilerActivity.CPU]
+    for label, fn in labels:
+        if not budget.left():
+            return
+        x = inputs(b, L, heads["H"], heads["K"], heads["V"], 1.0 / 16, 0, dtype, device)
+        leaves = {n: t.detach().clone().requires_grad_() for n, t in x.items() if n != "state0"}
+        leaves["state0"] = None
+        do = torch.randn_like(x["v"])
+
+        def step():
+            fn(leaves, initial=False)[0].backward(do)
+        try:
+            with time_limit(budget.peer_limit_s if label == "fla" else 0):
+                for _ in range(3):
+                    step()
+                with profile(activities=activities) as profiler:
+                    for _ in range(5):
+                        step()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001
+            say(traceback.format_exc())
+            continue
+        rows = []
+        for event in profiler.key_averages():
+            # a kernel's own device time (the ops that launch kernels have none of their own)
+            total = getattr(event, "self_device_time_total", 0) if device == "cuda" else event.self_cpu_time_total
+            if total > 0:
+                rows.append({"kernel": event.key[:80], "us_per_step": round(total / 5, 2), "calls": event.count // 5})
+        rows.sort(key=lambda row: -row["us_per_step"])
+        rows = rows[:20]
+        results.setdefault("profile", {})[label] = rows
+        say(f"  {label} b={b} L={L} {heads} fwd+bwd, us a step:")
+        for row in rows:
+            say(f"    {row['us_per_step']:9.1f}  x{row['calls']}  {row['kernel']}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="the results file (JSON); default $OUT/gla_results.json")
@@ -363,6 +410,8 @@ def main(argv=None) -> int:
     section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer, budget))
     write()
     section("timings", results, lambda: run_timings(results, args.device, args.tiny, with_peer, budget))
+    write()
+    section("profile", results, lambda: run_profile(results, args.device, args.tiny, with_peer, budget))
     write()
     failed = [row for row in results["checks"] if row["verdict"] != "PASS" and row["impl"] == "composer"]
     say(f"checks: {len(results['checks']) - len(failed)} of {len(results['checks'])} PASS (ours: {len(failed)} FAIL)")
