@@ -20,10 +20,11 @@ TILE_SIZES = (16, 32, 64, 128, 256)  # key and value head dims: register tiles, 
 CHUNKS = (16, 32, 64, 128)  # the (Q, Q) scores of a chunk stay one register tile
 SUB = 16  # the sub-chunk: scores between sub-chunks are products around a reference point inside the chunk
 DIAGONAL_KEYS = 16  # key channels a diagonal block's exact (SUB, SUB, keys) product takes at a time
-# Per inputs' dtype, (tl.dot's operands, the precision of fp32 ones): fp32 inputs multiply in fp32 (ieee);
+# Per inputs' dtype, (tl.dot's operands, the precision of fp32 ones): fp32 inputs multiply in tf32x3 (three
+# tf32 products, fp32's accuracy; the SSD kernels' fp32 default, where ieee runs without the tensor cores);
 # 16-bit inputs multiply 16-bit operands with fp32 accumulation, as fla does. A plan lists the targets'
 # precisions (fp32, bf16); fp16 inputs render on demand.
-DOT_OPERANDS = {"fp32": ("fp32", "ieee"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
+DOT_OPERANDS = {"fp32": ("fp32", "tf32x3"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
 TARGET_PRECISIONS = ("fp32", "bf16")
 
 
@@ -125,7 +126,7 @@ def plan_gla(sizes: GLASizes) -> GLAPlan:
     SUB      the sub-chunk (16: tl.dot's smallest tile); the forward's DK: the key channels of a diagonal block's
              exact (SUB, SUB, DK) product at a time (the backward's diagonal takes one step at a time)
     warps    8 in both directions: at GLA 340M's heads and chunk 64, ptxas (sm_90a, benchmarks/gla.py --resources)
-             spills nothing at 8 in bf16 or fp32, where 4 spill fp32's output kernel (624 B); fla#984 saw a WY-style
+             spills nothing in bf16 at 8 (at 4 fp32's output kernel spilled 624 B); fla#984 saw a WY-style
              backward miscompile at chunk 64 with 4 warps on Hopper (this one is not WY; the GPU check decides)
     """
     if fits(sizes.key_dim, sizes.value_dim, sizes.chunk) is not None:
