@@ -150,6 +150,10 @@ def test_the_kind_plans_the_kernels_or_names_the_field_that_keeps_it_off():
     assert fitting.layers[0].kernels.entry.sizes == GLASizes(32, 64, 32, 2)
     off = composer.plan(composer.loads(spec.format("head_dim = 64, key_dim = 24")), target=Target())
     assert off.layers[0].kernels.path == "reference" and off.layers[0].kernels.field == "key_dim"
+    built = composer.build(composer.loads(spec.format("head_dim = 64, chunk = 32")), backend="triton")
+    assert built.layers[0].mixer.plan == fitting.layers[0].kernels.entry  # the layer runs the plan's constants
+    with pytest.raises(ValueError, match="key_dim 24"):
+        composer.build(composer.loads(spec.format("head_dim = 64, key_dim = 24")), backend="triton")
 
 
 def test_the_layer_on_the_kernels_equals_it_on_the_reference_forward_backward_and_prefill():
