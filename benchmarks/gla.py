@@ -13,6 +13,8 @@ Sections, each failing softly (its traceback printed, the next one run):
              initial state), each as max |err| / max |ref| and as ||err|| / ||ref||, NaN a failure; PASS within
              the dtype's tolerance. Cases: odd lengths not a multiple of the chunk, an initial state, K != V, and
              log decays down to -30 a step (a factorised exp(c_t) exp(-c_s) overflows there).
+  decode     one decoding step at GLA 340M's heads, b = 1 to 64: ours (the step kernel), the reference step and
+             fla's fused_recurrent_gla over one step, errors and do_bench medians
   profile    each GPU kernel's time in one forward+backward at GLA 340M's b=8, L=2048, bf16, ours and fla's
   timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
              inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
@@ -108,12 +110,13 @@ def resources(dtype: str, key_dim: int = SIZES_340M["K"], value_dim: int = SIZES
     from triton.compiler import ASTSource
 
     from composer.codegen.render import render_kernel
-    from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, GLASizes, plan_gla
+    from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, GLASizes, plan_gla
 
     plan = plan_gla(GLASizes(key_dim, value_dim, chunk, SIZES_340M["H"]))
     rows = []
     for template, constants in ((FORWARD_TEMPLATE, plan.forward_constants(dtype, True)),
-                                (BACKWARD_TEMPLATE, plan.backward_constants(dtype, True, True))):
+                                (BACKWARD_TEMPLATE, plan.backward_constants(dtype, True, True)),
+                                (STEP_TEMPLATE, dict(plan.step_constants(), NUM_STAGES=1))):
         source = render_kernel(template, constants, {"spec": "benchmarks/gla.py resources"})
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
             file.write(source)
@@ -366,6 +369,46 @@ def run_profile(results, device, tiny, with_peer, budget: Budget) -> None:
             say(f"    {row['us_per_step']:9.1f}  x{row['calls']}  {row['kernel']}")
 
 
+def run_decode(results, device, tiny, with_peer, budget: Budget) -> None:
+    """One decoding step at GLA 340M's heads, bf16 q, k, v, an fp32 state: ours (the step kernel, state in place),
+    the reference step (what the layer ran before) and fla's fused_recurrent_gla over one step, do_bench medians."""
+    from composer.kernels.gla.reference import gla_step
+    from composer.kernels.gla.step import gla_step_triton
+    heads = dict(H=2, K=16, V=32) if tiny else SIZES_340M
+    H, K, V = heads["H"], heads["K"], heads["V"]
+    dtype = torch.float32 if tiny else torch.bfloat16
+    for b in (1, 4) if tiny else (1, 8, 16, 64):
+        if not budget.left():
+            return
+        g = torch.Generator(device=device).manual_seed(b)
+        q, k = (torch.randn(b, H, K, device=device, generator=g).to(dtype) for _ in range(2))
+        v = torch.randn(b, H, V, device=device, generator=g).to(dtype)
+        log_a = -torch.rand(b, H, K, device=device, generator=g) / 16
+        state = torch.randn(b, H, K, V, device=device, generator=g)
+        want_o, want_state = gla_step(state.clone(), q.float(), k.float(), v.float(), log_a)
+        ours_state = state.clone()
+        got_o = gla_step_triton(ours_state, q, k, v, log_a)
+        row = {"b": b, **heads, "o": errors(got_o, want_o), "state": errors(ours_state, want_state)}
+        scratch = state.clone()
+        with torch.no_grad():
+            row["composer_step_ms"] = round(bench(lambda: gla_step_triton(scratch, q, k, v, log_a)), 5)
+            row["reference_step_ms"] = round(bench(lambda: gla_step(state, q.float(), k.float(), v.float(),
+                                                                    log_a)), 5)
+            if with_peer and not budget.peer_failed:
+                try:
+                    from fla.ops.gla import fused_recurrent_gla
+                    with time_limit(budget.peer_limit_s):
+                        row["fla_step_ms"] = round(bench(lambda: fused_recurrent_gla(
+                            q[:, None], k[:, None], v[:, None], gk=log_a[:, None], scale=1.0, initial_state=state,
+                            output_final_state=True)), 5)
+                    row["ratio_step"] = round(row["fla_step_ms"] / row["composer_step_ms"], 3)
+                except Exception as exc:  # noqa: BLE001
+                    say(traceback.format_exc())
+                    row["fla_step_ms_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        results.setdefault("decode", []).append(row)
+        say("  " + json.dumps(row))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="the results file (JSON); default $OUT/gla_results.json")
@@ -410,6 +453,8 @@ def main(argv=None) -> int:
     section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer, budget))
     write()
     section("timings", results, lambda: run_timings(results, args.device, args.tiny, with_peer, budget))
+    write()
+    section("decode", results, lambda: run_decode(results, args.device, args.tiny, with_peer, budget))
     write()
     section("profile", results, lambda: run_profile(results, args.device, args.tiny, with_peer, budget))
     write()

@@ -1,7 +1,8 @@
 """Chunked GLA as PyTorch custom ops, which torch.compile(fullgraph=True) and torch.export see whole.
 
 `NAMESPACE::gla_forward` runs the forward kernels and returns o, the final state and what the backward reads
-(g, the states, the scores); its autograd formula calls `NAMESPACE::gla_backward`. Both are opaque to the
+(g, the states, the scores); its autograd formula calls `NAMESPACE::gla_backward`. `NAMESPACE::gla_step` is one
+decoding step, updating the state in place (forward only). Both are opaque to the
 compiler: the launch path (module loading, grids) runs inside them as plain Python, and their fake kernels give
 the outputs' shapes from the plan alone. A call's plan travels as its `key` (`plan.GLAPlan.key`, a string an
 op's schema can carry), parsed back in any process. Custom ops return no None: the initial state's gradient of
@@ -22,6 +23,7 @@ from torch import Tensor
 from composer.kernels.device import ceil_div
 from composer.kernels.gla.chunk import STATE_DTYPES, check_inputs, gla_backward, gla_forward, operand_of
 from composer.kernels.gla.plan import GLAPlan, GLASizes, plan_gla, plan_of_key
+from composer.kernels.gla.step import gla_step_launch
 from composer.kernels.op_namespace import NAMESPACE
 
 OPS = getattr(torch.ops, NAMESPACE)
@@ -101,3 +103,20 @@ def gla_chunked_op(q, k, v, log_a, chunk: int, initial_state, plan: GLAPlan | No
     key = plan.key if plan is not None else traced_plan_key(q.shape[-1], v.shape[-1], chunk, q.shape[2])
     o, final_state, *_ = OPS.gla_forward(q, k, v, log_a, initial_state, key)
     return o, final_state
+
+
+@torch.library.custom_op(f"{NAMESPACE}::gla_step", mutates_args=("state",))
+def gla_step(state: Tensor, q_t: Tensor, k_t: Tensor, v_t: Tensor, log_a_t: Tensor, key: str) -> Tensor:
+    """o_t, with `state` updated in place, as `step.gla_step_triton` (forward only)."""
+    return gla_step_launch(state, q_t, k_t, v_t, log_a_t, _plan(key).step_constants())
+
+
+@gla_step.register_fake
+def _(state, q_t, k_t, v_t, log_a_t, key):
+    return torch.empty_like(v_t)
+
+
+def gla_step_op(state, q_t, k_t, v_t, log_a_t, plan: GLAPlan | None):
+    """`step.gla_step_triton` through the custom op; the batch may be dynamic (no step constant depends on it)."""
+    key = plan.key if plan is not None else traced_plan_key(k_t.shape[-1], v_t.shape[-1], 16, k_t.shape[1])
+    return OPS.gla_step(state, q_t, k_t, v_t, log_a_t, key)

@@ -16,6 +16,7 @@ from composer.kernels.plan import KernelCall
 
 FORWARD_TEMPLATE = "gla_forward.py.jinja"
 BACKWARD_TEMPLATE = "gla_backward.py.jinja"
+STEP_TEMPLATE = "gla_step.py.jinja"
 TILE_SIZES = (16, 32, 64, 128, 256)  # key and value head dims: register tiles, powers of two from tl.dot's 16
 CHUNKS = (16, 32, 64, 128)  # the (Q, Q) scores of a chunk stay one register tile
 SUB = 16  # the sub-chunk: scores between sub-chunks are products around a reference point inside the chunk
@@ -86,15 +87,22 @@ class GLAPlan:
                             "HAS_FINAL_STATE_GRAD": final_state_grad, "NUM_WARPS": self.backward_warps,
                             "NUM_STAGES": self.stages}.items()))
 
+    def step_constants(self) -> dict:
+        """The decoding step's: one (K, BV) tile of a head's fp32 state a program (any inputs' dtype: it reads
+        them into fp32). 32 columns keep K = 256's tile at 64 registers a thread over 4 warps."""
+        sizes = self.sizes
+        return dict(K=sizes.key_dim, V=sizes.value_dim, BV=min(sizes.value_dim, 32), NUM_WARPS=4)
+
     def calls(self, precision: str, mode: str) -> list[KernelCall]:
         """What a run at `precision` in `mode` renders: training runs the forward and backward from no state
         (the layer returns no state, so no state gradient comes back); inference runs from no state (a forward)
-        or the cache's (prefill)."""
+        or the cache's (prefill), and the decoding step."""
         if mode == "train":
             return [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, False).items())),
                     KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, False, False).items()))]
+        step = KernelCall(STEP_TEMPLATE, tuple(sorted(self.step_constants().items())))
         return [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial).items()))
-                for initial in (False, True)]
+                for initial in (False, True)] + [step]
 
     def loadable(self) -> list[KernelCall]:
         """Every specialisation a built layer may load, for an export to render."""
@@ -102,7 +110,7 @@ class GLAPlan:
                  for precision in TARGET_PRECISIONS for initial in (False, True)]
         calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial, final).items()))
                   for precision in TARGET_PRECISIONS for initial in (False, True) for final in (False, True)]
-        return calls
+        return calls + [KernelCall(STEP_TEMPLATE, tuple(sorted(self.step_constants().items())))]
 
 
 def plan_of_key(key: str) -> GLAPlan:

@@ -17,8 +17,9 @@ import torch
 import composer
 from composer.kernels.gla import ops
 from composer.kernels.gla.chunk import gla_chunked_triton, plan_for
-from composer.kernels.gla.plan import FORWARD_TEMPLATE, GLASizes, fits, misfit, plan_gla
-from composer.kernels.gla.reference import gla_chunked
+from composer.kernels.gla.plan import FORWARD_TEMPLATE, STEP_TEMPLATE, GLASizes, fits, misfit, plan_gla
+from composer.kernels.gla.reference import gla_chunked, gla_step
+from composer.kernels.gla.step import gla_step_triton
 from composer.kernels.plan import Target
 from composer.kinds.gla.layer import GatedLinearAttention
 
@@ -138,8 +139,9 @@ def test_the_plan_says_which_sizes_the_kernels_take():
     assert constants["OPERAND"] == "bf16" and constants["HAS_INITIAL_STATE"] is False
     train, inference = plan.calls("bf16", "train"), plan.calls("bf16", "inference")
     assert [c.template for c in train] == [FORWARD_TEMPLATE, "gla_backward.py.jinja"]
-    assert [dict(c.constants)["HAS_INITIAL_STATE"] for c in inference] == [False, True]  # forward, prefill
-    assert set(train + inference) <= set(plan.loadable()) and len(set(plan.loadable())) == 12
+    assert [c.template for c in inference] == [FORWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE]
+    assert [dict(c.constants)["HAS_INITIAL_STATE"] for c in inference[:2]] == [False, True]  # forward, prefill
+    assert set(train + inference) <= set(plan.loadable()) and len(set(plan.loadable())) == 13
 
 
 def test_the_kind_plans_the_kernels_or_names_the_field_that_keeps_it_off():
@@ -185,6 +187,13 @@ def test_the_layer_on_the_kernels_equals_it_on_the_reference_forward_backward_an
             states.append(cache["state"])
     torch.testing.assert_close(outputs[3], outputs[2], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(states[1], states[0], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # then one decoding step from each state: the step kernel against the reference step
+        steps = []
+        for backend, state in zip(("reference", "triton"), states):
+            layer.backend = backend
+            steps.append((layer(x[:, :1], {"state": state}, Everything()), state))
+    torch.testing.assert_close(steps[1][0], steps[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(steps[1][1], steps[0][1], rtol=1e-4, atol=1e-5)
 
 
 def test_a_call_without_a_plan_plans_from_the_tensors():
@@ -211,7 +220,7 @@ def test_every_kernel_compiles_for_hopper_and_the_16_bit_ones_spill_nothing(tmp_
     (no GPU needed), the shared memory within an H200's 227 KB a program."""
     rows = run_script(tmp_path, "--resources", interpret="0")["resources"]
     names = {"gla_cumsum_fwd", "gla_states_fwd", "gla_scores_fwd", "gla_output_fwd", "gla_dstates_bwd",
-             "gla_dscores_bwd", "gla_dv_bwd", "gla_dqk_states_bwd", "gla_dqk_bwd"}
+             "gla_dscores_bwd", "gla_dv_bwd", "gla_dqk_states_bwd", "gla_dqk_bwd", "gla_step_fwd"}
     assert {(row["kernel"], row["dtype"]) for row in rows} == {(n, d) for n in names for d in ("bf16", "fp32")}
     assert all(0 < row["registers"] <= 255 and row["shared_kb"] < 227 for row in rows)
     assert all(row["spill_stores"] == 0 for row in rows if row["dtype"] == "bf16")
@@ -286,3 +295,32 @@ def test_every_listed_kernel_renders_as_readable_python():
             lines = source.splitlines()
             assert all(len(line) <= 120 and line == line.rstrip() for line in lines), call
             assert "\n\n\n\n" not in source, call
+
+
+@pytest.mark.parametrize("b,H,K,V,dtype", [(3, 2, 16, 64, torch.float32), (1, 3, 64, 16, torch.float16),
+                                           (2, 1, 256, 32, torch.float32)])
+def test_the_step_kernel_is_the_reference_step_in_place(b, H, K, V, dtype):
+    generator = torch.Generator().manual_seed(K + V)
+    q, k = (torch.randn(b, H, K, generator=generator).to(dtype) for _ in range(2))
+    v = torch.randn(b, H, V, generator=generator).to(dtype)
+    log_a = -30 * torch.rand(b, H, K, generator=generator)
+    state = torch.randn(b, H, K, V, generator=generator)
+    want_o, want_state = gla_step(state.double(), q.double(), k.double(), v.double(), log_a.double())
+    o = gla_step_triton(state, q, k, v, log_a)
+    assert o.dtype == dtype and relative_error(o, want_o) < (1e-5 if dtype == torch.float32 else 2e-3)
+    assert relative_error(state, want_state) < 1e-6
+
+
+def test_the_step_op_passes_opcheck_and_compiles():
+    generator = torch.Generator().manual_seed(0)
+    q, k, log_a = (torch.randn(2, 2, 16, generator=generator) for _ in range(3))
+    v, state = torch.randn(2, 2, 32, generator=generator), torch.randn(2, 2, 16, 32, generator=generator)
+    log_a = -log_a.abs()
+    plan = plan_for(q[:, None], v[:, None], 16)
+    torch.library.opcheck(torch.ops.composer.gla_step.default, (state.clone(), q, k, v, log_a, plan.key))
+    eager_state, compiled_state = state.clone(), state.clone()
+    want = gla_step_triton(eager_state, q, k, v, log_a, plan)
+    got = torch.compile(lambda *a: gla_step_triton(*a, plan), fullgraph=True, backend="aot_eager")(
+        compiled_state, q, k, v, log_a)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(compiled_state, eager_state)

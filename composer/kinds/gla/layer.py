@@ -20,8 +20,8 @@ class GatedLinearAttention(nn.Module):
 
     `backend` ("auto", "reference" or "triton") picks the chunked form: the generated kernels (kernels/gla, in
     the activations' dtype, bf16 operands under autocast) or the fp32 reference; `build` sets it and hands the
-    plan's GLAPlan (`receive_plan`; without it the launcher plans from the sizes). A decoding step runs the
-    reference step."""
+    plan's GLAPlan (`receive_plan`; without it the launcher plans from the sizes). With the kernels a decoding
+    step runs the generated step kernel on the cache's state in place."""
 
     backend = "auto"
     plan = None  # the plan's GLAPlan, set by `build`
@@ -80,7 +80,7 @@ class GatedLinearAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
         """x (b, L, d_model). With `cache` and `where` it continues the cached state: one token is a step,
         more the chunked form from the state."""
-        generated = runs_generated(self.backend, x.is_cuda, self.planned) and (cache is None or x.shape[1] > 1)
+        generated = runs_generated(self.backend, x.is_cuda, self.planned)
         q, k, v, log_a = self._inputs(x, generated)
         if cache is None:
             o, _ = self._chunked(q, k, v, log_a, generated)
@@ -88,8 +88,12 @@ class GatedLinearAttention(nn.Module):
         # padding adds nothing to the state and does not decay it
         k, v, log_a = where.keep(k), where.keep(v), where.keep(log_a, 0.0)
         state = cache["state"]
+        if x.shape[1] == 1 and generated and state.is_contiguous():
+            from composer.kernels.gla.step import gla_step_triton  # imports triton
+            o = gla_step_triton(state, q[:, 0], k[:, 0], v[:, 0], log_a[:, 0], plan=self.plan)  # state in place
+            return self._finish(o[:, None], x)
         if x.shape[1] == 1:
-            o, new_state = gla_step(state.float(), q[:, 0], k[:, 0], v[:, 0], log_a[:, 0])
+            o, new_state = gla_step(state.float(), q[:, 0].float(), k[:, 0].float(), v[:, 0].float(), log_a[:, 0])
             o = o[:, None]
         else:
             o, new_state = self._chunked(q, k, v, log_a, generated, initial_state=state.float())
