@@ -16,6 +16,7 @@ Sections, each failing softly (its traceback printed, the next one run):
   decode     one decoding step at GLA 340M's heads, b = 1 to 64: ours (the step kernel), the reference step and
              fla's fused_recurrent_gla over one step, errors and do_bench medians
   profile    each GPU kernel's time in one forward+backward at GLA 340M's b=8, L=2048, bf16, ours and fla's
+  variants   the timings again with ours under each of VARIANTS' constants (checked among the checks)
   timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
              inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
              b=1, L=8192 and b=16, L=2048; ratio = fla's time / ours (above 1: ours faster).
@@ -166,10 +167,31 @@ def inputs(b, L, H, K, V, strength, seed, dtype, device):
                 state0=randn(b, H, K, V) * 0.1)
 
 
-def ours(x, initial=True):
+def ours(x, initial=True, plan=None):
     from composer.kernels.gla.chunk import gla_chunked_triton
     return gla_chunked_triton(x["q"], x["k"], x["v"], x["log_a"], CHUNK,
-                              initial_state=x["state0"] if initial else None)
+                              initial_state=x["state0"] if initial else None, plan=plan)
+
+
+# Other constants than the plan's, checked and timed beside it (the A/B a plan change would need): 32 value
+# columns a program (twice the walks' programs where heads and batch are few), and 4 warps in both directions.
+VARIANTS = {"bv32": dict(BV=32), "warps4": dict(forward_warps=4, backward_warps=4)}
+
+
+def variant_plan(name: str, key_dim: int, value_dim: int, heads: int):
+    import dataclasses
+
+    from composer.kernels.gla.plan import GLASizes, plan_gla
+    plan = plan_gla(GLASizes(key_dim, value_dim, CHUNK, heads))
+    change = VARIANTS[name]
+    tiles = {n: min(v, dict(plan.shared)[n]) for n, v in change.items() if n.isupper()}
+    launch = {n: v for n, v in change.items() if not n.isupper()}
+    return dataclasses.replace(plan, shared=tuple(sorted({**dict(plan.shared), **tiles}.items())), **launch)
+
+
+def variant(name: str, heads: dict):
+    plan = variant_plan(name, heads["K"], heads["V"], heads["H"])
+    return lambda x, initial=True: ours(x, initial, plan)
 
 
 def reference(x, initial=True):
@@ -231,8 +253,12 @@ def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
                  ((2, 1000, 4, 128, 256), 30.0, torch.bfloat16),                  # strong decays in bf16
                  ((1, 517, 2, 256, 64), 5.0, torch.bfloat16),                     # the widest keys
                  ((3, 129, 3, 16, 128), 2.0, torch.float32)]                      # the narrowest keys
-    # ours first, then the peer's bf16 cases (which may autotune for minutes)
+    # ours first, its variants at the strong-decay bf16 case (the last bf16 case when tiny), then the peer's bf16
+    # cases (which may autotune for minutes)
     runs = [("composer", ours, case) for case in enumerate(cases)]
+    seed, (shape, strength, dtype) = 3 if not tiny else 1, cases[3 if not tiny else 1]
+    runs += [(f"composer_{name}", variant(name, dict(H=shape[2], K=shape[3], V=shape[4])),
+              (seed, (shape, strength, dtype))) for name in VARIANTS]
     runs += [("fla", peer, case) for case in enumerate(cases) if with_peer and case[1][2] == torch.bfloat16]
     for label, fn, (seed, (shape, strength, dtype)) in runs:
         if not budget.left() or (label == "fla" and budget.peer_failed):
@@ -286,18 +312,23 @@ def time_call(fn, x, mode: str) -> float:
     return bench(forward_backward)
 
 
-def run_timings(results, device, tiny, with_peer, budget: Budget) -> None:
+def run_timings(results, device, tiny, with_peer, budget: Budget, variants: bool = False) -> None:
+    """Ours and fla's (variants: ours with each of VARIANTS' constants instead, in rows of their own)."""
     sizes = [(1, 64)] if tiny else TIMED
     heads = dict(H=2, K=16, V=32) if tiny else SIZES_340M
-    labels = [("composer", ours)] + ([("fla", lambda x, initial=False: peer(x, initial, final=False))]
-                                     if with_peer else [])
+    if variants:
+        labels = [(f"composer_{name}", variant(name, heads)) for name in VARIANTS]
+    else:
+        labels = [("composer", ours)] + ([("fla", lambda x, initial=False: peer(x, initial, final=False))]
+                                         if with_peer else [])
     for index, (b, L) in enumerate(sizes):
         for dtype in (torch.bfloat16, torch.float32) if index == 0 else (torch.bfloat16,):
             if not budget.left():
                 say(f"  skipped b={b} L={L}: past the deadline")
                 continue
             x = inputs(b, L, heads["H"], heads["K"], heads["V"], 1.0 / 16, 0, dtype, device)
-            row = {"b": b, "L": L, **heads, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32"}
+            row = {"b": b, "L": L, **heads, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
+                   "variants": variants}
             for label, fn in labels:
                 for mode in ("fwd", "fwdbwd", "inference"):
                     key = f"{label}_{mode}_ms"
@@ -457,6 +488,8 @@ def main(argv=None) -> int:
     section("decode", results, lambda: run_decode(results, args.device, args.tiny, with_peer, budget))
     write()
     section("profile", results, lambda: run_profile(results, args.device, args.tiny, with_peer, budget))
+    write()
+    section("variants", results, lambda: run_timings(results, args.device, args.tiny, False, budget, variants=True))
     write()
     failed = [row for row in results["checks"] if row["verdict"] != "PASS" and row["impl"] == "composer"]
     say(f"checks: {len(results['checks']) - len(failed)} of {len(results['checks'])} PASS (ours: {len(failed)} FAIL)")
