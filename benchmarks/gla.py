@@ -4,22 +4,23 @@
     python3 benchmarks/gla.py --resources        (no GPU: registers, spills, shared memory on sm_90a)
     TRITON_INTERPRET=1 python3 benchmarks/gla.py --device cpu --tiny --out FILE   (the script's own smoke run)
 
-Sections, each failing softly (its traceback printed, the next one run):
+Sections in this order, each failing softly (its traceback printed, the next one run; past --deadline-s the
+rest is skipped):
   resources  every kernel of the plan at GLA 340M's heads (K=128, V=256, chunk 64), bf16 and fp32, compiled for
              sm_90a by the Triton wheel's ptxas: registers, spilled bytes, shared memory (an H200 gives a program
-             at most 227 KB). Runs first on a GPU machine too: it costs seconds and says why a launch may fail.
+             at most 227 KB). With --resources alone (no GPU needed), or first with --with-resources.
   checks     ours in fp32 and bf16 (and fla in bf16) against our fp32 reference (kernels/gla/reference.py,
              gla_chunked), forward and backward: o, the final state and every gradient (q, k, v, log_a, the
              initial state), each as max |err| / max |ref| and as ||err|| / ||ref||, NaN a failure; PASS within
              the dtype's tolerance. Cases: odd lengths not a multiple of the chunk, an initial state, K != V, and
              log decays down to -30 a step (a factorised exp(c_t) exp(-c_s) overflows there).
+  timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
+             inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
+             b=1, L=8192 and b=16, L=2048; ratio = fla's time / ours (above 1: ours faster).
   decode     one decoding step at GLA 340M's heads, b = 1 to 64: ours (the step kernel), the reference step and
              fla's fused_recurrent_gla over one step, errors and do_bench medians
   profile    each GPU kernel's time in one forward+backward at GLA 340M's b=8, L=2048, bf16, ours and fla's
   variants   the timings again with ours under each of VARIANTS' constants (checked among the checks)
-  timings    do_bench medians in bf16 (and fp32 at the first size) of the forward, forward+backward and
-             inference (no_grad forward) at GLA 340M's layer sizes (b=8, L=2048, H=4, K=128, V=256) and at
-             b=1, L=8192 and b=16, L=2048; ratio = fla's time / ours (above 1: ours faster).
 fla gets the same q, k, v, log decays (its g) and scale 1 (our q comes scaled, as the layer scales it).
 """
 
@@ -446,6 +447,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="interpreter-sized shapes (the smoke run)")
     parser.add_argument("--resources", action="store_true", help="only the sm_90a resource report (no GPU)")
+    parser.add_argument("--with-resources", action="store_true",
+                        help="the resource report first, then the rest (it needs no GPU: off by default there)")
     parser.add_argument("--sizes", default=f"{SIZES_340M['K']}x{SIZES_340M['V']}x{CHUNK}",
                         help="with --resources: KxVxchunk[,KxVxchunk...] (default GLA 340M's)")
     parser.add_argument("--no-peer", action="store_true", help="skip fla")
@@ -464,19 +467,18 @@ def main(argv=None) -> int:
         import triton
         results["env"].update(gpu=torch.cuda.get_device_name(), triton=triton.__version__)
     say(json.dumps(results["env"]))
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-    if args.resources or (args.device == "cuda" and not interpreted):
-        # in a child process: compiling for sm_90a needs TRITON_INTERPRET unset before triton is imported
+    if args.resources:
         def report():
             for sizes in args.sizes.split(","):
                 key_dim, value_dim, chunk = map(int, sizes.split("x"))
                 say(f"  K={key_dim} V={value_dim} chunk={chunk}")
                 for dtype in ("bf16", "fp32"):
                     results["resources"] += resources(dtype, key_dim, value_dim, chunk)
-        if args.resources:
-            section("resources", results, report)
-            write()
-            return 1 if "section_errors" in results else 0
+        section("resources", results, report)
+        write()
+        return 1 if "section_errors" in results else 0
+    if args.with_resources and os.environ.get("TRITON_INTERPRET") != "1":
+        # in a child process: compiling for sm_90a needs TRITON_INTERPRET unset before triton is imported
         section("resources", results, lambda: subprocess.run(
             [sys.executable, __file__, "--resources", "--out", str(out.with_suffix(".resources.json"))], check=True))
     with_peer = not args.no_peer and not args.tiny
