@@ -44,6 +44,9 @@ MIXERS = {
                       "normalize = false)",
     "lowrank_taylor": "lowrank(head_dim = 16, feature_dim = 4, feature_map = taylor, chunk = 16)",
     "monarch_causal": "monarch(blocks = 8, heads = 2, causal = true)",
+    "delta_gated": "delta(head_dim = 16, heads = 4, key_dim = 8, key_heads = 2, chunk = 16)",
+    "delta_plain": "delta(head_dim = 8, heads = 2, gate = false, beta = sigmoid2, conv = 0, out_norm = false, "
+                   "chunk = 16)",
 }
 
 
@@ -145,7 +148,8 @@ def test_bidirectional_examples_cannot_generate(example):
         model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("name", ["ssd_data", "attention_window", "lowrank_elu", "monarch_causal"])
+@pytest.mark.parametrize("name", ["ssd_data", "attention_window", "lowrank_elu", "monarch_causal",
+                                  "delta_gated"])
 def test_planned_cache_bytes_equal_the_allocated(name):
     spec = spec_of(MIXERS[name])
     plan = composer.plan(spec)
