@@ -1,13 +1,19 @@
 """The delta kind (DeltaNet, Gated DeltaNet) through every stage: its derived sizes, its located checks, its
 planned costs against the built module, and its decoding cache."""
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import composer
+from composer.cli import main
 from composer.grammar.errors import SpecError
 from composer.kinds import kind_of
 from composer.resolve import resolve
+from composer.search.tasks import IGNORE, MQAR
 
 SPEC = """model d {{
   d_model = 32
@@ -97,3 +103,39 @@ def test_a_gated_delta_model_generates_with_its_cache():
     with torch.no_grad():  # greedy: each new token is the argmax of a full forward over what came before
         for i in range(9, 14):
             assert torch.equal(model(out[:, :i])[:, -1].argmax(-1), out[:, i])
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "qwen3_next_style.mix"
+
+
+def test_the_qwen3_next_style_example_learns_mqar_in_a_few_steps():
+    spec = composer.load(EXAMPLE)
+    assert [row.mixer for row in composer.plan(spec).layers] == ["delta"] * 3 + ["attention"] + ["delta"] * 3 + [
+        "attention"]
+    torch.manual_seed(0)
+    model = composer.build(spec, backend="reference")
+    task, generator = MQAR(seq_len=32, pairs=4, vocab=spec.vocab, noise=False), torch.Generator().manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(24):
+        tokens, targets = task.batch(16, generator)
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert all(map(math.isfinite, losses)) and sum(losses[-4:]) / 4 < 0.92 * losses[0]
+
+
+@pytest.mark.parametrize("old, new, message, hint", [
+    ("key_heads = 2", "key_heads = 3", "key_heads 3 must divide heads 4", "use key_heads = 2"),
+    ("chunk = 64", "chunk = 100", "chunk 100 must be one of 16, 32, 64, 128", "use 64"),
+    ("conv = 4", "conv = 1", "conv 1 is a per-channel scale", "use 0 for no short convolution"),
+])
+def test_mixc_check_points_at_the_example_s_delta_size_errors_with_hints(tmp_path, capsys, old, new, message, hint):
+    path = tmp_path / "broken.mix"
+    path.write_text(EXAMPLE.read_text().replace(old, new))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:14:" in err and message in err and hint in err and "Traceback" not in err

@@ -127,7 +127,7 @@ def shrunk(text: str) -> str:
     return re.sub(r"^  search \{.*?^  \}\n", "", text, flags=re.S | re.M)
 
 
-CAUSAL_EXAMPLES = ["griffin_local", "hybrid_1b", "mamba2_130m", "tiny_mqar", "mqar_search"]
+CAUSAL_EXAMPLES = ["griffin_local", "hybrid_1b", "mamba2_130m", "tiny_mqar", "mqar_search", "qwen3_next_style"]
 
 
 @pytest.mark.parametrize("example", CAUSAL_EXAMPLES)
