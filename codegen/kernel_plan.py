@@ -14,6 +14,7 @@ from composer.planner import block_kernels
 from composer.spec import Spec
 
 NORM_TEMPLATE = "gated_rmsnorm.py.jinja"
+SCAN_NAMING = {"P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "OPERAND"}  # the constants a scan's file name shows
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Specialisation:
         digest = hashlib.sha1(repr(self.constants).encode()).hexdigest()[:8]
         if self.template == NORM_TEMPLATE:
             return f"{stem}_W{c['W']}_{'gated' if c['HAS_GATE'] else 'ungated'}_{digest}.py"
+        if not SCAN_NAMING <= c.keys():  # a family whose constants name other sizes: the digest alone
+            return f"{stem}_{digest}.py"
         form = "_fused" if c.get("FUSED") else ""
         sizes = f"P{c['P']}_N{c['N']}_Q{c['Q']}_hpg{c['HEADS_PER_GROUP']}"
         return f"{stem}{form}_{sizes}_{c['DECAY']}_{c['OPERAND']}_{digest}.py"

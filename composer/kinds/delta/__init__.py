@@ -14,6 +14,8 @@ from pydantic import Field
 
 from composer.costs import Op, linear
 from composer.fields import ChunkLength, OptionalPositiveInt, Strict
+from composer.kernels.delta.plan import DeltaSizes, fits, plan_delta
+from composer.kernels.plan import LayerKernels
 from composer.kinds.base import Kind, LayerCall
 from composer.problems import Problem
 
@@ -104,6 +106,14 @@ class Delta(Kind):
             d_model=model.d_model, heads=m.heads, head_dim=m.head_dim, key_heads=m.key_heads, key_dim=m.key_dim,
             gate=m.gate, beta=m.beta, conv=m.conv, norm=m.norm, out_norm=m.out_norm, chunk=m.chunk,
             eps=model.norm_eps))
+
+    def kernels(self, m, target):
+        reason = fits(m.key_dim, m.head_dim, m.chunk)
+        if reason is not None:
+            return LayerKernels.reference(reason, reason.split(" ", 1)[0])
+        plan = plan_delta(DeltaSizes(m.key_dim, m.head_dim, m.chunk, m.heads, m.key_heads, m.gate))
+        return LayerKernels("generated", "the generated chunked delta-rule kernels (WY/UT)",
+                            tuple(plan.calls(target.precision, target.mode)), plan)
 
     def layer_type(self, m):
         return "linear_attention"  # transformers' word for Qwen3-Next's Gated DeltaNet layers

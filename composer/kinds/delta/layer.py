@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composer.kernels.delta.plan import fits
 from composer.kernels.delta.reference import delta_rule_chunked, delta_rule_step
+from composer.kernels.plan import runs_generated
 from composer.layers.cache import CacheEntry
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -38,9 +40,12 @@ def _dt_bias(heads: int) -> torch.Tensor:
 class GatedDeltaNet(nn.Module):
     """DeltaNet (gate = False) or Gated DeltaNet (gate = True). Without a cache the chunked form runs
     over the whole sequence; with one, a single token is a recurrent step and more tokens the chunked
-    form from the cached state. `backend` is kept for `build`: this layer runs the reference forms."""
+    form from the cached state. `backend` ("auto", "reference" or "triton") picks the chunked form's
+    implementation as for the other layers: the generated kernels (with `plan`, the plan's DeltaPlan, set
+    by `build`) or the plain-PyTorch reference."""
 
     backend = "auto"
+    plan = None
 
     def __init__(self, d_model: int, heads: int, head_dim: int, key_heads: int, key_dim: int, gate: bool = True,
                  beta: str = "sigmoid", conv: int = 4, norm: str = "l2", out_norm: bool = True, chunk: int = 64,
@@ -64,6 +69,10 @@ class GatedDeltaNet(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(head_dim)) if out_norm else None
         self.o_proj = nn.Linear(self.value_width, d_model, bias=False)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, key_heads=key_heads, key_dim=key_dim, conv=conv)
+        self.planned = fits(key_dim, head_dim, chunk) is None  # the sizes the kernels take
+
+    def receive_plan(self, entry) -> None:
+        self.plan = entry
 
     @staticmethod
     def cache_layout(length: int, heads: int, head_dim: int, key_heads: int, key_dim: int, conv: int = 4, **_):
@@ -128,8 +137,15 @@ class GatedDeltaNet(nn.Module):
         if cache is not None:
             return self._forward_cached(x, cache, where)
         q, k, v, beta, log_gate = self._inputs(x)
-        y, _ = delta_rule_chunked(q, k, v, beta, log_gate, self.chunk)
+        y, _ = self._chunked(q, k, v, beta, log_gate, None)
         return self._finish(y, x)
+
+    def _chunked(self, q, k, v, beta, log_gate, state):
+        if runs_generated(self.backend, q.is_cuda, self.planned):
+            from composer.kernels.delta.chunk import delta_rule_chunked_triton  # imports triton only when used
+            return delta_rule_chunked_triton(q, k, v, beta, log_gate, self.chunk, initial_state=state,
+                                             plan=self.plan)
+        return delta_rule_chunked(q, k, v, beta, log_gate, self.chunk, initial_state=state)
 
     def _forward_cached(self, x: torch.Tensor, cache: dict, where) -> torch.Tensor:
         q, k, v, beta, log_gate = self._inputs(x, cache, where)
@@ -139,6 +155,6 @@ class GatedDeltaNet(nn.Module):
                                            None if log_gate is None else log_gate[:, 0])
             y = y[:, None]
         else:
-            y, new_state = delta_rule_chunked(q, k, v, beta, log_gate, self.chunk, initial_state=state)
+            y, new_state = self._chunked(q, k, v, beta, log_gate, state)
         state.copy_(new_state)
         return self._finish(y, x)

@@ -1,0 +1,69 @@
+"""The chunked delta rule's kernel plan: sizes and target -> every constant of the rendered kernels.
+Pure: no tensors, no Triton."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.kernels.plan import KernelCall
+
+FORWARD_TEMPLATE = "delta_forward.py.jinja"
+SUB = 16  # T's inverse runs by blocks of SUB rows: tl.dot's smallest tile
+TILE_SIZES = (16, 32, 64, 128, 256)
+CHUNKS = (16, 32, 64, 128)
+# fp32 inputs multiply in fp32 (ieee); 16-bit inputs under autocast take tf32 products, fp32 sums.
+DOT_PRECISIONS = {"fp32": "ieee", "bf16": "tf32"}
+
+
+def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
+    """Why the kernels cannot take these sizes, or None: head dims are register tiles (powers of two from 16)."""
+    for name, size, sizes in (("key_dim", key_dim, TILE_SIZES), ("head_dim", value_dim, TILE_SIZES),
+                              ("chunk", chunk, CHUNKS)):
+        if size not in sizes:
+            return f"{name} {size} is not one of the kernels' tiles {', '.join(map(str, sizes))}"
+    return None
+
+
+@dataclass(frozen=True)
+class DeltaSizes:
+    key_dim: int
+    value_dim: int
+    chunk: int
+    heads: int
+    key_heads: int
+    gate: bool
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """The constants shared by every call (sizes, tiles), and the launch parameters; a call adds whether it
+    starts from a state and saves for a backward, and the precision of its inputs (`forward_constants`)."""
+
+    shared: tuple          # sorted (name, value) pairs
+    prepare_warps: int
+    state_warps: int
+
+    def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
+        return dict(sorted({**dict(self.shared), "DOT_PRECISION": DOT_PRECISIONS[precision],
+                            "HAS_INITIAL_STATE": initial_state, "SAVES_FOR_BACKWARD": saves}.items()))
+
+    def calls(self, precision: str, mode: str) -> list[KernelCall]:
+        """What a run at `precision` in `mode` renders: training saves (from no state or a given one),
+        inference runs from no state (a forward) or the cache's (prefill)."""
+        saves = mode == "train"
+        return [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
+                for initial in (False, True)]
+
+    def loadable(self) -> list[KernelCall]:
+        """Every specialisation a built layer may load, for an export to render."""
+        return [call for precision in DOT_PRECISIONS for mode in ("train", "inference")
+                for call in self.calls(precision, mode)]
+
+
+def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
+    """Constants for `sizes` (which must fit). BV: the value columns a state program holds, with the (K, BV)
+    state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns."""
+    value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 128 else 32)
+    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
+                  HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=4)
