@@ -2,8 +2,10 @@
 `reference.delta_rule_chunked` (the chunk length comes from the plan).
 
 The forward renders delta_forward.py.jinja for the call's constants (kernels/delta/plan.py) and
-launches its two kernels: per chunk, the WY/UT factors w and u; then, sequential over the chunks of
-each head, the written values, the outputs and the state.
+launches its two kernels: per chunk, the WY/UT factors w and u (and T, for a backward); then,
+sequential over the chunks of each head, the written values, the outputs and the state. The backward
+(delta_backward.py.jinja) walks the chunks in reverse for the state's gradient, then takes every
+input's gradient per chunk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.delta.plan import FORWARD_TEMPLATE, DeltaPlan, DeltaSizes, plan_delta
+from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaPlan, DeltaSizes, plan_delta
 
 PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "bf16"}
 
@@ -23,55 +25,72 @@ def plan_for(q, v, log_gate, chunk: int) -> DeltaPlan:
 
 
 def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: DeltaPlan, saves: bool):
-    """(y (b, L, H, V) in v's dtype, final state fp32, saved: (w, u, G, U, states) or None)."""
+    """(y (b, L, H, V) in v's dtype, final state fp32, saved: (w, G, U, states, T) or None)."""
     b, L, H, V = v.shape
     c = dict(plan.shared)
     constants = plan.forward_constants(PRECISIONS[v.dtype], initial_state is not None, saves)
     kernels = load_kernel_once(FORWARD_TEMPLATE, constants, {"kernels": "chunked delta rule forward"})
     f32 = dict(device=v.device, dtype=torch.float32)
+    n_chunks = triton.cdiv(L, c["Q"])
     G = torch.empty(b, H, L, **f32) if c["GATE"] else None
     w, u = torch.empty(b, H, L, c["K"], **f32), torch.empty(b, H, L, V, **f32)
-    n_chunks = triton.cdiv(L, c["Q"])
-    gates = (log_gate,) if c["GATE"] else ()
-    kernels.delta_prepare_fwd[(n_chunks, b * H)](k, v, beta, *gates, G, w, u, L, H, num_warps=plan.prepare_warps)
+    T = torch.zeros(b, H, n_chunks, c["Q"], c["Q"], **f32) if saves else None
+    kernels.delta_prepare_fwd[(n_chunks, b * H)](
+        k, v, beta, *((log_gate,) if c["GATE"] else ()), G, w, u, *((T,) if saves else ()), L, H,
+        num_warps=plan.prepare_warps)
     y = torch.empty_like(v)
     final = torch.empty(b, H, c["K"], V, **f32)
     U = torch.empty(b, H, L, V, **f32) if saves else None
     states = torch.empty(b, H, n_chunks, c["K"], V, **f32) if saves else None
     kernels.delta_state_fwd[(V // c["BV"], b * H)](
-        q, k, *((G,) if c["GATE"] else ()), w, u, y,
-        *((initial_state,) if initial_state is not None else ()), final,
-        *((U, states) if saves else ()), L, H, scale, num_warps=plan.state_warps)
-    return y, final, ((w, u, G, U, states) if saves else None)
+        q, k, *((G,) if c["GATE"] else ()), w, u, y, *((initial_state,) if initial_state is not None else ()),
+        final, *((U, states) if saves else ()), L, H, scale, num_warps=plan.state_warps)
+    return y, final, ((w, G, U, states, T) if saves else None)
+
+
+def delta_backward(dy, dfinal, q, k, v, beta, saved, has_initial_state: bool, scale: float, plan: DeltaPlan):
+    """(dq, dk, dv, dbeta, dlog_gate or None, dinitial_state or None), fp32."""
+    w, G, U, states, T = saved
+    b, L, H, V = v.shape
+    c = dict(plan.shared)
+    constants = plan.backward_constants(PRECISIONS[v.dtype], has_initial_state)
+    kernels = load_kernel_once(BACKWARD_TEMPLATE, constants, {"kernels": "chunked delta rule backward"})
+    f32 = dict(device=v.device, dtype=torch.float32)
+    gates = (G,) if c["GATE"] else ()
+    n_chunks = states.shape[2]
+    dU, dstates = torch.empty(b, H, L, V, **f32), torch.empty_like(states)
+    dstate0 = torch.empty(b, H, c["K"], V, **f32) if has_initial_state else None
+    kernels.delta_state_bwd[(V // c["BV"], b * H)](
+        q, k, *gates, w, dy, dfinal, dU, dstates, *((dstate0,) if has_initial_state else ()), L, H, scale,
+        num_warps=plan.backward_warps)
+    dq, dk = torch.empty(b, L, H, c["K"], **f32), torch.empty(b, L, H, c["K"], **f32)
+    dv, dbeta = torch.empty(b, L, H, V, **f32), torch.empty(b, L, H, **f32)
+    dlog_gate = torch.empty(b, L, H, **f32) if c["GATE"] else None
+    kernels.delta_chunk_bwd[(n_chunks, b * H)](
+        q, k, v, beta, *gates, T, U, states, dy, dU, dstates, dq, dk, dv, dbeta,
+        *((dlog_gate,) if c["GATE"] else ()), L, H, scale, num_warps=plan.backward_warps)
+    key_heads = q.shape[2]
+    dq, dk = (g.view(b, L, key_heads, H // key_heads, c["K"]).sum(3) for g in (dq, dk))
+    return dq, dk, dv, dbeta, dlog_gate, dstate0
 
 
 class DeltaRuleChunked(torch.autograd.Function):
-    """Forward on the generated kernels. Backward: the reference's chunked form differentiated by autograd
-    from the saved inputs (the generated backward replaces it)."""
-
     @staticmethod
     def forward(ctx, q, k, v, beta, log_gate, initial_state, scale, plan):
-        y, final, _ = delta_forward(q, k, v, beta, log_gate, scale, initial_state, plan, saves=False)
-        ctx.save_for_backward(q, k, v, beta, log_gate, initial_state)
-        ctx.scale, ctx.chunk = scale, dict(plan.shared)["Q"]
+        saves = any(ctx.needs_input_grad[:6])
+        y, final, saved = delta_forward(q, k, v, beta, log_gate, scale, initial_state, plan, saves)
+        if saves:
+            ctx.save_for_backward(q, k, v, beta, *saved)
+            ctx.scale, ctx.plan, ctx.has_initial_state = scale, plan, initial_state is not None
+            ctx.dtypes = [None if t is None else t.dtype for t in (q, k, v, beta, log_gate, initial_state)]
         return y, final
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        from composer.kernels.delta.reference import delta_rule_chunked
-
-        saved = ctx.saved_tensors
-        with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_(needs)
-                      for t, needs in zip(saved, ctx.needs_input_grad[:6])]
-            y, final = delta_rule_chunked(*leaves[:5], ctx.chunk, ctx.scale, leaves[5])
-            wanted = [(t, i) for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-            grads = torch.autograd.grad((y, final), [t for t, _ in wanted], (dy.float(), dfinal.float()),
-                                        allow_unused=True)
-        out = [None] * 8
-        for (t, i), g in zip(wanted, grads):
-            out[i] = None if g is None else g.to(saved[i].dtype)
-        return tuple(out)
+        q, k, v, beta, *saved = ctx.saved_tensors
+        grads = delta_backward(dy.contiguous(), dfinal.float().contiguous(), q, k, v, beta, saved,
+                               ctx.has_initial_state, ctx.scale, ctx.plan)
+        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None, None)
 
 
 def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, scale: float | None = None,

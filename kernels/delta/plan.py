@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from composer.kernels.plan import KernelCall
 
 FORWARD_TEMPLATE = "delta_forward.py.jinja"
+BACKWARD_TEMPLATE = "delta_backward.py.jinja"
 SUB = 16  # T's inverse runs by blocks of SUB rows: tl.dot's smallest tile
 TILE_SIZES = (16, 32, 64, 128, 256)
 CHUNKS = (16, 32, 64, 128)
@@ -42,17 +43,26 @@ class DeltaPlan:
     shared: tuple          # sorted (name, value) pairs
     prepare_warps: int
     state_warps: int
+    backward_warps: int
 
     def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
         return dict(sorted({**dict(self.shared), "DOT_PRECISION": DOT_PRECISIONS[precision],
                             "HAS_INITIAL_STATE": initial_state, "SAVES_FOR_BACKWARD": saves}.items()))
 
+    def backward_constants(self, precision: str, initial_state: bool) -> dict:
+        return dict(sorted({**dict(self.shared), "DOT_PRECISION": DOT_PRECISIONS[precision],
+                            "HAS_INITIAL_STATE": initial_state}.items()))
+
     def calls(self, precision: str, mode: str) -> list[KernelCall]:
-        """What a run at `precision` in `mode` renders: training saves (from no state or a given one),
-        inference runs from no state (a forward) or the cache's (prefill)."""
+        """What a run at `precision` in `mode` renders: training saves and runs the backward (from no state
+        or a given one), inference runs from no state (a forward) or the cache's (prefill)."""
         saves = mode == "train"
-        return [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
-                for initial in (False, True)]
+        calls = [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
+                 for initial in (False, True)]
+        if saves:
+            calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial).items()))
+                      for initial in (False, True)]
+        return calls
 
     def loadable(self) -> list[KernelCall]:
         """Every specialisation a built layer may load, for an export to render."""
@@ -66,4 +76,5 @@ def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
     value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 128 else 32)
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
                   HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
-    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=4)
+    # 8 warps in the backward: fla#984 saw WY-style backward kernels miscompile at chunk 64 with 4 on Hopper
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=4, backward_warps=8)

@@ -21,6 +21,7 @@ CASES = {  # name: (b, L, H, Hk, K, V, chunk, gate, initial state)
     "plain_no_state": (1, 50, 2, 2, 32, 16, 32, False, False),
     "gated_chunk_64_tail": (1, 70, 2, 1, 16, 16, 64, True, False),
     "plain_with_state_short": (2, 5, 3, 3, 16, 16, 16, False, True),
+    "gated_two_value_blocks": (1, 45, 2, 1, 32, 128, 32, True, True),
 }
 
 
