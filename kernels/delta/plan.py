@@ -72,9 +72,11 @@ class DeltaPlan:
 
 def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
     """Constants for `sizes` (which must fit). BV: the value columns a state program holds, with the (K, BV)
-    state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns."""
-    value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 128 else 32)
+    state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns,
+    which also gives more programs (V // BV a head) where heads are few."""
+    value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 64 else 32)
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
                   HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
     # 8 warps in the backward: fla#984 saw WY-style backward kernels miscompile at chunk 64 with 4 on Hopper
-    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=4, backward_warps=8)
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=8 if sizes.key_dim >= 128 else 4,
+                     backward_warps=8)
