@@ -139,3 +139,12 @@ def test_mixc_check_points_at_the_example_s_delta_size_errors_with_hints(tmp_pat
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:14:" in err and message in err and hint in err and "Traceback" not in err
+
+
+def test_the_plan_puts_tile_sizes_on_the_generated_kernels_and_says_which_field_keeps_others_off():
+    on = composer.plan(spec_with("delta(head_dim = 16, heads = 4, key_dim = 32, key_heads = 2, chunk = 16)"))
+    assert on.layers[0].kernels.path == "generated"
+    templates = {call.template for call in on.layers[0].kernels.calls}
+    assert templates == {"delta_forward.py.jinja", "delta_backward.py.jinja"}  # training: forward and backward
+    off = composer.plan(spec_with("delta(head_dim = 8, key_dim = 16, chunk = 16)")).layers[0].kernels
+    assert off.path == "reference" and off.field == "head_dim" and "head_dim 8 is not one of" in off.reason
