@@ -16,7 +16,7 @@ import triton
 from composer.codegen.render import load_kernel_once
 from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaPlan, DeltaSizes, plan_delta
 
-PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "bf16"}
+PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def plan_for(q, v, log_gate, chunk: int) -> DeltaPlan:

@@ -12,8 +12,16 @@ BACKWARD_TEMPLATE = "delta_backward.py.jinja"
 SUB = 16  # T's inverse runs by blocks of SUB rows: tl.dot's smallest tile
 TILE_SIZES = (16, 32, 64, 128, 256)
 CHUNKS = (16, 32, 64, 128)
-# fp32 inputs multiply in fp32 (ieee); 16-bit inputs under autocast take tf32 products, fp32 sums.
-DOT_PRECISIONS = {"fp32": "ieee", "bf16": "tf32"}
+# Per inputs' dtype, (tl.dot's operands, the precision of fp32 ones): fp32 inputs multiply in fp32 (ieee);
+# 16-bit inputs multiply 16-bit operands (fp32 accumulation), as fla does. A plan lists the targets'
+# precisions (fp32, bf16); fp16 inputs render on demand.
+DOT_OPERANDS = {"fp32": ("fp32", "ieee"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
+TARGET_PRECISIONS = ("fp32", "bf16")
+
+
+def _operands(precision: str) -> dict:
+    operand, dot_precision = DOT_OPERANDS[precision]
+    return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
 
 
 def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
@@ -46,12 +54,11 @@ class DeltaPlan:
     backward_warps: int
 
     def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
-        return dict(sorted({**dict(self.shared), "DOT_PRECISION": DOT_PRECISIONS[precision],
-                            "HAS_INITIAL_STATE": initial_state, "SAVES_FOR_BACKWARD": saves}.items()))
+        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
+                            "SAVES_FOR_BACKWARD": saves}.items()))
 
     def backward_constants(self, precision: str, initial_state: bool) -> dict:
-        return dict(sorted({**dict(self.shared), "DOT_PRECISION": DOT_PRECISIONS[precision],
-                            "HAS_INITIAL_STATE": initial_state}.items()))
+        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state}.items()))
 
     def calls(self, precision: str, mode: str) -> list[KernelCall]:
         """What a run at `precision` in `mode` renders: training saves and runs the backward (from no state
@@ -66,7 +73,7 @@ class DeltaPlan:
 
     def loadable(self) -> list[KernelCall]:
         """Every specialisation a built layer may load, for an export to render."""
-        return [call for precision in DOT_PRECISIONS for mode in ("train", "inference")
+        return [call for precision in TARGET_PRECISIONS for mode in ("train", "inference")
                 for call in self.calls(precision, mode)]
 
 
@@ -77,6 +84,7 @@ def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
     value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 64 else 32)
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
                   HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
-    # 8 warps in the backward: fla#984 saw WY-style backward kernels miscompile at chunk 64 with 4 on Hopper
-    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=4, state_warps=8 if sizes.key_dim >= 128 else 4,
-                     backward_warps=8)
+    # 8 warps everywhere: ptxas (benchmarks/delta_resources.py, sm_90a, bf16, K = V = 64 and 128) spills fewer
+    # registers there than at 4 in the forward kernels, and fla#984 saw WY-style backward kernels miscompile
+    # at chunk 64 with 4 warps on Hopper.
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8)
