@@ -97,9 +97,12 @@ def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, sca
                               initial_state=None, plan: DeltaPlan | None = None):
     """As `reference.delta_rule_chunked`: (y (b, L, H, V) in v's dtype, final state (b, H, K, V) fp32).
     q, k (b, L, Hk, K); v (b, L, H, V); beta, log_gate (b, L, H); plan: the layer's (None: from the sizes)."""
-    plan = plan or plan_for(q, v, log_gate, chunk)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
     log_gate = None if log_gate is None else log_gate.contiguous()
     initial_state = None if initial_state is None else initial_state.float().contiguous()
+    if torch.compiler.is_compiling():  # the custom ops, which torch.compile and torch.export see whole
+        from composer.kernels.delta.ops import delta_rule_chunked_op
+        return delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale, plan, chunk)
+    plan = plan or plan_for(q, v, log_gate, chunk)
     return DeltaRuleChunked.apply(q, k, v, beta, log_gate, initial_state, scale, plan)

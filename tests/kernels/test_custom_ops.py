@@ -132,6 +132,7 @@ def test_gated_rmsnorm_op_passes_opcheck_and_matches_reference(lead, width, has_
 MIXERS = {
     "mamba2": {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16, "groups": 2},
     "lowrank": {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16, "decay": "fixed"},
+    "delta": {"kind": "delta", "heads": 4, "head_dim": 16, "key_heads": 2, "key_dim": 16, "chunk": 16},
 }
 
 
