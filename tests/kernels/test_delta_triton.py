@@ -2,6 +2,7 @@
 GPU with TRITON_INTERPRET=0), forward and every gradient: odd lengths, lengths that are no multiple of the
 chunk, key dim != value dim, fewer key heads than value heads, from an initial state, gate on and off."""
 
+import ast
 import os
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from composer.codegen.render import render_kernel
 from composer.kernels.delta.chunk import delta_rule_chunked_triton
-from composer.kernels.delta.plan import FORWARD_TEMPLATE, DeltaSizes, plan_delta
+from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaSizes, plan_delta
 from composer.kernels.delta.reference import delta_rule_chunked
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
@@ -61,7 +62,7 @@ def test_the_rendered_forward_has_no_gate_code_without_a_gate():
     gated_source = render_kernel(FORWARD_TEMPLATE, gated.forward_constants("fp32", True, True), {"spec": "t"})
     assert "tl.exp" not in plain_source and "log_gate_ptr" not in plain_source and "state0_ptr" not in plain_source
     assert "log_gate_ptr" in gated_source and "states_ptr" in gated_source
-    assert "t3_0 = -dot(t3_3, dot(a3_0, t0_0) + dot(a3_1, t1_0) + dot(a3_2, t2_0))" in gated_source
+    assert "    below += dot(a3_2, t2_0)\n    t3_0 = -dot(t3_3, below)" in gated_source
 
 
 def relative_error(got, want) -> float:
@@ -88,3 +89,23 @@ def test_16bit_inputs_multiply_16bit_operands_within_their_error_of_the_fp32_ref
         results.append([y, final, *torch.autograd.grad(loss, leaves)])
     for want, got in zip(*results):
         assert not torch.isnan(got).any() and relative_error(got, want) < 2e-2, relative_error(got, want)
+
+
+@pytest.mark.parametrize("gate", [True, False])
+@pytest.mark.parametrize("chunk, precision", [(16, "fp32"), (64, "bf16"), (128, "fp32")])
+def test_rendered_kernels_are_formatted_python(gate, chunk, precision):
+    """Rendered source is read by people: valid Python, lines within 120 columns, no trailing space, two blank
+    lines before each kernel, no runs of blank lines."""
+    plan = plan_delta(DeltaSizes(128, 64, chunk, 4, 2, gate))
+    for initial in (False, True):
+        sources = [render_kernel(FORWARD_TEMPLATE, plan.forward_constants(precision, initial, saves), {"spec": "t"})
+                   for saves in (False, True)]
+        sources.append(render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(precision, initial), {"spec": "t"}))
+        for source in sources:
+            ast.parse(source)
+            lines = source.splitlines()
+            for number, line in enumerate(lines, 1):
+                assert len(line) <= 120 and line == line.rstrip(), f"line {number}: {line!r}"
+                if line.startswith("@triton.jit"):
+                    assert lines[number - 3:number - 1] == ["", ""] and lines[number - 4] != "", f"line {number}"
+            assert "\n\n\n\n" not in source
