@@ -43,13 +43,13 @@ def kernels(source: str) -> dict:
             if isinstance(value, triton.runtime.jit.JITFunction) and name.startswith("delta_")}
 
 
-def resources(kernel, dtype: str, num_warps: int) -> dict:
+def resources(kernel, dtype: str, num_warps: int, num_stages: int) -> dict:
     arguments = list(inspect.signature(kernel.fn).parameters)
     signature = {a: "i32" if a in SIZES else "fp32" if a == "scale" else
                  f"*{dtype}" if a.removesuffix("_ptr") in INPUTS else "*fp32" for a in arguments}
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(arguments) if a.endswith("_ptr")}
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
-                              options=dict(num_warps=num_warps))
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
         file.write(compiled.asm["ptx"])
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     print(f"K={args.K} V={args.V} chunk={args.chunk} {args.dtype}, sm_90a")
     for source, warps in sources:
         for name, kernel in kernels(source).items():
-            r = resources(kernel, args.dtype, warps[name])
+            stages = plan.state_stages if name in ("delta_state_fwd", "delta_state_bwd") else 3  # Triton's default
+            r = resources(kernel, args.dtype, warps[name], stages)
             print(f"  {name:18s} {r['registers']:3d} registers, spills {r['spill_stores']:5d} B stored / "
                   f"{r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB, {warps[name]} warps")
     return 0

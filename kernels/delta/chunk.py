@@ -44,7 +44,8 @@ def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: De
     states = torch.empty(b, H, n_chunks, c["K"], V, **f32) if saves else None
     kernels.delta_state_fwd[(V // c["BV"], b * H)](
         q, k, *((G,) if c["GATE"] else ()), w, u, y, *((initial_state,) if initial_state is not None else ()),
-        final, *((U, states) if saves else ()), L, H, scale, num_warps=plan.state_warps)
+        final, *((U, states) if saves else ()), L, H, scale, num_warps=plan.state_warps,
+        num_stages=plan.state_stages)
     return y, final, ((w, G, U, states, T) if saves else None)
 
 
@@ -62,12 +63,12 @@ def delta_backward(dy, dfinal, q, k, v, beta, saved, has_initial_state: bool, sc
     dstate0 = torch.empty(b, H, c["K"], V, **f32) if has_initial_state else None
     kernels.delta_state_bwd[(V // c["BV"], b * H)](
         q, k, *gates, w, dy, dfinal, dU, dstates, *((dstate0,) if has_initial_state else ()), L, H, scale,
-        num_warps=plan.backward_warps)
+        num_warps=plan.backward_warps, num_stages=plan.state_stages)
     dq, dk = torch.empty(b, L, H, c["K"], **f32), torch.empty(b, L, H, c["K"], **f32)
     dv, dbeta = torch.empty(b, L, H, V, **f32), torch.empty(b, L, H, **f32)
     dlog_gate = torch.empty(b, L, H, **f32) if c["GATE"] else None
     kernels.delta_chunk_bwd[(n_chunks, b * H)](
-        q, k, v, beta, *gates, T, U, states, dy, dU, dstates, dq, dk, dv, dbeta,
+        q, k, v, beta, *gates, T, U, states, dy, dU, dstates, torch.empty_like(T), dq, dk, dv, dbeta,
         *((dlog_gate,) if c["GATE"] else ()), L, H, scale, num_warps=plan.backward_warps)
     key_heads = q.shape[2]
     dq, dk = (g.view(b, L, key_heads, H // key_heads, c["K"]).sum(3) for g in (dq, dk))

@@ -28,7 +28,7 @@ _PLANS: dict[str, DeltaPlan] = {}
 
 
 def plan_key(plan: DeltaPlan) -> str:
-    key = repr((plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps))
+    key = repr((plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps, plan.state_stages))
     _PLANS.setdefault(key, plan)
     return key
 
@@ -36,8 +36,7 @@ def plan_key(plan: DeltaPlan) -> str:
 def plan_of(key: str) -> DeltaPlan:
     plan = _PLANS.get(key)
     if plan is None:
-        shared, prepare, state, backward = ast.literal_eval(key)
-        plan = _PLANS[key] = DeltaPlan(shared, prepare, state, backward)
+        plan = _PLANS[key] = DeltaPlan(*ast.literal_eval(key))
     return plan
 
 
@@ -120,7 +119,8 @@ def delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale: float, 
     """`delta_rule_chunked_triton` (after its contiguity) through the custom ops: y and the final state."""
     inputs = (q, k, v, beta, log_gate, initial_state)
     saves = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    fields = None if plan is None else (plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps)
+    fields = None if plan is None else (plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps,
+                                        plan.state_stages)
     sizes = (q.shape[-1], v.shape[-1], chunk, v.shape[2], q.shape[2], log_gate is not None)
     y, final, *_ = OPS.delta_forward(q, k, v, beta, log_gate, initial_state, scale, saves,
                                      traced_plan_key(fields, sizes))

@@ -52,6 +52,7 @@ class DeltaPlan:
     prepare_warps: int
     state_warps: int
     backward_warps: int
+    state_stages: int      # software-pipelining stages of the two walks over the chunks
 
     def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
@@ -81,10 +82,13 @@ def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
     """Constants for `sizes` (which must fit). BV: the value columns a state program holds, with the (K, BV)
     state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns,
     which also gives more programs (V // BV a head) where heads are few."""
-    value_block = min(sizes.value_dim, 64 if sizes.key_dim <= 64 else 32)
+    value_block = min(sizes.value_dim, 32 if sizes.key_dim <= 64 else 16)
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
                   HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
     # 8 warps everywhere: ptxas (benchmarks/delta_resources.py, sm_90a, bf16, K = V = 64 and 128) spills fewer
     # registers there than at 4 in the forward kernels, and fla#984 saw WY-style backward kernels miscompile
     # at chunk 64 with 4 warps on Hopper.
-    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8)
+    # The walks stage their loads: 3 stages of 256-wide keys take 337 KB of shared memory (an H200 gives 227 KB
+    # a program), one takes 74 KB.
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8,
+                     state_stages=3 if sizes.key_dim <= 128 else 1)

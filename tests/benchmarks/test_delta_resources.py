@@ -15,6 +15,7 @@ SHARED_KB_PER_PROGRAM = 227  # an H200 multiprocessor's most for one program
 
 
 @pytest.mark.parametrize("args", [("--K", "128", "--V", "128"),
+                                  pytest.param(("--K", "256", "--V", "256"), marks=pytest.mark.slow),
                                   pytest.param(("--K", "64", "--V", "64", "--dtype", "fp32"), marks=pytest.mark.slow)])
 def test_every_kernel_compiles_within_the_h200_s_shared_memory(args):
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
