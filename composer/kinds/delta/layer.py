@@ -106,7 +106,8 @@ class GatedDeltaNet(nn.Module):
         return where.keep(F.silu(out.transpose(1, 2)))
 
     def _inputs(self, x: torch.Tensor, cache: dict | None = None, where=None):
-        """(q, k, v, beta, log_gate) of the delta rule, fp32; log_gate None without a gate."""
+        """(q, k, v, beta, log_gate) of the delta rule, fp32 (log_gate None without a gate), and the projections'
+        dtype (bf16 under autocast)."""
         b, L, _ = x.shape
         qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         qkv = self._conv(qkv) if cache is None else self._cached_conv(qkv, cache, where)
@@ -121,11 +122,12 @@ class GatedDeltaNet(nn.Module):
         if cache is not None:  # padding writes nothing and decays nothing
             beta = where.keep(beta, 0.0)
             log_gate = None if log_gate is None else where.keep(log_gate, 0.0)
-        return q, k, v.reshape(b, L, self.heads, self.head_dim), beta, log_gate
+        return q, k, v.reshape(b, L, self.heads, self.head_dim), beta, log_gate, qkv.dtype
 
     def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The gated per-head rmsnorm (Qwen3-Next's: normalise, then gate) and the output projection."""
         b, L = y.shape[:2]
+        y = y.float()
         if self.norm_weight is not None:
             y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_weight.float()
             y = y * F.silu(self.g_proj(x).float().reshape(b, L, self.heads, self.head_dim))
@@ -136,25 +138,28 @@ class GatedDeltaNet(nn.Module):
         continues the cached state and conv inputs and updates them; padding leaves both unchanged."""
         if cache is not None:
             return self._forward_cached(x, cache, where)
-        q, k, v, beta, log_gate = self._inputs(x)
-        y, _ = self._chunked(q, k, v, beta, log_gate, None)
+        *inputs, activations = self._inputs(x)
+        y, _ = self._chunked(*inputs, None, activations)
         return self._finish(y, x)
 
-    def _chunked(self, q, k, v, beta, log_gate, state):
+    def _chunked(self, q, k, v, beta, log_gate, state, activations: torch.dtype):
         if runs_generated(self.backend, q.is_cuda, self.planned):
             from composer.kernels.delta.chunk import delta_rule_chunked_triton  # imports triton only when used
-            return delta_rule_chunked_triton(q, k, v, beta, log_gate, self.chunk, initial_state=state,
-                                             plan=self.plan)
+            # q, k and v in the projections' dtype: bf16 operands under autocast (beta and the gate stay fp32)
+            q, k, v = (t.to(activations) for t in (q, k, v))
+            y, final = delta_rule_chunked_triton(q, k, v, beta, log_gate, self.chunk, initial_state=state,
+                                                 plan=self.plan)
+            return y.float(), final
         return delta_rule_chunked(q, k, v, beta, log_gate, self.chunk, initial_state=state)
 
     def _forward_cached(self, x: torch.Tensor, cache: dict, where) -> torch.Tensor:
-        q, k, v, beta, log_gate = self._inputs(x, cache, where)
+        q, k, v, beta, log_gate, activations = self._inputs(x, cache, where)
         state = cache["delta_state"]
         if x.shape[1] == 1:
             y, new_state = delta_rule_step(state, q[:, 0], k[:, 0], v[:, 0], beta[:, 0],
                                            None if log_gate is None else log_gate[:, 0])
             y = y[:, None]
         else:
-            y, new_state = self._chunked(q, k, v, beta, log_gate, state)
+            y, new_state = self._chunked(q, k, v, beta, log_gate, state, activations)
         state.copy_(new_state)
         return self._finish(y, x)
