@@ -2,7 +2,7 @@
 
     python benchmarks/delta_resources.py --K 128 --V 128 [--chunk 64] [--dtype bf16|fp32]
 
-Renders the training forward and the backward (from an initial state) as the plan gives them for
+Renders the training forward, the backward (from an initial state) and the decoding step as the plan gives them for
 32 value heads on 16 key heads, compiles each kernel for sm_90a with the Triton wheel's own ptxas, and
 prints ptxas's register and spill report and Triton's shared memory per kernel. An H200 gives a program
 at most 227 KB of shared memory; a kernel past that does not launch.
@@ -26,7 +26,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from composer.codegen.render import render_kernel  # noqa: E402
-from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaSizes, plan_delta  # noqa: E402
+from composer.kernels.delta.plan import (BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, DeltaSizes,  # noqa: E402
+                                         plan_delta)
 
 HOPPER = GPUTarget("cuda", 90, 32)
 INPUTS = {"q", "k", "v", "beta", "log_gate", "y", "dy"}  # pointers in the inputs' dtype; the rest are fp32
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True, True), header),
                 {"delta_prepare_fwd": plan.prepare_warps, "delta_state_fwd": plan.state_warps}),
                (render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(args.dtype, True), header),
-                {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}))
+                {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}),
+               (render_kernel(STEP_TEMPLATE, plan.step_constants(), header), {"delta_step": 4}))  # Triton's default
     print(f"K={args.K} V={args.V} chunk={args.chunk} {args.dtype}, sm_90a")
     for source, warps in sources:
         for name, kernel in kernels(source).items():

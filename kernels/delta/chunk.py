@@ -14,7 +14,8 @@ import torch
 import triton
 
 from composer.codegen.render import load_kernel_once
-from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaPlan, DeltaSizes, plan_delta
+from composer.kernels.delta.plan import (BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, DeltaPlan, DeltaSizes,
+                                         plan_delta)
 
 PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -107,3 +108,19 @@ def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, sca
         return delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale, plan, chunk)
     plan = plan or plan_for(q, v, log_gate, chunk)
     return DeltaRuleChunked.apply(q, k, v, beta, log_gate, initial_state, scale, plan)
+
+
+def delta_step_triton(state, q, k, v, beta, log_gate=None, scale: float | None = None, plan: DeltaPlan | None = None):
+    """As `reference.delta_rule_step`: (y (b, H, V) fp32, the new state (b, H, K, V) fp32), one token.
+    state (b, H, K, V); q, k (b, Hk, K); v (b, H, V); beta, log_gate (b, H)."""
+    b, H, V = v.shape
+    plan = plan or plan_delta(DeltaSizes(q.shape[-1], V, 16, H, q.shape[1], log_gate is not None))
+    kernels = load_kernel_once(STEP_TEMPLATE, plan.step_constants(), {"kernels": "delta rule decoding step"})
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    y = torch.empty(b, H, V, device=v.device, dtype=torch.float32)
+    new_state = torch.empty_like(state, dtype=torch.float32)
+    gates = () if log_gate is None else (log_gate.contiguous(),)
+    kernels.delta_step[(V // dict(plan.shared)["BV"], b * H)](
+        state.float().contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), *gates, y,
+        new_state, H, scale)
+    return y, new_state

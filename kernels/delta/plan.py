@@ -9,6 +9,7 @@ from composer.kernels.plan import KernelCall
 
 FORWARD_TEMPLATE = "delta_forward.py.jinja"
 BACKWARD_TEMPLATE = "delta_backward.py.jinja"
+STEP_TEMPLATE = "delta_step.py.jinja"
 SUB = 16  # T's inverse runs by blocks of SUB rows: tl.dot's smallest tile
 TILE_SIZES = (16, 32, 64, 128, 256)
 CHUNKS = (16, 32, 64, 128)
@@ -61,15 +62,22 @@ class DeltaPlan:
     def backward_constants(self, precision: str, initial_state: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state}.items()))
 
+    def step_constants(self) -> dict:
+        """The decoding step's: it multiplies nothing on the tensor cores, so no operand type."""
+        shared = dict(self.shared)
+        return {name: shared[name] for name in ("BV", "GATE", "HEAD_RATIO", "K", "V")}
+
     def calls(self, precision: str, mode: str) -> list[KernelCall]:
         """What a run at `precision` in `mode` renders: training saves and runs the backward (from no state
-        or a given one), inference runs from no state (a forward) or the cache's (prefill)."""
+        or a given one), inference runs from no state (a forward) or the cache's (prefill), and decodes."""
         saves = mode == "train"
         calls = [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
                  for initial in (False, True)]
         if saves:
             calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial).items()))
                       for initial in (False, True)]
+        else:
+            calls.append(KernelCall(STEP_TEMPLATE, tuple(self.step_constants().items())))
         return calls
 
     def loadable(self) -> list[KernelCall]:

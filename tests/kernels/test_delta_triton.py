@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from composer.codegen.render import render_kernel
 from composer.kernels.delta.chunk import delta_rule_chunked_triton
-from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, DeltaSizes, plan_delta
+from composer.kernels.delta.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, DeltaSizes, plan_delta
 from composer.kernels.delta.reference import delta_rule_chunked
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
@@ -101,6 +101,7 @@ def test_rendered_kernels_are_formatted_python(gate, chunk, precision):
         sources = [render_kernel(FORWARD_TEMPLATE, plan.forward_constants(precision, initial, saves), {"spec": "t"})
                    for saves in (False, True)]
         sources.append(render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(precision, initial), {"spec": "t"}))
+        sources.append(render_kernel(STEP_TEMPLATE, plan.step_constants(), {"spec": "t"}))
         for source in sources:
             ast.parse(source)
             lines = source.splitlines()
@@ -109,3 +110,19 @@ def test_rendered_kernels_are_formatted_python(gate, chunk, precision):
                 if line.startswith("@triton.jit"):
                     assert lines[number - 3:number - 1] == ["", ""] and lines[number - 4] != "", f"line {number}"
             assert "\n\n\n\n" not in source
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_the_step_kernel_matches_the_reference_step(gate):
+    from composer.kernels.delta.chunk import delta_step_triton
+    from composer.kernels.delta.reference import delta_rule_step
+
+    g = torch.Generator().manual_seed(3)
+    b, H, Hk, K, V = 2, 4, 2, 16, 64  # two value blocks a head
+    state = torch.randn(b, H, K, V, generator=g)
+    q, k = torch.randn(b, Hk, K, generator=g), F.normalize(torch.randn(b, Hk, K, generator=g), dim=-1)
+    v, beta = torch.randn(b, H, V, generator=g), torch.rand(b, H, generator=g)
+    log_gate = -torch.rand(b, H, generator=g) if gate else None
+    args = [None if t is None else t.to(DEVICE) for t in (state, q, k, v, beta, log_gate)]
+    for got, want in zip(delta_step_triton(*args), delta_rule_step(*args)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

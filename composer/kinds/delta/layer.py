@@ -12,6 +12,7 @@ bias, as in Qwen3-Next; the output norm's weight (head_dim) is shared by the hea
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -156,8 +157,12 @@ class GatedDeltaNet(nn.Module):
         q, k, v, beta, log_gate, activations = self._inputs(x, cache, where)
         state = cache["delta_state"]
         if x.shape[1] == 1:
-            y, new_state = delta_rule_step(state, q[:, 0], k[:, 0], v[:, 0], beta[:, 0],
-                                           None if log_gate is None else log_gate[:, 0])
+            step = delta_rule_step
+            if runs_generated(self.backend, q.is_cuda, self.planned):
+                from composer.kernels.delta.chunk import delta_step_triton  # imports triton only when used
+                step = functools.partial(delta_step_triton, plan=self.plan)
+            y, new_state = step(state, q[:, 0], k[:, 0], v[:, 0], beta[:, 0],
+                                None if log_gate is None else log_gate[:, 0])
             y = y[:, None]
         else:
             y, new_state = self._chunked(q, k, v, beta, log_gate, state, activations)
