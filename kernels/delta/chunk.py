@@ -78,8 +78,7 @@ def delta_backward(dy, dfinal, q, k, v, beta, saved, has_initial_state: bool, sc
 
 class DeltaRuleChunked(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, log_gate, initial_state, scale, plan):
-        saves = any(ctx.needs_input_grad[:6])
+    def forward(ctx, q, k, v, beta, log_gate, initial_state, scale, plan, saves):
         y, final, saved = delta_forward(q, k, v, beta, log_gate, scale, initial_state, plan, saves)
         if saves:
             ctx.save_for_backward(q, k, v, beta, *saved)
@@ -92,7 +91,7 @@ class DeltaRuleChunked(torch.autograd.Function):
         q, k, v, beta, *saved = ctx.saved_tensors
         grads = delta_backward(dy.contiguous(), dfinal.float().contiguous(), q, k, v, beta, saved,
                                ctx.has_initial_state, ctx.scale, ctx.plan)
-        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None, None)
+        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None, None, None)
 
 
 def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, scale: float | None = None,
@@ -107,7 +106,10 @@ def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, sca
         from composer.kernels.delta.ops import delta_rule_chunked_op
         return delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale, plan, chunk)
     plan = plan or plan_for(q, v, log_gate, chunk)
-    return DeltaRuleChunked.apply(q, k, v, beta, log_gate, initial_state, scale, plan)
+    # saved for a backward only where one can run (grad mode on, an input that needs a gradient)
+    saves = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                            for t in (q, k, v, beta, log_gate, initial_state))
+    return DeltaRuleChunked.apply(q, k, v, beta, log_gate, initial_state, scale, plan, saves)
 
 
 def delta_step_triton(state, q, k, v, beta, log_gate=None, scale: float | None = None, plan: DeltaPlan | None = None):

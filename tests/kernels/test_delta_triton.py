@@ -126,3 +126,30 @@ def test_the_step_kernel_matches_the_reference_step(gate):
     args = [None if t is None else t.to(DEVICE) for t in (state, q, k, v, beta, log_gate)]
     for got, want in zip(delta_step_triton(*args), delta_rule_step(*args)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_every_module_a_run_loads_is_listed_by_its_plan(monkeypatch):
+    """Training (with and without a starting state), a no-grad prefill and decoding steps load only what the
+    plan lists for an export (`DeltaPlan.loadable`), and between them every listed fp32 module."""
+    from composer.kernels.delta import chunk
+
+    plan = plan_delta(DeltaSizes(16, 16, 16, 2, 1, gate=True))
+    loaded = []
+    load = chunk.load_kernel_once
+    monkeypatch.setattr(chunk, "load_kernel_once", lambda template, constants, header: loaded.append(
+        (template, tuple(sorted(constants.items())))) or load(template, constants, header))
+    for initial, grad in ((False, True), (True, True), (True, False)):
+        x = inputs(1, 21, 2, 1, 16, 16, gate=True, initial=initial)
+        with torch.set_grad_enabled(grad):
+            y, final = chunk.delta_rule_chunked_triton(x["q"], x["k"], x["v"], x["beta"], x["log_gate"], 16,
+                                                       initial_state=x["initial_state"], plan=plan)
+            if grad:
+                (y.sum() + final.sum()).backward()
+    x = inputs(1, 1, 2, 1, 16, 16, gate=True, initial=True)
+    chunk.delta_step_triton(x["initial_state"].detach(), *(x[n][:, 0].detach() for n in ("q", "k", "v", "beta",
+                                                                                        "log_gate")), plan=plan)
+    listed = {(call.template, tuple(sorted(call.constants))) for call in plan.loadable()}
+    fp32 = {(t, c) for t, c in listed if dict(c).get("OPERAND", "fp32") == "fp32"}
+    assert set(loaded) <= listed and fp32 - {(t, c) for t, c in loaded} == {
+        (t, c) for t, c in fp32 if t == FORWARD_TEMPLATE and not dict(c)["HAS_INITIAL_STATE"]
+        and not dict(c)["SAVES_FOR_BACKWARD"]}  # a no-grad forward from no state: not run here
