@@ -9,7 +9,8 @@ kernels give the outputs' shapes from the constants alone. (`triton_op` would le
 kernels, but it traces the launcher's body, so all of that would have to be traceable.)
 
 An op's schema carries tensors, numbers and strings, not dicts, so a call's constants (the forward's, the
-backward's, and a segmented walk's segments and state passing) travel as `constants_key`: a string that spells
+backward's, a segmented walk's segments, state passing and pieces, and the backward's segments) travel as
+`constants_key`: a string that spells
 them (`repr` of the dicts' items), looked up
 in a process-wide table and parsed back where the table lacks it (a program exported by another
 process). Custom ops return no None: an output absent under the constants (the final state when not
@@ -41,22 +42,28 @@ OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
 class CallConstants(NamedTuple):
     """What one op call runs: the forward's and the backward's constants and, for a segmented fused walk,
-    its segments and the constants of the state passing over them (`plan.ForwardLaunch`)."""
+    its segments, the constants of the state passing over them and its pieces a segment (`plan.ForwardLaunch`),
+    and the backward's state-passing segments (`plan.BackwardLaunch`)."""
 
     forward: dict
     backward: dict
     segments: int = 1
     segment_state: dict | None = None
+    state_pieces: int = 1
+    backward_segments: int = 1
 
 
 _CONSTANTS: dict[str, CallConstants] = {}
 
 
-def constants_key(forward: dict, backward: dict, segments: int = 1, segment_state: dict | None = None) -> str:
+def constants_key(forward: dict, backward: dict, segments: int = 1, segment_state: dict | None = None,
+                  state_pieces: int = 1, backward_segments: int = 1) -> str:
     """The string an op call carries for these constants; registers them under it."""
     state_items = None if segment_state is None else tuple(segment_state.items())
-    key = repr((tuple(forward.items()), tuple(backward.items()), segments, state_items))
-    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segments, segment_state))
+    key = repr((tuple(forward.items()), tuple(backward.items()), segments, state_items, state_pieces,
+                backward_segments))
+    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segments, segment_state, state_pieces,
+                                             backward_segments))
     return key
 
 
@@ -65,9 +72,10 @@ def constants_of(key: str) -> CallConstants:
     exported program) its items parsed back."""
     call = _CONSTANTS.get(key)
     if call is None:
-        forward, backward, segments, state_items = ast.literal_eval(key)
+        forward, backward, segments, state_items, state_pieces, backward_segments = ast.literal_eval(key)
         call = _CONSTANTS[key] = CallConstants(dict(forward), dict(backward), segments,
-                                               None if state_items is None else dict(state_items))
+                                               None if state_items is None else dict(state_items), state_pieces,
+                                               backward_segments)
     return call
 
 
@@ -82,7 +90,7 @@ def ssd_forward(x: Tensor, dt: Optional[Tensor], log_a: Optional[Tensor], B: Ten
     """y, the final state, scores, states and cum as `chunk._forward` (empty where it gives None)."""
     call = constants_of(key)
     return _empty_for_none(_forward(call.forward, x, dt, log_a, B, C, initial_state, D, call.segments,
-                                    call.segment_state), x)
+                                    call.segment_state, call.state_pieces), x)
 
 
 @ssd_forward.register_fake
@@ -96,8 +104,9 @@ def ssd_backward(x: Tensor, dt: Optional[Tensor], B: Tensor, C: Tensor, initial_
                  final_state_grad: Optional[Tensor],
                  key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """dx, ddt, dlog_a, dB, dC, d(initial_state), dD as `chunk._backward` (empty where it gives None)."""
-    grads = _backward(constants_of(key)[1], x, dt, B, C, initial_state, D, scores, states, cum, dy,
-                      final_state_grad)
+    call = constants_of(key)
+    grads = _backward(call.backward, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad,
+                      call.backward_segments)
     return _empty_for_none(grads, x)
 
 
@@ -160,7 +169,8 @@ def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
     tuning = tuning or default_tuning(x, B, needs_grad)
     launch, backward = call_launch(x, True if decays else None, B, chunk_len, has_initial_state,
                                    return_final_state, tuning, has_dt=has_dt, has_D=has_D, needs_grad=needs_grad)
-    return constants_key(launch.constants, backward, launch.segments, launch.segment_state)
+    return constants_key(launch.constants, backward.constants, launch.segments, launch.segment_state,
+                         launch.state_pieces, backward.segments)
 
 
 def _facts(t: Tensor, length_dim: int | None = None) -> tuple:

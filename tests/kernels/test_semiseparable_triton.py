@@ -450,11 +450,15 @@ def test_auto_form_is_fused_from_one_program_per_four_multiprocessors():
     programs reach a quarter of the multiprocessors; an explicit form is never overridden. Without
     multiprocessors (the interpreter) the split form runs."""
     sizes = _sizes(H=8, P=128, N=64)
-    half_head = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64))  # 2 programs a head
+    half_head = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64, segments=1))  # 2 programs a head, whole
     assert [half_head.select("bf16", True, b).forward["FUSED"] for b in (1, 2, 3, 100)] == [False, False, True, True]
     assert half_head.select("bf16", True, 3).rule == "b*H*2 fused programs >= 132 multiprocessors / 4"
-    quarter_head = plan_scan(sizes, 132, SSDTuning(block_p=32, block_q=64))  # 4 programs a head: 64 at b = 2
+    quarter_head = plan_scan(sizes, 132, SSDTuning(block_p=32, block_q=64, segments=1))  # 4 a head: 64 at b = 2
     assert [quarter_head.select("bf16", True, b).forward["FUSED"] for b in (1, 2)] == [False, True]
+    # a walk that may segment (segments None, the rule's) runs fused from one sequence up
+    segmentable = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64))
+    assert len(segmentable.variants["bf16", True]) == 1 and segmentable.select("bf16", True, 1).forward["FUSED"]
+    assert segmentable.select("bf16", True, 1).rule == "b*H*2 fused programs in segments >= 132 multiprocessors / 4"
     never = plan_scan(sizes, 132, SSDTuning(block_p=32, fused=False))
     assert len(never.variants["bf16", True]) == 1 and not never.select("bf16", True, 10_000).forward["FUSED"]
     interpreter = plan_scan(sizes, None, SSDTuning(block_p=64, block_q=64))
@@ -476,10 +480,8 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor():
     assert tunings_by_batch(_sizes(32, 128, 128), "fp32", True, 132) == [(1, tuning.FP32_TUNING, "")]
     plan = plan_scan(_sizes(16, 128, 128), 132)
     forms = [(v.min_batch, v.forward["FUSED"], v.rule) for v in plan.variants["bf16", True]]
-    assert forms == [(1, False, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs < "
-                               "132 multiprocessors / 4"),
-                     (2, True, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs >= "
-                               "132 multiprocessors / 4"),
+    assert forms == [(1, True, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs in "
+                               "segments >= 132 multiprocessors / 4"),
                      (9, False, "b*H state-passing programs >= 132 multiprocessors")]
     assert plan.select("bf16", True, 9).forward["BLOCK_Q"] == 64 and plan.select("bf16", False, 9).forward["FUSED"]
 
@@ -643,6 +645,102 @@ def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle():
     launch = walk.forward_launch(2, 32768)
     assert launch.segments == 4 and launch.constants["HAS_INITIAL_STATE"] and not walk.forward["HAS_INITIAL_STATE"]
     assert launch.segment_state is walk.segment_state and not launch.segment_state["FUSED"]
-    assert walk.forward_launch(8, 32768) == (walk.forward, 1, None)
+    assert walk.forward_launch(8, 32768) == (walk.forward, 1, None, 1)
     fixed = plan_scan(sizes, None, SSDTuning(block_p=64, fused=True, segments=2)).select("bf16", True, 2)
     assert fixed.segments(2, 2048) == 2
+
+
+@pytest.mark.parametrize("decay", ["none", "data"])
+@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
+@pytest.mark.parametrize("module", ["segment_state", "segmented_backward"])
+def test_rendered_segment_kernels_are_formatted_python(decay, flag, module):
+    """The segments' state passing (pieces side by side, then their combine) and the segmented backward's state
+    passing (each segment's own gradient, the arriving gradients, then the walk from them) render formatted."""
+    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
+                 "RETURN_FINAL_STATE": False}
+    if flag:
+        constants[flag] = True
+    if module == "segment_state":
+        constants = {**constants, **SPLIT_FORM, "LEAVING_STATE_ONLY": True, "RETURN_FINAL_STATE": True}
+        source = render_kernel("ssd_forward.py.jinja", constants, HEADER)
+        kernels = ("def state_passing_fwd", "def segment_entering_fwd")
+    else:
+        source = render_kernel("ssd_backward.py.jinja", {**constants, "SEGMENTED": True}, HEADER)
+        kernels = ("def segment_grad_bwd", "def segment_arriving_bwd", "def state_passing_bwd")
+    assert_formatted(source)
+    code = code_only(source)
+    assert all(kernel in code for kernel in kernels)
+    assert ("totals_ptr" in code) == (decay == "data")
+
+
+@pytest.mark.parametrize("decay, use_h0, segments, pieces", [("data", True, 2, 2), ("data", False, 2, 4),
+                                                             ("none", True, 4, 2), ("data", True, 1, 1)])
+def test_segmented_backward_and_state_pieces_match_reference(decay, use_h0, segments, pieces):
+    """The backward's state passing in segments (the backward tuning's `segments`: each segment's own gradient,
+    the gradients arriving at their ends, then the segments side by side from those) and the forward's state
+    passing in pieces of each walk segment (`state_pieces`) change no output, final state or gradient. Ragged
+    heads per group (3 heads, 1 group) and a final-state gradient reach the arriving gradients' combine."""
+    torch.manual_seed(21 + segments * 3 + pieces)
+    inputs = make_inputs(b=2, L=128, H=3, P=16, G=1, N=32)
+    forward_segments = 2 if segments == 1 else segments
+    tuning = SSDTuning(block_p=16, block_q=16, block_n=16, fused=True, segments=forward_segments, state_pieces=pieces,
+                       backward=SSDTuning(block_p=16, block_q=16, block_n=16, segments=segments))
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, 16, decay, use_h0, tuning)
+    assert_matches(y, y_ref, "y")
+    assert_matches(s, s_ref, "final_state")
+    for name, got, want in zip(GRAD_NAMES, g, g_ref):
+        if (name == "log_a" and decay == "none") or (name == "initial_state" and not use_h0):
+            assert got is None
+        else:
+            assert_matches(got, want, f"d{name}")
+
+
+def test_segmented_backward_takes_dt_and_skip_and_no_final_state():
+    """dt and D beside a segmented backward (and a segmented walk in pieces), without a final state: the
+    gradients are the unsegmented scan's."""
+    torch.manual_seed(23)
+    x, log_a, B, C, _ = (t.float().to(DEVICE) for t in make_inputs(b=1, L=96, H=4, P=16, G=2, N=16))
+    dt, D = torch.rand(1, 96, 4, device=DEVICE) + 0.1, torch.randn(4, device=DEVICE)
+    grads = []
+    for tuning in (SSDTuning(16, 16, fused=True, backward=SSDTuning(16, 16, 16)),
+                   SSDTuning(16, 16, fused=True, segments=3, state_pieces=2, backward=SSDTuning(16, 16, 16, segments=3))):
+        leaves = [t.clone().requires_grad_() for t in (x, log_a, B, C, dt, D)]
+        y, _ = ssd_chunked_triton(*leaves[:4], 16, return_final_state=False, dt=leaves[4], D=leaves[5], tuning=tuning)
+        y.square().sum().backward()
+        grads.append([y.detach()] + [leaf.grad for leaf in leaves])
+    for name, got, want in zip(("y", "x", "log_a", "B", "C", "dt", "D"), *grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    with torch.no_grad():  # inference: the state passing forms its own cumulative decays
+        pieces, final = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D,
+                                           tuning=SSDTuning(16, 16, fused=True, segments=3, state_pieces=2))
+        whole, whole_final = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D, tuning=SSDTuning(16, 16, fused=True))
+    torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(final, whole_final, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="backward's tuning.segments"):  # 6 chunks are not 4 whole segments
+        leaves = [t.clone().requires_grad_() for t in (x, log_a, B, C)]
+        ssd_chunked_triton(*leaves, 16, tuning=SSDTuning(16, 16, fused=True, backward=SSDTuning(16, 16, 16, segments=4)))
+
+
+def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_leave_it_idle():
+    """The segments' state passing splits each segment into pieces until its programs reach
+    STATE_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor, pieces of whole chunks (two or more); the backward's state
+    passing segments only where its programs number at most half the multiprocessors. The plan states both
+    rules; the launcher asks them with the batch and the length."""
+    # b=2, H=32, P=64: 64 walk programs in 4 segments take 2 pieces each (512 state programs <= 4 * 132)
+    assert tuning.state_pieces(64, 4, 32768, 256, 132) == 2
+    assert tuning.state_pieces(32, 8, 8192, 256, 132) == 2  # b=1 at 8k: 8 segments of 4 chunks, pieces of 2
+    assert tuning.state_pieces(32, 8, 4096, 256, 132) == 1  # pieces of 1 chunk are too short
+    assert tuning.state_pieces(256, 1, 8192, 256, 132) == 1 and tuning.state_pieces(64, 4, 32768, 256, None) == 1
+    # backward: 2 state tiles a head, H=32: b=1 (64 programs) takes 8 segments at 32k, b=2 (128) one
+    assert tuning.backward_segments(64, 32768, 256, 132) == 8
+    assert tuning.backward_segments(128, 32768, 256, 132) == 1
+    assert tuning.backward_segments(64, 4096, 256, 132) == 4  # segments of 4 chunks at least
+    assert tuning.backward_segments(64, 32768 + 256, 256, 132) == 1 and tuning.backward_segments(64, 32768, 256, None) == 1
+    sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
+    variant = plan_scan(sizes, 132).select("bf16", True, 1)
+    launch = variant.forward_launch(1, 32768)
+    assert (launch.segments, launch.state_pieces) == (8, 2)
+    backward = variant.backward_launch(1, 32768)
+    assert backward.segments == 8 and backward.constants["SEGMENTED"] and "SEGMENTED" not in variant.backward
+    assert variant.backward_launch(8, 8192) == (variant.backward, 1)
+    assert plan_scan(sizes, 132).select("bf16", False, 1).backward_launch(1, 32768) is None
