@@ -145,19 +145,27 @@ def forward_outputs(constants: dict, x, log_a, B) -> tuple:
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     scores = states = cum = None
     if constants["SAVES_FOR_BACKWARD"]:
-        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
-        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep. The
+        # fused forward saves no scores (its backward forms them: FORMS_SCORES).
+        if not constants["FUSED"]:
+            scores = scores_buffer(constants, x, G, n_chunks)
         states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         if log_a is not None:
             cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
     return y, final_state, scores, states, cum
 
 
+def scores_buffer(constants: dict, x, groups: int, n_chunks: int):
+    """The (b, c, G, Q, Q) per-group C . B scores, unwritten, in the operand type."""
+    Q = constants["Q"]
+    return x.new_empty(x.shape[0], n_chunks, groups, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+
+
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: int = 1,
              segment_state: dict | None = None, state_pieces: int = 1):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
     (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
-    C . B per chunk and group, and `states`, the state entering each chunk (b, c, H, P, N), both in the
+    C . B per chunk and group (split form only: the fused form leaves them to the backward), and `states`, the state entering each chunk (b, c, H, P, N), both in the
     operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay
     (b, H, c, Q) fp32 (None without decay). segments > 1 (a fused walk's `ForwardLaunch`): the walk runs in
     that many segments side by side, after the state passing of `segment_state`'s constants over them, in
@@ -171,22 +179,16 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: in
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     y, final_state, scores, states, cum = forward_outputs(constants, x, log_a, B)
-    # The scores beside the state passing (split form); beside the whole walk with cum too (fused form, which
-    # reads neither: they are the backward's).
-    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda
-    if constants["SAVES_FOR_BACKWARD"]:
-        if cum is not None:  # a segmented walk's state passing reads cum too: then it runs on this stream
-            with side_stream(x.device) if beside and constants["FUSED"] and segments == 1 else contextlib.nullcontext():
-                launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-        with side_stream(x.device) if beside else contextlib.nullcontext():
-            launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
-                   **sizes)
+    if cum is not None:  # the backward's, and a segmented walk's state passing reads it
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     if constants["FUSED"]:
         y, final_state = _fused_walk(kernels, constants, x, dt, log_a, B, C, initial_state, D, y, final_state,
                                      states, cum, segments, segment_state, state_pieces)
-        if beside:  # the backward reads cum and the scores
-            torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
         return y, final_state, scores, states, cum
+    # The scores beside the state passing, which does not read them.
+    beside = constants["SIDE_STREAM_SCORES"] and x.is_cuda
+    with side_stream(x.device) if beside else contextlib.nullcontext():
+        launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
     state_options = launch_options(constants, state_passing=True)
     launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
@@ -269,6 +271,12 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
+    beside = constants.get("FORMS_SCORES", False) and x.is_cuda
+    if constants.get("FORMS_SCORES", False):  # the fused forward saved none: formed beside the state passing
+        scores = scores_buffer(constants, x, G, n_chunks)
+        with side_stream(x.device) if beside else contextlib.nullcontext():
+            launch(kernels.chunk_scores_bwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
+                   **sizes)
     state_grads = torch.empty_like(states)
     dscores = torch.empty_like(scores)
     dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
@@ -303,6 +311,8 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     else:
         launch(kernels.state_passing_bwd, grids.state_tile, state_options, final_state_grad_ptr=final_state_grad,
                **state_args)
+    if beside:  # chunk_scan_bwd_dx reads the scores
+        torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
     launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum,
            leaving_parts_ptr=decay_scratch["leaving_parts_ptr"] if share_in_dx else None, B_ptr=B,
            scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx,

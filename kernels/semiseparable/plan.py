@@ -24,10 +24,10 @@ from composer.kernels.semiseparable.tuning_table import TRAINING_BUSY, lookup
 
 OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
 
-# The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
-# it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
+# The split kernels' tiles, which the fused forward has no kernel to read (it saves no scores: the backward
+# forms them, FORMS_SCORES; the fused walk covers one head per program).
 FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "STATE_NUM_WARPS", "SPLIT_DIAGONAL",
-                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM"})
+                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM", "SCORE_BLOCK"})
 
 
 def is_tile_size(n: int) -> bool:
@@ -294,10 +294,6 @@ def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[Sca
             if fused:
                 entering = dataclasses.replace(sizes, initial_state=True)
                 segmented = scan_constants(entering, operand, tuning, fused, needs_grad)[0]
-                if segmented["SAVES_FOR_BACKWARD"]:
-                    # A segmented walk leaves multiprocessors idle (fewer than 1.5 programs each, by
-                    # `fused_segments`): the backward's cum and scores run on a side stream beside it.
-                    segmented = dict(segmented, SIDE_STREAM_SCORES=True)
                 segment_rule = SegmentRule(sizes.heads * fused_programs_per_head(tuning, sizes.head_dim),
                                            sizes.chunk, multiprocessors, tuning.segments, tuning.state_pieces)
                 segment_state = segment_state_constants(segmented, sizes.initial_state)
@@ -321,6 +317,12 @@ def _cached_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, fused: 
     backward = direction_constants(sizes, operand, backward_tuning)
     forward = direction_constants(sizes, operand, tuning, readers_block_q=backward["SCORE_BLOCK"], fused=fused,
                                   saves_for_backward=needs_grad)
+    if fused:
+        # The fused walk saves no scores: at b=2, L=32768, G=8 the forward's chunk_scores_fwd took 0.15 of a
+        # 1.10 ms training forward beside the walk, which left it no multiprocessors
+        # (results/segments_ab_h200_2026-12-02_4d3ead7.log). The backward forms them beside its state passing,
+        # which runs one program per head and state tile, and the scores need not live from forward to backward.
+        backward = dict(backward, FORMS_SCORES=True)
     return forward, backward
 
 
@@ -390,8 +392,7 @@ def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, reade
     if not fused:  # the launcher's choice: only the split form has a state passing to overlap
         constants["SIDE_STREAM_SCORES"] = tuning.side_stream_scores
     if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
-        unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
-        constants = {name: value for name, value in constants.items() if name not in unread}
+        constants = {name: value for name, value in constants.items() if name not in FUSED_UNREAD}
     return constants
 
 

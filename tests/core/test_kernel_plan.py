@@ -88,19 +88,21 @@ def test_sizes_with_a_fused_forward_list_both_forward_forms_under_distinct_names
 
 def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
     """At (P, N) = (128, 128) in bf16 a large b * H takes split tiles with the state in pieces: two
-    forwards (fused, in segments where the batch is small; split in pieces), one backward, as the tunings share
-    it."""
+    forwards (fused, in segments where the batch is small; split in pieces) and a backward for each, the fused
+    walk's forming the scores it did not save (FORMS_SCORES)."""
     wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
     specialisations, _ = plan_of({"a": {"mixer": wide}}, ["a"], precision="bf16")
     forwards = [dict(s.constants) for s in specialisations if s.template == "ssd_forward.py.jinja"]
-    assert len(forwards) == 2 and len(specialisations) == 3
-    assert len({s.file_name for s in specialisations}) == 3  # --emit writes each to its own file
+    assert len(forwards) == 2 and len(specialisations) == 4
+    assert len({s.file_name for s in specialisations}) == 4  # --emit writes each to its own file
     runs = {(dict(s.constants)["FUSED"], dict(s.constants)["OUTPUT_BLOCK_N"] if "OUTPUT_BLOCK_N" in dict(s.constants)
              else None): s.runs for s in specialisations if s.template == "ssd_forward.py.jinja"}
     assert runs[True, None] == ("b*H state-passing programs < 132 multiprocessors and "
                                 "b*H*2 fused programs in segments >= 132 multiprocessors / 4")
     assert runs[False, 64] == "b*H state-passing programs >= 132 multiprocessors"
-    assert [s.runs for s in specialisations if s.template == "ssd_backward.py.jinja"] == [""]  # always
+    backwards = [s for s in specialisations if s.template == "ssd_backward.py.jinja"]
+    assert [s.runs for s in backwards] == ["", ""]  # each with its forward
+    assert sorted(dict(s.constants).get("FORMS_SCORES", False) for s in backwards) == [False, True]
     header = next(s for s in specialisations if s.runs == runs[True, None]).source("wide").split("# triton:")[0]
     assert all(len(line) <= 120 and line.startswith("#") for line in header.splitlines())  # long runs wrap
     assert " ".join(line.lstrip("# ") for line in header.splitlines()[3:]) == f"runs: {runs[True, None]}"

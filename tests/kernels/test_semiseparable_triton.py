@@ -373,7 +373,7 @@ def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backw
     assert_formatted(source)
     code = code_only(source)
     assert "def chunk_scan_fused_fwd" in code and "def state_passing_fwd" not in code
-    assert ("states_ptr" in code) == ("def chunk_scores_fwd" in code) == saves_for_backward
+    assert ("states_ptr" in code) == saves_for_backward and "def chunk_scores_fwd" not in code  # backward's
 
 
 def assert_every_helper_called(source: str) -> None:
@@ -489,7 +489,8 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor():
 @pytest.mark.parametrize("needs_grad", [True, False], ids=["training", "inference"])
 def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     """Tunings that differ only in the split kernels' tiles give one fused module: its constants (and so
-    its cache key and header) leave those tiles out, and SCORE_BLOCK too when nothing is saved."""
+    its cache key and header) leave those tiles out, SCORE_BLOCK too: it saves no scores, its backward forms
+    them (FORMS_SCORES)."""
     meta = dict(device="meta", dtype=torch.bfloat16)
     x, B = torch.empty(2, 64, 8, 64, **meta), torch.empty(2, 64, 1, 64, **meta)
     constants = [chunk.call_constants(x, None, B, 64, False, True, tuning, needs_grad=needs_grad)
@@ -499,8 +500,10 @@ def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     (forward, backward), (other_forward, other_backward) = constants
     assert forward == other_forward and forward["FUSED"]
     assert not FUSED_UNREAD & set(forward)
-    assert ("SCORE_BLOCK" in forward) == needs_grad
+    assert "SCORE_BLOCK" not in forward and backward["FORMS_SCORES"]
     assert backward != other_backward and FUSED_UNREAD <= set(backward)  # the backward reads them all
+    split_backward = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(block_q=32, fused=False))[1]
+    assert "FORMS_SCORES" not in split_backward  # the split forward saved its own
     source = render_kernel("ssd_forward.py.jinja", forward, HEADER)
     assert "BLOCK_N" not in source and "HEADS_PER_PROGRAM" not in source and "SPLIT_DIAGONAL" not in source
 
@@ -652,10 +655,11 @@ def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle():
 
 @pytest.mark.parametrize("decay", ["none", "data"])
 @pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
-@pytest.mark.parametrize("module", ["segment_state", "segmented_backward"])
+@pytest.mark.parametrize("module", ["segment_state", "segmented_backward", "forms_scores", "segmented_forms_scores"])
 def test_rendered_segment_kernels_are_formatted_python(decay, flag, module):
-    """The segments' state passing (pieces side by side, then their combine) and the segmented backward's state
-    passing (each segment's own gradient, the arriving gradients, then the walk from them) render formatted."""
+    """The segments' state passing (pieces side by side, then their combine), the segmented backward's state
+    passing (each segment's own gradient, the arriving gradients, then the walk from them) and the backward
+    that forms the scores a fused forward did not save render formatted."""
     constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
                  "RETURN_FINAL_STATE": False}
     if flag:
@@ -665,12 +669,15 @@ def test_rendered_segment_kernels_are_formatted_python(decay, flag, module):
         source = render_kernel("ssd_forward.py.jinja", constants, HEADER)
         kernels = ("def state_passing_fwd", "def segment_entering_fwd")
     else:
-        source = render_kernel("ssd_backward.py.jinja", {**constants, "SEGMENTED": True}, HEADER)
-        kernels = ("def segment_grad_bwd", "def segment_arriving_bwd", "def state_passing_bwd")
+        segmented, forms_scores = "segmented" in module, "forms_scores" in module
+        source = render_kernel("ssd_backward.py.jinja", {**constants, "SEGMENTED": segmented,
+                                                         "FORMS_SCORES": forms_scores}, HEADER)
+        kernels = ("def segment_grad_bwd", "def segment_arriving_bwd") * segmented + ("def state_passing_bwd",)
+        assert ("def chunk_scores_bwd" in code_only(source)) == forms_scores
     assert_formatted(source)
     code = code_only(source)
     assert all(kernel in code for kernel in kernels)
-    assert ("totals_ptr" in code) == (decay == "data")
+    assert ("totals_ptr" in code) == (decay == "data" and module != "forms_scores")
 
 
 @pytest.mark.parametrize("decay, use_h0, segments, pieces", [("data", True, 2, 2), ("data", False, 2, 4),
