@@ -10,7 +10,8 @@ take each new path (NaN never passes), then each option's do_bench median per mo
 (tunings over the measured default for the shape, `default_tuning`):
   rule       the plan as committed: no tuning
   split      the split forward and the whole backward state passing: the plan before this change at b=1
-  pieces=1, pieces=4   the segments' state passing in that many pieces a segment (the rule: 2 at b<=2, H=32)
+  pieces=2, pieces=4   the segments' state passing in that many pieces a segment (the rule: 1 where the walk's
+             segments fill the multiprocessors, as at these lengths)
   bwd_whole  the backward's state passing over the whole sequence (the rule segments it at b*H*tiles <= SMs/2)
   segments=8 the walk in 8 segments (the rule: 4 at b=2, 8 at b=1, H=32, P=64)
 mamba_ssm's times at these shapes come from ssd.py in the same call (results/ beside the log).
@@ -34,9 +35,10 @@ import ssd  # noqa: E402
 from composer.kernels.semiseparable.chunk import call_launch, default_tuning  # noqa: E402
 
 SHAPES = "32768x64x128x8@2,32768x64x128x8@1,131072x64x128x1@1,8192x64x128x8@1"
-# b, L, H, P, G, N: b=1 segmented everywhere (walk 8 segments of 2 pieces, backward 8 segments); b=2 with a whole
-# backward; P=128 at G=4 and a length no segment count divides (the whole walk at b=1)
-CHECKS = [(1, 8192, 32, 64, 8, 128), (2, 4096, 32, 64, 1, 128), (1, 4096, 32, 128, 4, 64), (1, 3000, 32, 64, 8, 128)]
+# b, L, H, P, G, N: b=1 segmented everywhere (walk 8 segments, backward 4; at 4096 steps the walk's 4 segments in 2
+# pieces each); b=2 with a whole backward; P=128 at G=4; a length no segment count divides (the whole walk at b=1)
+CHECKS = [(1, 8192, 32, 64, 8, 128), (1, 4096, 32, 64, 8, 128), (2, 4096, 32, 64, 1, 128), (1, 4096, 32, 128, 4, 64),
+          (1, 3000, 32, 64, 8, 128)]
 NAMES = ["y", "dx", "ddt", "dA", "dB", "dC"]
 
 
@@ -97,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("shapes", nargs="?", default=SHAPES)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--options", default="rule,split,pieces=1,pieces=4,bwd_whole,segments=8")
+    parser.add_argument("--options", default="rule,split,pieces=2,pieces=4,bwd_whole,segments=8")
     parser.add_argument("--split-shapes", default="32768x128x128x8@1", help="shapes timed under rule and split alone")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()

@@ -143,11 +143,14 @@ def fused_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors:
     return segments
 
 
-# The segments' state passing (each segment's leaving state from a zero state, then a combine over them) has
-# one program per head and block_p columns of the whole state, lighter than the walk's (no scores, no output):
-# it runs pieces of each segment side by side until STATE_PROGRAMS_PER_MULTIPROCESSOR of them a multiprocessor
-# hide its loads' latency, each piece at least STATE_PIECE_MIN_CHUNKS chunks long (each piece stores one state).
-STATE_PROGRAMS_PER_MULTIPROCESSOR = 4
+# The segments' state passing (each piece's leaving state from a zero state, then a combine over them) has one
+# program per head and block_p columns of the whole state. At P=64, N=128 in bf16 ptxas gives it 176 registers a
+# thread at 4 warps (offline, sm_90a, results/ssd_resources_sm90a_2026-12-02_35eca88.log): two programs fit a
+# multiprocessor's register file. It runs pieces of each segment side by side until its programs fill those
+# slots, STATE_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor, each piece at least STATE_PIECE_MIN_CHUNKS chunks long
+# (each piece stores one state). The walk's segments already reach that at long lengths; pieces fill in where
+# SEGMENT_MIN_CHUNKS keeps the segments few (b=1, L=4096: 4 segments of 128 programs, 2 pieces each). Unmeasured.
+STATE_PROGRAMS_PER_MULTIPROCESSOR = 2
 STATE_PIECE_MIN_CHUNKS = 2
 
 
@@ -173,8 +176,10 @@ def state_pieces(programs: int, segments: int, seq_len: int, chunk_len: int, mul
 # (results/ssd_h200_2026-12-01_af622cc_groups_probe.log). In segments it runs twice (each segment's gradient
 # arriving from zero, then the walk from the arriving gradients a combine gives), so it pays only where its
 # programs number at most half the multiprocessors: then segments double while the programs stay under
-# four a multiprocessor, each segment of whole chunks, SEGMENT_MIN_CHUNKS or more.
-BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 4
+# BACKWARD_PROGRAMS_PER_MULTIPROCESSOR, each segment of whole chunks, SEGMENT_MIN_CHUNKS or more: three, as many as
+# fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a thread at 4 warps;
+# results/ssd_resources_sm90a_2026-12-02_35eca88.log), so the segments run in one wave. Unmeasured on the GPU.
+BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 3
 
 
 def backward_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:

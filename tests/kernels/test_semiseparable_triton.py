@@ -730,24 +730,25 @@ def test_segmented_backward_takes_dt_and_skip_and_no_final_state():
 
 def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_leave_it_idle():
     """The segments' state passing splits each segment into pieces until its programs reach
-    STATE_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor, pieces of whole chunks (two or more); the backward's state
-    passing segments only where its programs number at most half the multiprocessors. The plan states both
-    rules; the launcher asks them with the batch and the length."""
-    # b=2, H=32, P=64: 64 walk programs in 4 segments take 2 pieces each (512 state programs <= 4 * 132)
-    assert tuning.state_pieces(64, 4, 32768, 256, 132) == 2
-    assert tuning.state_pieces(32, 8, 8192, 256, 132) == 2  # b=1 at 8k: 8 segments of 4 chunks, pieces of 2
-    assert tuning.state_pieces(32, 8, 4096, 256, 132) == 1  # pieces of 1 chunk are too short
-    assert tuning.state_pieces(256, 1, 8192, 256, 132) == 1 and tuning.state_pieces(64, 4, 32768, 256, None) == 1
-    # backward: 2 state tiles a head, H=32: b=1 (64 programs) takes 8 segments at 32k, b=2 (128) one
-    assert tuning.backward_segments(64, 32768, 256, 132) == 8
+    STATE_PROGRAMS_PER_MULTIPROCESSOR (2) a multiprocessor, pieces of whole chunks (two or more); the backward's
+    state passing segments only where its programs number at most half the multiprocessors, until they reach
+    BACKWARD_PROGRAMS_PER_MULTIPROCESSOR (3). The plan states both rules; the launcher asks them with the batch
+    and the length."""
+    # b=2, H=32, P=64: 64 walk programs in 4 segments fill the 2 * 132 slots; b=1 at 4096 steps: 4 segments of 32
+    assert tuning.state_pieces(64, 4, 32768, 256, 132) == 1
+    assert tuning.state_pieces(32, 4, 4096, 256, 132) == 2
+    assert tuning.state_pieces(32, 4, 2048, 256, 132) == 1  # pieces of 1 chunk are too short
+    assert tuning.state_pieces(256, 1, 8192, 256, 132) == 1 and tuning.state_pieces(32, 4, 4096, 256, None) == 1
+    # backward: 2 state tiles a head, H=32: b=1 (64 programs) takes 4 segments at 32k, b=2 (128) one
+    assert tuning.backward_segments(64, 32768, 256, 132) == 4
     assert tuning.backward_segments(128, 32768, 256, 132) == 1
-    assert tuning.backward_segments(64, 4096, 256, 132) == 4  # segments of 4 chunks at least
+    assert tuning.backward_segments(64, 2048, 256, 132) == 2  # segments of 4 chunks at least
     assert tuning.backward_segments(64, 32768 + 256, 256, 132) == 1 and tuning.backward_segments(64, 32768, 256, None) == 1
     sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
     variant = plan_scan(sizes, 132).select("bf16", True, 1)
-    launch = variant.forward_launch(1, 32768)
-    assert (launch.segments, launch.state_pieces) == (8, 2)
+    assert [(launch.segments, launch.state_pieces) for launch in (variant.forward_launch(1, 32768),
+                                                                   variant.forward_launch(1, 4096))] == [(8, 1), (4, 2)]
     backward = variant.backward_launch(1, 32768)
-    assert backward.segments == 8 and backward.constants["SEGMENTED"] and "SEGMENTED" not in variant.backward
+    assert backward.segments == 4 and backward.constants["SEGMENTED"] and "SEGMENTED" not in variant.backward
     assert variant.backward_launch(8, 8192) == (variant.backward, 1)
     assert plan_scan(sizes, 132).select("bf16", False, 1).backward_launch(1, 32768) is None
