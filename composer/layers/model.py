@@ -94,6 +94,18 @@ class LanguageModel(nn.Module):
         cache.advance(where)
         return self._logits(x)
 
+    def decode_step(self, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        """One decoding step: tokens (batch, 1), a real token a row, continuing `cache` -> logits (batch, 1,
+        padded vocab), the same as `self(tokens, cache=cache)`. It checks nothing on the host and reads no
+        tensor's value there (the caller keeps the ids in range and the cache long enough), so the step can be
+        captured in a CUDA graph (DecodeGraph) with the cache's buffers as its static state."""
+        where = cache.step_positions()
+        x = self.embedding(tokens)
+        for layer, buffers in zip(self.layers, cache.layers):
+            x = layer(x, buffers, where)
+        cache.lengths += 1
+        return self._logits(x)
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         weight = self.embedding.weight if self.head is None else self.head.weight
