@@ -9,8 +9,9 @@ mamba   Mamba-2 130M bf16, batch 1 and 64: one decoding step (embedding, 24 laye
         captured in a CUDA graph, against mamba_ssm's: its Mamba2 module's `step` for 24 layers with its fused
         add + RMSNorm between them (what MambaLMHeadModel runs), captured the same way, as its generate(cg=True)
         does. The peer runs with our weights and its logits are checked against ours. Without causal_conv1d (not
-        among the peer files) mamba_ssm's step takes its plain-PyTorch conv update. Ours is timed with the
-        state in fp32 (the default) and in bf16 (mamba_ssm's default), and eagerly for the host's share.
+        among the peer files) mamba_ssm's step takes its plain-PyTorch conv update. Ours is timed with each
+        Mamba-2 layer's step in one launch (the default) and in two, with the state in fp32 (the default) and in
+        bf16 (mamba_ssm's default), and eagerly for the host's share.
 hybrid  hybrid_1b's shape with 8 layers (7 Mamba-2, 1 attention, SwiGLU MLPs), bf16, batch 1: our generate()
         against transformers' Bamba of the same sizes through its generate() (static cache when it takes one).
 """
@@ -60,7 +61,8 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def checks(out) -> None:
     torch.manual_seed(0)
-    for name, spec in (("4-layer Mamba-2 130M", example("mamba2_130m", 4)), ("8-layer hybrid_1b", example("hybrid_1b", 8))):
+    models = (("4-layer Mamba-2 130M", example("mamba2_130m", 4)), ("8-layer hybrid_1b", example("hybrid_1b", 8)))
+    for name, spec in models:
         reference = composer.build(spec, backend="reference").cuda().float().eval()
         fast = composer.build(spec, backend="auto").cuda().eval()
         fast.load_state_dict(reference.state_dict())
@@ -72,7 +74,8 @@ def checks(out) -> None:
             cache, twin = fast.allocate_cache(batch, prompt_len + new), fast.allocate_cache(batch, prompt_len + new)
             half = prompt_len // 2
             pre = torch.cat([fast(tokens[:, :half], cache=cache), fast(tokens[:, half:prompt_len], cache=cache)], 1)
-            fast(tokens[:, :prompt_len], cache=twin)
+            fast(tokens[:, :half], cache=twin)
+            fast(tokens[:, half:prompt_len], cache=twin)
             runner = DecodeGraph(fast, cache)
             graph_steps, eager_steps, unfused_steps = [], [], []
             for t in range(prompt_len, prompt_len + new):
@@ -145,6 +148,22 @@ def capture(step, tokens: torch.Tensor):
     return graph, logits
 
 
+def set_decode_form(model, one_kernel: bool) -> None:
+    """Every Mamba-2 layer's decoding step in one launch (with the gated norm) or two (the norm after)."""
+    from composer.kernels.semiseparable.decode_plan import decode_constants
+    for layer in model.layers:
+        if hasattr(layer.mixer, "decode_sizes"):
+            layer.mixer.decode_plan = decode_constants(**layer.mixer.decode_sizes, one_kernel=one_kernel)
+
+
+def logits_of_steps(step, tokens_buffer, steps: list[torch.Tensor]) -> torch.Tensor:
+    outputs = []
+    for tokens in steps:
+        tokens_buffer.copy_(tokens)
+        outputs.append(step().clone())
+    return torch.cat(outputs, 1)
+
+
 @torch.no_grad()
 def mamba(out) -> None:
     from peers import mamba2_module
@@ -154,50 +173,55 @@ def mamba(out) -> None:
     peer = PeerMambaLM(mamba2, layer_norm_fn, 24, 768, ours.embedding.weight.shape[0]).cuda().to(torch.bfloat16)
     peer.load_from(ours)
     peer.eval()
-    say(out, f"mamba_ssm Mamba2.step conv update: {'causal_conv1d' if sys.modules['mamba_ssm.modules.mamba2'].causal_conv1d_update else 'its plain-PyTorch fallback (no causal_conv1d)'}")
+    conv_path = sys.modules["mamba_ssm.modules.mamba2"].causal_conv1d_update
+    say(out, f"mamba_ssm Mamba2.step conv update: "
+             f"{'causal_conv1d' if conv_path else 'its plain-PyTorch fallback (no causal_conv1d)'}")
     for batch in (1, 64):
-        tokens = torch.randint(0, ours.vocab_size, (batch, 1), device="cuda")
-        # the same tokens from empty caches on both sides: the peer's logits against ours
-        torch.cuda.reset_peak_memory_stats()
-        cache = ours.allocate_cache(batch, 4096)
-        runner = DecodeGraph(ours, cache)
-        ours_peak = torch.cuda.max_memory_allocated()
+        steps = [torch.randint(0, ours.vocab_size, (batch, 1), device="cuda") for _ in range(8)]
         torch.cuda.reset_peak_memory_stats()
         peer.allocate(batch)
+        tokens = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
         peer_graph, peer_logits = capture(peer.step, tokens)
         peer_peak = torch.cuda.max_memory_allocated()
-        for cache_state in peer.caches:
-            for t in cache_state:
+        for state in peer.caches:
+            for t in state:
                 t.zero_()
-        errors = []
-        for _ in range(8):
-            step_tokens = torch.randint(0, ours.vocab_size, (batch, 1), device="cuda")
-            mine = runner(step_tokens).clone()
-            tokens.copy_(step_tokens)
-            peer_graph.replay()
-            errors.append(relative(peer_logits[:, 0], mine[:, 0]))
-        t_graph = triton.testing.do_bench(runner.graph.replay, warmup=50, rep=300)
+        peer_out = logits_of_steps(lambda: (peer_graph.replay(), peer_logits)[1], tokens, steps)
         t_peer = triton.testing.do_bench(peer_graph.replay, warmup=50, rep=300)
-        bf16_cache = ours.allocate_cache(batch, 4096, state_dtype=torch.bfloat16)
-        bf16_runner = DecodeGraph(ours, bf16_cache)
-        t_bf16 = triton.testing.do_bench(bf16_runner.graph.replay, warmup=50, rep=300)
-        eager = DecodeGraph(ours, cache, graph=False)
-        t_eager = triton.testing.do_bench(lambda: eager(tokens), warmup=5, rep=300)
         peer_cache_bytes = sum(t.numel() * t.element_size() for state in peer.caches for t in state)
-        say(out, f"Mamba-2 130M bf16 decode step b={batch}: ours (CUDA graph, fp32 state) {t_graph * 1e3:.1f} us = "
-                 f"{batch / t_graph * 1e3:,.0f} tokens/s; ours bf16 state {t_bf16 * 1e3:.1f} us; ours eager "
-                 f"{t_eager * 1e3:.1f} us; mamba_ssm Mamba2.step x 24 (CUDA graph, bf16 state) {t_peer * 1e3:.1f} us = "
-                 f"{batch / t_peer * 1e3:,.0f} tokens/s; speed-up {t_peer / t_graph:.2f}x (bf16 state "
-                 f"{t_peer / t_bf16:.2f}x); peer logits vs ours max err/max|logit| over 8 steps {max(errors):.2e}")
-        say(out, f"    memory b={batch}: our cache {cache.nbytes() / 2**20:.2f} MiB (fp32 state; bf16 state "
-                 f"{bf16_cache.nbytes() / 2**20:.2f} MiB), peak while capturing {ours_peak / 2**20:.0f} MiB; "
-                 f"mamba_ssm cache {peer_cache_bytes / 2**20:.2f} MiB, peak while capturing "
-                 f"{peer_peak / 2**20:.0f} MiB")
+        del peer_graph
+        results, logits = {}, {}
+        forms = (("one kernel", True, torch.float32), ("two kernels", False, torch.float32),
+                 ("one kernel, bf16 state", True, torch.bfloat16))
+        for form, one_kernel, state_dtype in forms:
+            set_decode_form(ours, one_kernel)
+            torch.cuda.reset_peak_memory_stats()
+            cache = ours.allocate_cache(batch, 4096, state_dtype=state_dtype)
+            runner = DecodeGraph(ours, cache)
+            peak = torch.cuda.max_memory_allocated()
+            logits[form] = logits_of_steps(lambda: runner(runner.tokens), runner.tokens, steps)
+            results[form] = (triton.testing.do_bench(runner.graph.replay, warmup=50, rep=300), cache.nbytes(), peak)
+            del runner, cache
+        set_decode_form(ours, True)
+        eager = DecodeGraph(ours, ours.allocate_cache(batch, 4096), graph=False)
+        t_eager = triton.testing.do_bench(lambda: eager(steps[0]), warmup=5, rep=300)
+        t_ours = results["one kernel"][0]
+        say(out, f"Mamba-2 130M bf16 decode step b={batch}, CUDA graphs: mamba_ssm Mamba2.step x 24 (bf16 state) "
+                 f"{t_peer * 1e3:.1f} us = {batch / t_peer * 1e3:,.0f} tokens/s; ours, fp32 state: "
+                 f"{t_ours * 1e3:.1f} us = {batch / t_ours * 1e3:,.0f} tokens/s = {t_peer / t_ours:.2f}x")
+        for form, (t, cache_bytes, peak) in results.items():
+            say(out, f"    ours {form}: {t * 1e3:.1f} us = {t_peer / t:.2f}x mamba_ssm; cache "
+                     f"{cache_bytes / 2**20:.2f} MiB, peak while capturing {peak / 2**20:.0f} MiB; logits over 8 "
+                     f"steps vs one kernel fp32 "
+                     f"{relative(logits[form], logits['one kernel']):.2e}, vs mamba_ssm "
+                     f"{relative(peer_out, logits[form]):.2e} (max err/max|logit|)")
+        say(out, f"    ours eager (no graph): {t_eager * 1e3:.1f} us; mamba_ssm cache "
+                 f"{peer_cache_bytes / 2**20:.2f} MiB, peak while capturing {peer_peak / 2**20:.0f} MiB")
         t = time_decode(ours, batch, prompt_len=128, new_tokens=64, repeats=3)
         say(out, f"    time_decode b={batch} (greedy loop around the graph): prefill 128 tokens {t.prefill_ms:.2f} ms, "
-                 f"{t.decode_ms_per_step:.3f} ms/step, {t.tokens_per_second:,.0f} tokens/s, peak "
-                 f"{t.peak_memory_bytes / 2**20:.0f} MiB")
-        del runner, bf16_runner, peer_graph, cache, bf16_cache
+                 f"{t.decode_ms_per_step:.3f} ms/step, {t.tokens_per_second:,.0f} tokens/s, cache "
+                 f"{t.cache_bytes / 2**20:.2f} MiB, peak {t.peak_memory_bytes / 2**20:.0f} MiB")
+        del eager
         torch.cuda.empty_cache()
 
 

@@ -19,9 +19,15 @@ class Block(nn.Module):
         self.channel_norm, self.channel = channel_norm, channel
 
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
-        """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache."""
+        """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache;
+        a mixer with `adds_residual` takes x and returns x plus its output."""
         mixed = self.mixer_norm(x)
-        x = x + (self.mixer(mixed) if cache is None else self.mixer(mixed, cache, where))
+        if cache is None:
+            x = x + self.mixer(mixed)
+        elif getattr(self.mixer, "adds_residual", False):  # the mixer adds x itself (inside its last GEMM)
+            x = self.mixer(mixed, cache, where, residual=x)
+        else:
+            x = x + self.mixer(mixed, cache, where)
         if self.channel is not None:
             x = x + self.channel(self.channel_norm(x))
         return x

@@ -184,7 +184,8 @@ class Mamba2(_StateSpaceBase):
                          directions=1, causal_conv=True, eps=eps)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, state=state, groups=groups, conv=conv)
         self.decode_sizes = dict(head_dim=head_dim, state=state, heads=heads, groups=groups, conv=conv, gate=gate,
-                                 decay=decay, skip=skip)
+                                 decay=decay, skip=skip, out_norm=out_norm)
+        self._decode_scratch: dict = {}  # the one-kernel decoding step's scratch, by device and batch size
 
     @staticmethod
     def cache_layout(length: int, heads: int, head_dim: int, state: int, groups: int = 1, conv: int = 4, **_):
@@ -197,11 +198,15 @@ class Mamba2(_StateSpaceBase):
     def cache_entries(self, length: int):
         return self.cache_layout(length, **self.layout_sizes)
 
-    def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
+    adds_residual = True  # Block hands the cached path its residual: a decoding step adds it inside out_proj
+
+    def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (b, L, d_model). With `cache` (this layer's buffers) and `where` (the call's Positions) it
-        continues the cached state and conv inputs and updates them; padding leaves both unchanged."""
+        continues the cached state and conv inputs and updates them; padding leaves both unchanged.
+        residual (b, L, d_model), with a cache only: returned added to the output."""
         if cache is not None:
-            return self._forward_cached(hidden, cache, where)
+            return self._forward_cached(hidden, cache, where, residual)
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
@@ -209,11 +214,16 @@ class Mamba2(_StateSpaceBase):
                      planned=self.planned, plan=self.scan_plan)
         return self._finish(y.to(hidden.dtype), z)
 
-    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
+    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where, residual=None) -> torch.Tensor:
         b, L, _ = hidden.shape
         if L == 1 and not where.padded and self.conv1d is not None and not torch.compiler.is_compiling() \
                 and runs_generated(self.backend, hidden.is_cuda, self.planned):
-            return self._decode_step(hidden, cache)
+            return self._decode_step(hidden, cache, residual)
+        out = self._scan_cached(hidden, cache, where)
+        return out if residual is None else residual + out
+
+    def _scan_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
+        b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden), cache, where)
         log_a, dt_scale = self._decay(dt, b, L, 0)
         if log_a is not None:  # padding neither decays the state nor adds to it (its x and B are zero)
@@ -222,15 +232,29 @@ class Mamba2(_StateSpaceBase):
                             dt=dt_scale, D=self.D, planned=self.planned, plan=self.prefill_plan)
         return self._finish(y.to(hidden.dtype), z)
 
-    def _decode_step(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
-        """One token a row on the generated kernels: in_proj, the fused conv and SSD step (two kernels), the
-        gated norm, out_proj; the same as the path above, with the states updated in place."""
-        from composer.kernels.semiseparable.step import ssd_decode_step_triton  # imports triton only when used
-        from composer.kernels.semiseparable.decode_plan import decode_constants
+    def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None) -> torch.Tensor:
+        """One token a row on the generated kernels: in_proj, the fused decoding step (decode_plan's ONE_KERNEL:
+        conv, SSD step, gate and output norm in one launch; else conv and SSD step in two, then the gated norm),
+        out_proj. The same as the path above, with the states updated in place."""
+        from composer.kernels.semiseparable.decode_plan import decode_constants  # imports triton only when used
+        from composer.kernels.semiseparable.step import decode_scratch, ssd_decode_step_triton
         if self.decode_plan is None:
             self.decode_plan = decode_constants(**self.decode_sizes)
+        constants, b = self.decode_plan, hidden.shape[0]
         u = self.in_proj(hidden[:, 0])
-        y = ssd_decode_step_triton(self.decode_plan, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
-                                   cache["ssm_state"], getattr(self, "dt_bias", None), getattr(self, "A_log", None),
-                                   self.D)
-        return self._finish(y[:, None], u[:, None, :self.d_inner] if self.gate else None)
+        decay = dict(dt_bias=getattr(self, "dt_bias", None), A_log=getattr(self, "A_log", None), D=self.D)
+        if not constants["ONE_KERNEL"]:
+            y = ssd_decode_step_triton(constants, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
+                                       cache["ssm_state"], **decay)
+            out = self._finish(y[:, None], u[:, None, :self.d_inner] if self.gate else None)
+            return out if residual is None else residual + out
+        scratch = self._decode_scratch.get((u.device, b))  # made on a batch size's first step, then kept
+        if scratch is None:
+            scratch = self._decode_scratch[(u.device, b)] = decode_scratch(constants, b, u.device)
+        out = ssd_decode_step_triton(constants, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
+                                     cache["ssm_state"], **decay, norm_weight=self.norm.weight, eps=self.norm.eps,
+                                     scratch=scratch)
+        if residual is None or self.out_proj.bias is not None:
+            out = self.out_proj(out[:, None])
+            return out if residual is None else residual + out
+        return torch.addmm(residual[:, 0], out, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual
