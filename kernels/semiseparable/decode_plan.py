@@ -13,38 +13,20 @@ DECODE_TEMPLATE = "ssd_decode_step.py.jinja"
 CONV_BLOCK = 256  # channels a conv program takes
 STEP_TILE = 2048  # state elements a step program takes: BLOCK_P rows of N (16 rows at N = 128, as mamba_ssm)
 STEP_WARPS = 4
-NORM_TILE = 2048  # of the inner width, the last program of a row normalises this many at a time
-
-
-def _power_of_two(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def decode_constants(head_dim: int, state: int, heads: int, groups: int, conv: int, gate: bool, decay: str,
-                     skip: bool, out_norm: bool = True, one_kernel: bool | None = None) -> dict:
+                     skip: bool) -> dict:
     """The fused step's constants for a Mamba-2 layer of these sizes, whose in_proj packs [z, x, B, C, dt]
-    (z when `gate`, dt when decay is data) and whose short conv has `conv` >= 2 taps. one_kernel: the whole
-    step and the gated output norm in one launch (default: when the layer has the output norm, which that
-    form needs); otherwise two launches, the norm left to the layer."""
+    (z when `gate`, dt when decay is data) and whose short conv has `conv` >= 2 taps."""
     if conv < 2:
         raise ValueError(f"the fused decoding step needs a short conv of 2 taps or more; got conv = {conv}")
-    one_kernel = out_norm if one_kernel is None else one_kernel
-    if one_kernel and not out_norm:
-        raise ValueError("the one-kernel decoding step ends with the output norm: a layer without one takes two")
     gate_width = heads * head_dim if gate else 0
     channels = heads * head_dim + 2 * groups * state
-    block_p = min(head_dim, max(1, STEP_TILE // state))
     constants = dict(P=head_dim, N=state, HEADS_PER_GROUP=heads // groups, GROUPS=groups,
                      U_WIDTH=gate_width + channels + (heads if decay == "data" else 0), XBC_OFFSET=gate_width,
-                     CHANNELS=channels, WIDTH=conv, BLOCK_P=block_p, NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip,
-                     ONE_KERNEL=one_kernel)
-    if one_kernel:
-        parts = heads * head_dim // block_p
-        constants.update(GATE=gate, PARTS=parts, PARTS_BLOCK=_power_of_two(parts),
-                         BC_BLOCK=_power_of_two(2 * groups * state),
-                         NORM_BLOCK=min(NORM_TILE, _power_of_two(heads * head_dim)))
-    else:
-        constants["BLOCK_C"] = CONV_BLOCK
+                     CHANNELS=channels, WIDTH=conv, BLOCK_C=CONV_BLOCK,
+                     BLOCK_P=min(head_dim, max(1, STEP_TILE // state)), NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip)
     if decay == "data":
         constants["DT_OFFSET"] = gate_width + channels
     return constants

@@ -76,24 +76,13 @@ def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTun
 DECODE_HEADER = {"family": "semiseparable", "rendered_for": "the fused Mamba-2 decoding-step launcher"}
 
 
-def decode_scratch(constants: dict, batch: int, device) -> tuple:
-    """The one-kernel step's scratch for `batch` rows: g (b, H P) and the programs' squares (b, PARTS) in fp32,
-    and a ticket counter a row, zero between launches (the kernel resets it). Made once and kept by the layer:
-    steps of one batch size on one device share it, so they must not run on two streams at once."""
-    d_inner = constants["HEADS_PER_GROUP"] * constants["GROUPS"] * constants["P"]
-    return (torch.empty(batch, d_inner, device=device), torch.empty(batch, constants["PARTS"], device=device),
-            torch.zeros(batch, dtype=torch.int32, device=device))
-
-
 def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bias, state, dt_bias=None, A_log=None,
-                           D=None, norm_weight=None, eps: float = 1e-5, scratch: tuple | None = None):
-    """A Mamba-2 layer's decoding step after its in_proj (ssd_decode_step.py.jinja): the short conv from
-    `conv_state` (b, channels, conv - 1), dt's softplus, the decay, the state update and D's skip; with
-    constants["ONE_KERNEL"] also the gate and the output norm (`norm_weight`, `eps`), in one launch that needs
-    `scratch` (`decode_scratch`), otherwise in two launches. u (b, in_proj width) in the activations' dtype;
-    conv_weight (channels, 1, conv) and conv_bias (channels,) the layer's conv1d; state (b, H, P, N). Both
-    states are updated in place. Returns (b, H P) in u's dtype: y before the gate and the norm (two launches),
-    or the normed output (one). constants: `decode_plan.decode_constants` for the layer."""
+                           D=None):
+    """A Mamba-2 layer's decoding step after its in_proj, in two kernels (ssd_decode_step.py.jinja): the short
+    conv from `conv_state` (b, channels, conv - 1), then dt's softplus, the decay, the state update and D's skip.
+    u (b, in_proj width) in the activations' dtype; conv_weight (channels, 1, conv) and conv_bias (channels,)
+    the layer's conv1d; state (b, H, P, N). Both states are updated in place. Returns y (b, H P) in u's dtype,
+    before the gate and the output norm. constants: `decode_plan.decode_constants` for the layer."""
     b, channels = u.shape[0], constants["CHANNELS"]
     heads, head_dim = constants["HEADS_PER_GROUP"] * constants["GROUPS"], constants["P"]
     if (u.shape != (b, constants["U_WIDTH"]) or conv_state.shape != (b, channels, constants["WIDTH"] - 1)
@@ -104,22 +93,13 @@ def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bia
         raise ValueError("u and both states must be contiguous: the kernels update the states in place")
     kernels = load_kernel_once(DECODE_TEMPLATE, constants, DECODE_HEADER)
     options = dict(num_warps=constants["NUM_WARPS"])
-    data = constants["DECAY"] == "data"
-    decay_args = dict(dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
-                      D_ptr=D if constants["HAS_D"] else None)
-    y = torch.empty(b, heads * head_dim, dtype=u.dtype, device=u.device)
-    grid = (b * heads, head_dim // constants["BLOCK_P"])
-    if constants["ONE_KERNEL"]:
-        g, parts, ticket = scratch
-        if g.shape[0] != b or ticket.dtype != torch.int32:
-            raise ValueError(f"the scratch is for {g.shape[0]} rows (int32 tickets); the step has {b}")
-        launch(kernels.mamba2_decode_fwd, grid, options, u_ptr=u, conv_state_ptr=conv_state,
-               weight_ptr=conv_weight.contiguous(), bias_ptr=conv_bias, **decay_args, norm_weight_ptr=norm_weight,
-               state_ptr=state, g_ptr=g, parts_ptr=parts, ticket_ptr=ticket, y_ptr=y, eps=float(eps))
-        return y
     xbc = torch.empty(b, channels, dtype=u.dtype, device=u.device)
     launch(kernels.conv_step_fwd, (b, triton.cdiv(channels, constants["BLOCK_C"])), options, u_ptr=u,
            conv_state_ptr=conv_state, weight_ptr=conv_weight.contiguous(), bias_ptr=conv_bias, xbc_ptr=xbc)
-    launch(kernels.ssd_decode_step_fwd, grid, options, xbc_ptr=xbc, u_ptr=u if data else None, **decay_args,
+    y = torch.empty(b, heads * head_dim, dtype=u.dtype, device=u.device)
+    data = constants["DECAY"] == "data"
+    launch(kernels.ssd_decode_step_fwd, (b * heads, head_dim // constants["BLOCK_P"]), options, xbc_ptr=xbc,
+           u_ptr=u if data else None, dt_bias_ptr=dt_bias if data else None,
+           A_log_ptr=A_log if constants["DECAY"] != "none" else None, D_ptr=D if constants["HAS_D"] else None,
            state_ptr=state, y_ptr=y)
     return y

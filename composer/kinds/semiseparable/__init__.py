@@ -128,8 +128,7 @@ def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bo
                          target.multiprocessors, gpu=target.gpu),) if decodes else ()
     calls = scan_calls(scan, target.precision, target.mode == "train") + norm_calls
     if decodes and m.conv > 1:  # a Mamba-2 layer: its decoding step runs fused (decode_plan.py)
-        decode = decode_constants(m.head_dim, m.state, m.heads, m.groups, m.conv, m.gate, m.decay, m.skip,
-                                  m.out_norm)
+        decode = decode_constants(m.head_dim, m.state, m.heads, m.groups, m.conv, m.gate, m.decay, m.skip)
         entry = DecodingLayerPlan((scan,), norm, prefill, decode)
     else:
         entry = ScanLayerPlan((scan,), norm, prefill)

@@ -184,8 +184,7 @@ class Mamba2(_StateSpaceBase):
                          directions=1, causal_conv=True, eps=eps)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, state=state, groups=groups, conv=conv)
         self.decode_sizes = dict(head_dim=head_dim, state=state, heads=heads, groups=groups, conv=conv, gate=gate,
-                                 decay=decay, skip=skip, out_norm=out_norm)
-        self._decode_scratch: dict = {}  # the one-kernel decoding step's scratch, by device and batch size
+                                 decay=decay, skip=skip)
 
     @staticmethod
     def cache_layout(length: int, heads: int, head_dim: int, state: int, groups: int = 1, conv: int = 4, **_):
@@ -233,28 +232,23 @@ class Mamba2(_StateSpaceBase):
         return self._finish(y.to(hidden.dtype), z)
 
     def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None) -> torch.Tensor:
-        """One token a row on the generated kernels: in_proj, the fused decoding step (decode_plan's ONE_KERNEL:
-        conv, SSD step, gate and output norm in one launch; else conv and SSD step in two, then the gated norm),
-        out_proj. The same as the path above, with the states updated in place."""
+        """One token a row on the generated kernels: in_proj, the fused decoding step (two kernels: the short
+        conv with its state update; dt, decay, state update and D's skip), the gated norm, and out_proj adding
+        `residual` in its GEMM. The same as the path above, with the states updated in place."""
         from composer.kernels.semiseparable.decode_plan import decode_constants  # imports triton only when used
-        from composer.kernels.semiseparable.step import decode_scratch, ssd_decode_step_triton
+        from composer.kernels.semiseparable.step import ssd_decode_step_triton
         if self.decode_plan is None:
             self.decode_plan = decode_constants(**self.decode_sizes)
-        constants, b = self.decode_plan, hidden.shape[0]
         u = self.in_proj(hidden[:, 0])
-        decay = dict(dt_bias=getattr(self, "dt_bias", None), A_log=getattr(self, "A_log", None), D=self.D)
-        if not constants["ONE_KERNEL"]:
-            y = ssd_decode_step_triton(constants, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
-                                       cache["ssm_state"], **decay)
-            out = self._finish(y[:, None], u[:, None, :self.d_inner] if self.gate else None)
-            return out if residual is None else residual + out
-        scratch = self._decode_scratch.get((u.device, b))  # made on a batch size's first step, then kept
-        if scratch is None:
-            scratch = self._decode_scratch[(u.device, b)] = decode_scratch(constants, b, u.device)
-        out = ssd_decode_step_triton(constants, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
-                                     cache["ssm_state"], **decay, norm_weight=self.norm.weight, eps=self.norm.eps,
-                                     scratch=scratch)
+        y = ssd_decode_step_triton(self.decode_plan, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
+                                   cache["ssm_state"], getattr(self, "dt_bias", None), getattr(self, "A_log", None),
+                                   self.D)
+        z = u[:, :self.d_inner] if self.gate else None
+        if self.norm is not None:
+            y = self.norm(y, z)
+        elif z is not None:
+            y = y * F.silu(z)
         if residual is None or self.out_proj.bias is not None:
-            out = self.out_proj(out[:, None])
+            out = self.out_proj(y[:, None])
             return out if residual is None else residual + out
-        return torch.addmm(residual[:, 0], out, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual
+        return torch.addmm(residual[:, 0], y, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual
