@@ -73,3 +73,17 @@ def test_replayed_graph_equals_eager_decoding(name):
     for layer_ours, layer_theirs in zip(ours.layers, theirs.layers):
         for key in layer_ours:
             torch.testing.assert_close(layer_ours[key], layer_theirs[key], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_generate_keeps_its_decoding_step_with_the_cache():
+    model = model_named("hybrid")
+    prompt = torch.randint(0, 37, (2, 5))
+    cache = model.allocate_cache(2, 12)
+    first = model.generate(prompt, max_new_tokens=6, cache=cache)
+    runner = cache.decode_graph
+    assert runner is not None and not runner.captured  # a CPU runs the step eagerly
+    assert torch.equal(model.generate(prompt, max_new_tokens=6, cache=cache), first)
+    assert cache.decode_graph is runner
+    with pytest.raises(ValueError, match="need 13"):  # 5 + 9 - 1 tokens: the last new one is never fed
+        model.generate(prompt, max_new_tokens=9, cache=cache)
