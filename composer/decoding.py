@@ -74,15 +74,15 @@ def _sync(device) -> None:
 def time_decode(model, batch: int, prompt_len: int, new_tokens: int, repeats: int = 3,
                 cuda_graph: bool | None = None) -> DecodeTiming:
     """The median over `repeats` of a prefill of `prompt_len` random tokens and `new_tokens` greedy steps, the
-    steps through a DecodeGraph (captured in a CUDA graph on CUDA unless cuda_graph is False; its capture is
-    not timed)."""
+    steps through a DecodeGraph (captured in a CUDA graph on CUDA where the step can be, unless cuda_graph is
+    False; its capture is not timed)."""
     weight = model.embedding.weight
     device = weight.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cache = model.allocate_cache(batch, prompt_len + new_tokens, device)
     prompt = torch.randint(0, model.vocab_size, (batch, prompt_len), device=device)
-    step = DecodeGraph(model, cache, graph=(device.type == "cuda") if cuda_graph is None else cuda_graph)
+    step = DecodeGraph(model, cache, graph=cuda_graph)
     prefills, steps = [], []
     for _ in range(repeats):
         cache.reset()

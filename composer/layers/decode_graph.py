@@ -20,7 +20,8 @@ class DecodeGraph:
     On CUDA the step is captured at construction (after `warmup` eager steps that compile the kernels); the
     cache's contents are saved around the capture and put back, so a runner can be made before or after the
     prefill. The logits come back in one static buffer that the next call overwrites: copy them to keep them.
-    graph: None captures on CUDA only; False always runs eagerly.
+    graph: None captures on CUDA when every layer's step can be captured (a mixer whose cached path reads tensors
+    on the host says so with `decode_reads_host`); False always runs eagerly; True insists.
     """
 
     def __init__(self, model, cache, graph: bool | None = None, warmup: int = 2):
@@ -29,7 +30,12 @@ class DecodeGraph:
         self.tokens = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.graph = None
         self.logits = None
-        if (device.type == "cuda") if graph is None else graph:
+        host = [type(layer.mixer).__name__ for layer in model.layers
+                if getattr(layer.mixer, "decode_reads_host", False)]
+        if graph and host:
+            raise ValueError(f"a CUDA graph cannot capture the decoding step of {', '.join(sorted(set(host)))}: its "
+                             "cached path reads tensors on the host; run it with graph=False")
+        if (device.type == "cuda" and not host) if graph is None else graph:
             self._capture(warmup)
 
     def _buffers(self) -> list[torch.Tensor]:

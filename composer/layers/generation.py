@@ -43,8 +43,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 20, attention
     pad_token_id (default: the first eos id); generation stops when every row is finished or after
     max_new_tokens. prefill_chunk: run the prompt through the cache in pieces of that many tokens.
     cache: a ModelCache to reuse (reset here), else one is allocated for prompt + max_new_tokens.
-    cuda_graph: run the decoding steps as one captured CUDA graph (DecodeGraph; None: on CUDA). The graph is
-    kept with the cache, so passing the same cache again reuses it instead of capturing anew."""
+    cuda_graph: run the decoding steps as one captured CUDA graph (DecodeGraph; None: on CUDA where every layer's
+    step can be captured). The graph is kept with the cache, so passing the same cache again reuses it instead of
+    capturing anew."""
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be (batch, prompt length >= 1); got {tuple(input_ids.shape)}")
     batch, prompt_len = input_ids.shape
@@ -85,8 +86,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 20, attention
 def decode_runner(model, cache, cuda_graph: bool | None = None) -> DecodeGraph:
     """The cache's DecodeGraph for `model`, made (and on CUDA captured) on first use and kept with the cache."""
     runner = getattr(cache, "decode_graph", None)
-    wanted = (cache.lengths.device.type == "cuda") if cuda_graph is None else cuda_graph
-    if runner is None or runner.model is not model or runner.captured != wanted:
-        runner = DecodeGraph(model, cache, graph=wanted)
+    if runner is None or runner.model is not model or (cuda_graph is not None and runner.captured != cuda_graph):
+        runner = DecodeGraph(model, cache, graph=cuda_graph)
         cache.decode_graph = runner
     return runner

@@ -87,3 +87,10 @@ def test_generate_keeps_its_decoding_step_with_the_cache():
     assert cache.decode_graph is runner
     with pytest.raises(ValueError, match="need 13"):  # 5 + 9 - 1 tokens: the last new one is never fed
         model.generate(prompt, max_new_tokens=9, cache=cache)
+
+
+def test_a_mixer_that_reads_the_host_keeps_its_steps_out_of_a_graph():
+    model = model_named("monarch_causal")
+    with pytest.raises(ValueError, match="Monarch"):
+        DecodeGraph(model, model.allocate_cache(1, 8), graph=True)
+    assert not DecodeGraph(model, model.allocate_cache(1, 8)).captured
