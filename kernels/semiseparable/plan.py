@@ -122,16 +122,40 @@ class ScanVariant:
     segmented: dict | None = None
     segment_rule: SegmentRule | None = None
     segment_state: dict | None = None
+    # How a custom-op call of this variant spells its constants (`spell_call`), made here once so that a
+    # frame torch.compile traces reads it as a constant string.
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", spell_call(self.forward, self.backward or {}, self.segmented,
+                                                   self.segment_state, self.segment_rule))
 
     def segments(self, batch: int, seq_len: int) -> int:
         return 1 if self.segment_rule is None else self.segment_rule.count(batch, seq_len)
 
     def forward_launch(self, batch: int, seq_len: int) -> ForwardLaunch:
         """The forward a batch of `batch` sequences of `seq_len` steps runs: the whole walk, or its segments."""
-        segments = self.segments(batch, seq_len)
-        if segments == 1:
-            return ForwardLaunch(self.forward)
-        return ForwardLaunch(self.segmented, segments, self.segment_state)
+        return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
+
+
+def forward_launch(forward: dict, segmented: dict | None, segment_state: dict | None,
+                   segment_rule: SegmentRule | None, batch: int, seq_len: int) -> ForwardLaunch:
+    """The whole walk of `forward`, or, where `segment_rule` counts more than one segment for this batch and
+    length, the `segmented` walk after the state passing of `segment_state`."""
+    segments = 1 if segment_rule is None else segment_rule.count(batch, seq_len)
+    if segments == 1:
+        return ForwardLaunch(forward)
+    return ForwardLaunch(segmented, segments, segment_state)
+
+
+def spell_call(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
+               segment_rule: SegmentRule | None = None) -> str:
+    """The constants an op call runs, as the string its schema carries (an op takes no dicts): `repr` of their
+    items, which kernels/semiseparable/ops.py parses back in any process."""
+    def items(constants):
+        return None if constants is None else tuple(constants.items())
+    rule = None if segment_rule is None else dataclasses.astuple(segment_rule)
+    return repr((items(forward), items(backward), items(segmented), items(segment_state), rule))
 
 
 @dataclass(frozen=True)

@@ -58,16 +58,20 @@ def _step(constants: dict, state, x_t, log_a_t, B_t, C_t):
     return y_t, new_state
 
 
-def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTuning()):
+def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTuning(), plan=None):
     """One step: returns y_t (b, H, P) in x_t's dtype and new_state (b, H, P, N) in state's dtype.
 
     log_a_t=None means no decay (a_t = 1); the kernel is then rendered without decay code.
+    plan: the layer's prefill `ScanPlan`, whose sizes give the constants (None: the tensors' sizes).
     """
     check_step_inputs(state, x_t, log_a_t, B_t, C_t)
     if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom op (ops.py)
         from composer.kernels.semiseparable.ops import ssd_step_op
-        return ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning)
-    constants = step_constants(state, B_t, log_a_t is not None, tuning)
+        return ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning, plan)
+    if plan is None:
+        constants = step_constants(state, B_t, log_a_t is not None, tuning)
+    else:
+        constants = plan_step_constants(plan.sizes, tuning)
     state, x_t, B_t, C_t = (t.contiguous() for t in (state, x_t, B_t, C_t))
     log_a_t = None if log_a_t is None else log_a_t.contiguous()
     return _step(constants, state, x_t, log_a_t, B_t, C_t)

@@ -61,7 +61,7 @@ def ssd_scan_cached(x, log_a, B, C, chunk: int, backend: str, state: torch.Tenso
         if generated:
             from composer.kernels.semiseparable.step import ssd_step_triton  # imports triton only when used
             y, new_state = ssd_step_triton(state, scaled[:, 0], None if log_a is None else log_a[:, 0],
-                                           B[:, 0].contiguous(), C[:, 0].contiguous())
+                                           B[:, 0].contiguous(), C[:, 0].contiguous(), plan=plan)
         else:
             y, new_state = ssd_step(state.float(), scaled[:, 0], log_a[:, 0], B[:, 0].float(), C[:, 0].float())
         y = y[:, None].float()
