@@ -478,7 +478,7 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
     if torch.compiler.is_compiling():  # torch.compile, torch.export: the custom ops (ops.py), one a direction
         from composer.kernels.semiseparable.ops import ssd_chunked_op
         return ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning,
-                              needs_grad)
+                              needs_grad, plan)
     sizes = scan_sizes(x, log_a, B, chunk_len, *flags, has_dt=dt is not None, has_D=D is not None)
     if plan is None:
         plan = _plan_for(sizes, x.device, tuning)

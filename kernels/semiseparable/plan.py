@@ -168,27 +168,62 @@ class ScanVariant:
     segment_state: dict | None = None
     segmented_backward: dict | None = None
     backward_rule: BackwardSegmentRule | None = None
+    # How a custom-op call of this variant spells its constants (`spell_call`), made here once so that a
+    # frame torch.compile traces reads it as a constant string.
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", spell_call(self.forward, self.backward or {}, self.segmented,
+                                                   self.segment_state, self.segment_rule, self.segmented_backward,
+                                                   self.backward_rule))
 
     def segments(self, batch: int, seq_len: int) -> int:
         return 1 if self.segment_rule is None else self.segment_rule.count(batch, seq_len)
 
     def forward_launch(self, batch: int, seq_len: int) -> ForwardLaunch:
         """The forward a batch of `batch` sequences of `seq_len` steps runs: the whole walk, or its segments."""
-        segments = self.segments(batch, seq_len)
-        if segments == 1:
-            return ForwardLaunch(self.forward)
-        return ForwardLaunch(self.segmented, segments, self.segment_state,
-                             self.segment_rule.pieces(batch, seq_len))
+        return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
 
     def backward_launch(self, batch: int, seq_len: int) -> BackwardLaunch | None:
         """The backward such a batch runs (None: the forward saves nothing for one): its state passing whole or
         in segments."""
         if self.backward is None:
             return None
-        segments = 1 if self.backward_rule is None else self.backward_rule.count(batch, seq_len)
-        if segments == 1:
-            return BackwardLaunch(self.backward)
-        return BackwardLaunch(self.segmented_backward, segments)
+        return backward_launch(self.backward, self.segmented_backward, self.backward_rule, batch, seq_len)
+
+
+def forward_launch(forward: dict, segmented: dict | None, segment_state: dict | None,
+                   segment_rule: SegmentRule | None, batch: int, seq_len: int) -> ForwardLaunch:
+    """The whole walk of `forward`, or, where `segment_rule` counts more than one segment for this batch and
+    length, the `segmented` walk after the state passing of `segment_state` in the rule's pieces a segment."""
+    segments = 1 if segment_rule is None else segment_rule.count(batch, seq_len)
+    if segments == 1:
+        return ForwardLaunch(forward)
+    return ForwardLaunch(segmented, segments, segment_state, segment_rule.pieces(batch, seq_len))
+
+
+def backward_launch(backward: dict, segmented_backward: dict | None, backward_rule: BackwardSegmentRule | None,
+                    batch: int, seq_len: int) -> BackwardLaunch:
+    """The whole backward of `backward`, or, where `backward_rule` counts more than one segment for this batch
+    and length, the `segmented_backward` with that many segments."""
+    segments = 1 if backward_rule is None else backward_rule.count(batch, seq_len)
+    if segments == 1:
+        return BackwardLaunch(backward)
+    return BackwardLaunch(segmented_backward, segments)
+
+
+def spell_call(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
+               segment_rule: SegmentRule | None = None, segmented_backward: dict | None = None,
+               backward_rule: BackwardSegmentRule | None = None) -> str:
+    """The constants an op call runs, as the string its schema carries (an op takes no dicts): `repr` of their
+    items and rules, which kernels/semiseparable/ops.py parses back in any process."""
+    def items(constants):
+        return None if constants is None else tuple(constants.items())
+
+    def fields(rule):
+        return None if rule is None else dataclasses.astuple(rule)
+    return repr((items(forward), items(backward), items(segmented), items(segment_state), fields(segment_rule),
+                 items(segmented_backward), fields(backward_rule)))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ constants and batch rules.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -90,6 +91,26 @@ class SSDTuning:
     segments: int | None = None
     state_pieces: int | None = None
     backward: "SSDTuning | None" = None
+
+
+def tuning_values(tuning: SSDTuning | None) -> tuple | None:
+    """The tuning's fields as a tuple of plain values (the backward's nested), or None: what a frame that
+    torch.compile traces may pass to a function it runs once as a constant (Dynamo cannot pass a frozen
+    dataclass instance there, but reads its fields); `from_values` gives the tuning back."""
+    if tuning is None:
+        return None
+    return tuple(tuning_values(getattr(tuning, name)) if name == "backward" else getattr(tuning, name)
+                 for name in TUNING_FIELDS)
+
+
+def from_values(values: tuple | None) -> SSDTuning | None:
+    if values is None:
+        return None
+    *fields, backward = values
+    return SSDTuning(*fields, backward=from_values(backward))
+
+
+TUNING_FIELDS = tuple(f.name for f in dataclasses.fields(SSDTuning))  # backward last
 
 
 # From the H100 sweeps at L=4096, H=32, chunk 256, bf16, every (P, N) in {64, 128} x {64, 128, 256}
