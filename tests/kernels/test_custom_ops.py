@@ -293,6 +293,38 @@ def test_a_compiled_scan_with_its_plan_segments_as_eager_at_every_length(monkeyp
     torch._dynamo.reset()
 
 
+def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
+    """The backward's segment rule runs inside the backward op at the call's length too: with a plan for 64
+    multiprocessors a compiled training step walks the backward's state passing in segments where eager does,
+    and its gradients are the reference's."""
+    from composer.kernels.semiseparable import chunk
+    from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+
+    plan = plan_scan(ScanSizes(16, 16, 16, 2, 1, decays=True), 64, SSDTuning(16, 16, 16, fused=True))
+    segmented = []
+    original = chunk._segment_arriving_grads
+
+    def recording(kernels, constants, segments, *args):
+        segmented.append(segments)
+        return original(kernels, constants, segments, *args)
+    monkeypatch.setattr(chunk, "_segment_arriving_grads", recording)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, log_a, B, C: ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False,
+                                                                        plan=plan)[0],
+                             fullgraph=True, backend="aot_eager")
+    inputs = ssd_inputs(1, 128, 2, 1, dt=False, D=False, h0=False, seed=5)
+    leaves = [inputs[name].float().to(DEVICE).requires_grad_() for name in ("x", "log_a", "B", "C")]
+    compiled(*leaves).square().sum().backward()
+    reference_leaves = [inputs[name].clone().requires_grad_() for name in ("x", "log_a", "B", "C")]
+    reference(*reference_leaves, None, None, None, chunk_len=16)[0].square().sum().backward()
+    for name, got, want in zip(("x", "log_a", "B", "C"), leaves, reference_leaves):
+        torch.testing.assert_close(got.grad.cpu().double(), want.grad, rtol=1e-4,
+                                   atol=1e-4 * want.grad.pow(2).mean().sqrt().item(), msg=lambda m: f"d{name}: {m}")
+    assert plan.select("fp32", True, 1).backward_launch(1, 128).segments == 2 and segmented == [2]
+    torch._dynamo.reset()
+
+
 def test_a_compiled_scan_takes_new_lengths_as_one_dynamic_graph():
     """The constants do not depend on the length: after torch.compile's second length (automatic dynamic
     shapes) one graph takes every length."""
