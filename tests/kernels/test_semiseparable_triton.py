@@ -752,3 +752,31 @@ def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_le
     assert backward.segments == 4 and backward.constants["SEGMENTED"] and "SEGMENTED" not in variant.backward
     assert variant.backward_launch(8, 8192) == (variant.backward, 1)
     assert plan_scan(sizes, 132).select("bf16", False, 1).backward_launch(1, 32768) is None
+
+
+def test_segmented_paths_in_bf16_match_reference_to_its_precision():
+    """bf16 inputs (bf16 operands where compiled, BF16_OPERAND) through the segmented walk in pieces and the
+    segmented backward: y, the
+    final state and every gradient within bf16's rounding of the fp64 reference (relative norm 2e-2, as the GPU
+    checks take), as the whole walk and backward are."""
+    torch.manual_seed(17)
+    inputs = [t.to(torch.bfloat16) for t in make_inputs(b=1, L=128, H=4, P=16, G=2, N=16)]
+    segmented = SSDTuning(16, 16, 16, operand=BF16_OPERAND, fused=True, segments=4, state_pieces=2,
+                          backward=SSDTuning(16, 16, 16, operand=BF16_OPERAND, segments=4))
+    whole = SSDTuning(16, 16, 16, operand=BF16_OPERAND, fused=True, segments=1,
+                      backward=SSDTuning(16, 16, 16, operand=BF16_OPERAND, segments=1))
+    grads = []
+    for dtype, tuning in ((torch.float64, None), (torch.bfloat16, segmented), (torch.bfloat16, whole)):
+        leaves = [t.to(dtype=dtype, device=DEVICE if tuning else "cpu", copy=True).requires_grad_() for t in inputs]
+        if tuning is None:
+            y, s = ssd_chunked(*leaves[:4], 16, leaves[4])
+        else:
+            y, s = ssd_chunked_triton(*leaves[:4], 16, leaves[4], tuning=tuning)
+        torch.manual_seed(3)
+        (y.double() * torch.randn(y.shape, dtype=torch.float64, device=y.device)).sum().add(s.double().sum()).backward()
+        grads.append([y.detach(), s.detach()] + [leaf.grad for leaf in leaves])
+    reference, *kernels = grads
+    for got in kernels:
+        for name, g, want in zip(("y", "final_state") + GRAD_NAMES, got, reference):
+            error = ((g.cpu().double() - want).norm() / want.norm()).item()
+            assert error < 2e-2, f"{name}: relative error {error:.2e}"
