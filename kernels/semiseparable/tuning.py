@@ -47,7 +47,8 @@ class SSDTuning:
     fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
                  the sequence block_q steps at a time, state in registers: x read once, no states pass
                  through memory unless the backward needs them); False the split kernels; None: fused where
-                 its b * H * P // block_p programs keep enough of the GPU busy (plan.forms_by_batch), else split.
+                 its b * H * P // block_p programs keep enough of the GPU busy, which a walk that may segment does
+                 from one sequence up (plan.forms_by_batch), else split.
     leaving_share_in_dx  backward only: the dx kernel forms each head's share of the leaving state's dcum
                  (it holds B G^T already) and dB's loop over a group's heads is products alone; False: dB forms
                  the shares from a (block_q, N) fp32 product per head. None: True past N = 128, where that
