@@ -12,7 +12,9 @@ finishes (`--parts` picks them; a checkout without the custom ops runs explain a
 - eager: the step's do_bench median;
 - compiled: `torch.compile(step, fullgraph=True)` (default Inductor) of the whole step, loss.backward()
   included (torch._dynamo.config.trace_autograd_ops), its do_bench median and first-call (compile) time,
-  and the compiled step's loss and gradients against eager's (largest relative error over parameters);
+  and the compiled step's loss and gradients against eager's (largest relative error over parameters); both
+  bf16 steps' gradients also against an fp32 step's (no autocast), the measure of which one is further off;
+- compiled_emulated: the same with Inductor's `emulate_precision_casts` (it rounds where eager rounds to bf16);
 - export: `torch.export.export` of the no-grad forward under autocast, its logits against eager's.
 """
 
@@ -57,7 +59,7 @@ def main() -> None:
     parser.add_argument("--spec", default="examples/mamba2_130m.mix")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--parts", default="explain,eager,compiled,export")
+    parser.add_argument("--parts", default="explain,eager,compiled,compiled_emulated,export")
     parser.add_argument("--label", default="after")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test under TRITON_INTERPRET=1 (explain, export)")
     args = parser.parse_args()
@@ -97,8 +99,26 @@ def main() -> None:
         eager_ms = do_bench(lambda: step(tokens, targets), return_mode="median")
         log(label, "eager step", ms=round(eager_ms, 3))
 
-    if "compiled" in parts:
+    def fp32_step_grads():
+        """Every parameter's gradient of the step without autocast: the measure of the bf16 steps' error."""
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(tokens).float().flatten(0, 1), targets.flatten()).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return grads
+
+    def error_summary(grads, want):
+        errors = {name: relative_error(grads[name], want[name]) for name in want}
+        worst = max(errors, key=errors.get)
+        return dict(median=sorted(errors.values())[len(errors) // 2], worst=errors[worst], worst_at=worst)
+
+    fp32_grads = fp32_step_grads() if {"compiled", "compiled_emulated"} & set(parts) else None
+    for part in ("compiled", "compiled_emulated"):
+        if part not in parts:
+            continue
         try:
+            emulate = part == "compiled_emulated"
+            torch._inductor.config.emulate_precision_casts = emulate
             whole_step = hasattr(torch._dynamo.config, "trace_autograd_ops")
             if whole_step:  # loss.backward() traced into the one graph
                 torch._dynamo.config.trace_autograd_ops = True
@@ -118,16 +138,19 @@ def main() -> None:
             compiled_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
             model.zero_grad(set_to_none=True)
             eager_loss = step(tokens, targets)
-            errors = {name: relative_error(compiled_grads[name], p.grad) for name, p in model.named_parameters()}
-            worst = max(errors, key=errors.get)
+            eager_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+            against_eager = error_summary(compiled_grads, eager_grads)
             compiled_ms = do_bench(lambda: compiled(tokens, targets), return_mode="median")
-            log(label, "compiled step (fullgraph=True, inductor)", whole_step=whole_step, ms=round(compiled_ms, 3),
+            log(label, f"{part} step (fullgraph=True, inductor)", whole_step=whole_step, ms=round(compiled_ms, 3),
                 first_call_s=round(first_call, 1), loss=compiled_loss.item(), eager_loss=eager_loss.item(),
-                worst_grad_relative_error=errors[worst], worst_grad=worst,
-                median_grad_relative_error=sorted(errors.values())[len(errors) // 2])
+                worst_grad_relative_error=against_eager["worst"], worst_grad=against_eager["worst_at"],
+                median_grad_relative_error=against_eager["median"],
+                compiled_against_fp32=error_summary(compiled_grads, fp32_grads),
+                eager_against_fp32=error_summary(eager_grads, fp32_grads))
         except Exception:
-            log(label, "compiled step failed", error=traceback.format_exc()[-3000:])
+            log(label, f"{part} step failed", error=traceback.format_exc()[-3000:])
         finally:
+            torch._inductor.config.emulate_precision_casts = False
             if hasattr(torch._dynamo.config, "trace_autograd_ops"):
                 torch._dynamo.config.trace_autograd_ops = False
             torch._dynamo.reset()

@@ -8,13 +8,17 @@ them as plain Python that no tracer enters, on the GPU or under the CPU interpre
 kernels give the outputs' shapes from the constants alone. (`triton_op` would let Inductor see the
 kernels, but it traces the launcher's body, so all of that would have to be traceable.)
 
-An op's schema carries tensors, numbers and strings, not dicts, so a call's constants (the forward's, the
-backward's, and a segmented walk's segments and state passing) travel as `constants_key`: a string that spells
-them (`repr` of the dicts' items), looked up
-in a process-wide table and parsed back where the table lacks it (a program exported by another
-process). Custom ops return no None: an output absent under the constants (the final state when not
-returned, the saved tensors of an inference forward, cum without decay) is an empty tensor here and
-None again in the Python wrapper.
+An op's schema carries tensors, numbers and strings, not dicts, so a call's constants travel as
+`constants_key`: a string that spells them (`repr` of the dicts' items), looked up in a process-wide table
+and parsed back where the table lacks it (a program exported by another process). A forward's key spells
+the whole plan variant it runs (`plan.ScanVariant`): the walk's constants, the backward's, and a fused
+walk's segmented constants, state passing and `SegmentRule`, and the backward's segmented constants and
+`BackwardSegmentRule`; the ops apply the rules to the batch and length they are called with, so a compiled graph
+whose length is dynamic still segments where eager would.
+
+Custom ops return no None: an output absent under the constants (the final state when not returned, the
+saved tensors of an inference forward, cum without decay) is an empty tensor here and None again in the
+Python wrapper.
 
 Eager calls do not come here: `ssd_chunked_triton` runs `SSDChunked` directly, since the dispatcher
 and the op's Python autograd add tens of microseconds a call on the host; both paths run the same
@@ -31,44 +35,67 @@ import torch
 from torch import Tensor
 
 from composer.kernels.op_namespace import NAMESPACE
-from composer.kernels.semiseparable.chunk import (_backward, _forward, call_launch, default_tuning,
-                                                 forward_outputs)
-from composer.kernels.semiseparable.step import _step, step_constants
-from composer.kernels.semiseparable.tuning import SSDTuning
+from composer.kernels.semiseparable.chunk import (_backward, _forward, forward_outputs, operand_of,
+                                                 plan_for_call)
+from composer.kernels.semiseparable.plan import (BackwardLaunch, BackwardSegmentRule, ForwardLaunch, ScanPlan,
+                                                ScanSizes, SegmentRule, backward_launch, forward_launch, spell_call)
+from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
+from composer.kernels.semiseparable.step import _step
+from composer.kernels.semiseparable.tuning import SSDTuning, from_values, tuning_values
 
 OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 
 
 class CallConstants(NamedTuple):
-    """What one op call runs: the forward's and the backward's constants and, for a segmented fused walk,
-    its segments and the constants of the state passing over them (`plan.ForwardLaunch`)."""
+    """What one op call runs: the forward's and the backward's constants and, for a fused walk that may run
+    in segments, the segmented walk's constants, the state passing over the segments and the rule that counts
+    them and its pieces, and the backward's in segments and its rule (`plan.ScanVariant`'s fields)."""
 
     forward: dict
     backward: dict
-    segments: int = 1
+    segmented: dict | None = None
     segment_state: dict | None = None
+    segment_rule: SegmentRule | None = None
+    segmented_backward: dict | None = None
+    backward_rule: BackwardSegmentRule | None = None
+
+    def launch(self, batch: int, seq_len: int) -> ForwardLaunch:
+        """The forward a call of `batch` sequences of `seq_len` steps runs (`plan.forward_launch`)."""
+        return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
+
+    def backward_launch(self, batch: int, seq_len: int) -> BackwardLaunch:
+        """The backward of such a call (`plan.backward_launch`)."""
+        return backward_launch(self.backward, self.segmented_backward, self.backward_rule, batch, seq_len)
 
 
 _CONSTANTS: dict[str, CallConstants] = {}
 
 
-def constants_key(forward: dict, backward: dict, segments: int = 1, segment_state: dict | None = None) -> str:
-    """The string an op call carries for these constants; registers them under it."""
-    state_items = None if segment_state is None else tuple(segment_state.items())
-    key = repr((tuple(forward.items()), tuple(backward.items()), segments, state_items))
-    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segments, segment_state))
+def constants_key(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
+                  segment_rule: SegmentRule | None = None, segmented_backward: dict | None = None,
+                  backward_rule: BackwardSegmentRule | None = None) -> str:
+    """The string an op call carries for these constants (`plan.spell_call`); registers them under it."""
+    key = spell_call(forward, backward, segmented, segment_state, segment_rule, segmented_backward, backward_rule)
+    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segmented, segment_state, segment_rule,
+                                             segmented_backward, backward_rule))
     return key
 
 
 def constants_of(key: str) -> CallConstants:
-    """The constants `constants_key` gave `key`: a dict lookup, or (a key from another process, as in a loaded
-    exported program) its items parsed back."""
+    """The constants `spell_call` spelled as `key`: a dict lookup, or (a key from another process, as in a
+    loaded exported program, or a plan variant's own `key`) its items parsed back."""
     call = _CONSTANTS.get(key)
     if call is None:
-        forward, backward, segments, state_items = ast.literal_eval(key)
-        call = _CONSTANTS[key] = CallConstants(dict(forward), dict(backward), segments,
-                                               None if state_items is None else dict(state_items))
+        forward, backward, segmented, segment_state, rule, segmented_backward, backward_rule = ast.literal_eval(key)
+        call = _CONSTANTS[key] = CallConstants(
+            dict(forward), dict(backward), _dict(segmented), _dict(segment_state),
+            None if rule is None else SegmentRule(*rule), _dict(segmented_backward),
+            None if backward_rule is None else BackwardSegmentRule(*backward_rule))
     return call
+
+
+def _dict(items) -> dict | None:
+    return None if items is None else dict(items)
 
 
 def _empty_for_none(tensors, like: Tensor) -> tuple:
@@ -80,9 +107,9 @@ def ssd_forward(x: Tensor, dt: Optional[Tensor], log_a: Optional[Tensor], B: Ten
                 initial_state: Optional[Tensor], D: Optional[Tensor],
                 key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """y, the final state, scores, states and cum as `chunk._forward` (empty where it gives None)."""
-    call = constants_of(key)
-    return _empty_for_none(_forward(call.forward, x, dt, log_a, B, C, initial_state, D, call.segments,
-                                    call.segment_state), x)
+    launch = constants_of(key).launch(x.shape[0], x.shape[1])
+    return _empty_for_none(_forward(launch.constants, x, dt, log_a, B, C, initial_state, D, launch.segments,
+                                    launch.segment_state, launch.state_pieces), x)
 
 
 @ssd_forward.register_fake
@@ -96,8 +123,9 @@ def ssd_backward(x: Tensor, dt: Optional[Tensor], B: Tensor, C: Tensor, initial_
                  final_state_grad: Optional[Tensor],
                  key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """dx, ddt, dlog_a, dB, dC, d(initial_state), dD as `chunk._backward` (empty where it gives None)."""
-    grads = _backward(constants_of(key)[1], x, dt, B, C, initial_state, D, scores, states, cum, dy,
-                      final_state_grad)
+    launch = constants_of(key).backward_launch(x.shape[0], x.shape[1])
+    grads = _backward(launch.constants, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad,
+                      launch.segments)
     return _empty_for_none(grads, x)
 
 
@@ -142,51 +170,62 @@ ssd_forward.register_autograd(_backward_formula, setup_context=_setup_context)
 
 
 class TensorFacts(NamedTuple):
-    """What `default_tuning` and `call_constants` read of a tensor: its shape, dtype and device."""
+    """What `plan_for_call` reads of a tensor: its shape, dtype and device."""
 
     shape: tuple
     dtype: torch.dtype
     device: torch.device
 
 
+def planned_key(plan: ScanPlan, x, B, needs_grad: bool) -> str:
+    """The key of the variant `plan` gives these inputs: the launcher's `select`, traced (it guards on the
+    batch), and the variant's own `key`, a constant string."""
+    return plan.select(operand_of(x, B), needs_grad, x.shape[0]).key
+
+
 @torch._dynamo.assume_constant_result
-def traced_call_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int, has_initial_state: bool,
-                    return_final_state: bool, tuning: SSDTuning | None, has_dt: bool, has_D: bool,
+def traced_plan_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int, has_initial_state: bool,
+                    return_final_state: bool, tuning: tuple | None, has_dt: bool, has_D: bool,
                     needs_grad: bool) -> str:
-    """`constants_key` of a call's constants, from plain facts: Dynamo runs this once while tracing and
-    keeps the string (their lru_caches would each break the graph if traced). The facts are constants of
-    the traced frame (Dynamo guards on them; tuning by identity), the length excepted (`_facts`)."""
+    """`planned_key` for a call made without a plan, planned from plain facts of its tensors (`plan_for_call`):
+    Dynamo runs this once while tracing (plan_for_call's lru_caches would each break the graph if traced). The
+    facts and the tuning's values (`tuning_values`) are constants of the traced frame (Dynamo guards on them),
+    the length excepted (`_facts`)."""
     x, B = TensorFacts(*x_facts), TensorFacts(*B_facts)
-    tuning = tuning or default_tuning(x, B, needs_grad)
-    launch, backward = call_launch(x, True if decays else None, B, chunk_len, has_initial_state,
-                                   return_final_state, tuning, has_dt=has_dt, has_D=has_D, needs_grad=needs_grad)
-    return constants_key(launch.constants, backward, launch.segments, launch.segment_state)
+    plan = plan_for_call(x, True if decays else None, B, chunk_len, has_initial_state, return_final_state,
+                         from_values(tuning), has_dt, has_D)
+    return plan.select(operand_of(x, B), needs_grad, x.shape[0]).key
 
 
-def _facts(t: Tensor, length_dim: int | None = None) -> tuple:
-    """`TensorFacts` of t with the length (dim length_dim) as 1: no constant depends on it, so a dynamic length
-    (torch.compile's automatic dynamic shapes) traces. Another dynamic size, such as the batch, which picks
-    the forward's form on CUDA, cannot be passed as a constant, and Dynamo says so."""
-    return tuple(1 if dim == length_dim else size for dim, size in enumerate(t.shape)), t.dtype, t.device
+def _facts(t: Tensor, *free_dims: int) -> tuple:
+    """`TensorFacts` of t with the sizes no constant depends on (dims free_dims) as 1, so that they may be dynamic
+    under torch.compile (automatic dynamic shapes): the length of a scan, the batch of a step. Another dynamic
+    size, such as a scan's batch, which picks the forward's variant on CUDA, cannot be passed as a constant, and
+    Dynamo says so: a layer's handed plan (`planned_key`) takes a dynamic batch."""
+    shape = tuple(1 if dim in free_dims else size for dim, size in enumerate(t.shape))
+    return shape, t.dtype, t.device
 
 
-def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning, needs_grad):
+def ssd_chunked_op(x, log_a, B, C, chunk_len, initial_state, return_final_state, dt, D, tuning, needs_grad,
+                   plan: ScanPlan | None = None):
     """`ssd_chunked_triton` (after its input checks) through the custom ops: y and the final state (None
-    when return_final_state is False)."""
-    key = traced_call_key(_facts(x, 1), _facts(B, 1), log_a is not None, chunk_len, initial_state is not None,
-                          return_final_state, tuning, dt is not None, D is not None, needs_grad)
+    when return_final_state is False). plan: the layer's ScanPlan (None: planned from the tensors' facts)."""
+    if plan is None:
+        key = traced_plan_key(_facts(x, 1), _facts(B, 1), log_a is not None, chunk_len, initial_state is not None,
+                              return_final_state, tuning_values(tuning), dt is not None, D is not None,
+                              needs_grad)
+    else:
+        key = planned_key(plan, x, B, needs_grad)
     inputs = (x, dt, log_a, B, C, initial_state, D)
-    y, final_state, *_ = OPS.ssd_forward(*(None if t is None else t.contiguous() for t in inputs),
-                                                        key)
+    y, final_state, *_ = OPS.ssd_forward(*(None if t is None else t.contiguous() for t in inputs), key)
     return y, final_state if return_final_state else None
-
 
 
 @torch.library.custom_op(f"{NAMESPACE}::ssd_step", mutates_args=())
 def ssd_step(state: Tensor, x_t: Tensor, log_a_t: Optional[Tensor], B_t: Tensor, C_t: Tensor,
              key: str) -> tuple[Tensor, Tensor]:
     """y_t and the new state, as `step.ssd_step_triton` (forward only: it has no autograd formula)."""
-    return _step(constants_of(key)[0], state, x_t, log_a_t, B_t, C_t)
+    return _step(constants_of(key).forward, state, x_t, log_a_t, B_t, C_t)
 
 
 @ssd_step.register_fake
@@ -195,13 +234,22 @@ def _(state, x_t, log_a_t, B_t, C_t, key):
 
 
 @torch._dynamo.assume_constant_result
-def traced_step_key(state_facts: tuple, B_facts: tuple, decays: bool, tuning: SSDTuning) -> str:
-    """The step's `constants_key` (no backward: an empty dict), run once while tracing."""
-    return constants_key(step_constants(TensorFacts(*state_facts), TensorFacts(*B_facts), decays, tuning), {})
+def traced_step_key(head_dim: int, state: int, heads: int, groups: int, decays: bool, block_p: int,
+                    num_warps: int) -> str:
+    """The step's `constants_key` (no backward: an empty dict), run once while tracing; plain values only."""
+    sizes = ScanSizes(head_dim, state, 1, heads, groups, decays)
+    return constants_key(plan_step_constants(sizes, SSDTuning(block_p=block_p, num_warps=num_warps)), {})
 
 
-def ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning):
-    """`ssd_step_triton` (after its input checks) through the custom op."""
-    key = traced_step_key(_facts(state), _facts(B_t), log_a_t is not None, tuning)
+def ssd_step_op(state, x_t, log_a_t, B_t, C_t, tuning, plan: ScanPlan | None = None):
+    """`ssd_step_triton` (after its input checks) through the custom op; the batch may be dynamic (no step
+    constant depends on it). plan: the layer's prefill ScanPlan, whose sizes give the constants (None: the
+    tensors' sizes)."""
+    if plan is None:
+        _, heads, head_dim, state_size = state.shape
+        sizes = (head_dim, state_size, heads, B_t.shape[1], log_a_t is not None)
+    else:
+        sizes = (plan.sizes.head_dim, plan.sizes.state, plan.sizes.heads, plan.sizes.groups, plan.sizes.decays)
+    key = traced_step_key(*sizes, tuning.block_p, tuning.num_warps)
     inputs = (state, x_t, log_a_t, B_t, C_t)
     return OPS.ssd_step(*(None if t is None else t.contiguous() for t in inputs), key)

@@ -101,7 +101,7 @@ def test_transformers_loads_the_export_and_save_pretrained_round_trips(tmp_path)
     assert config["architectures"] == ["EveryKindForCausalLM"]
     assert [layer["layer_type"] for layer in config["layers"]] == [
         "linear_attention", "full_attention", "linear_attention", "sliding_attention", None, "linear_attention",
-        "linear_attention"]
+        "linear_attention", "linear_attention"]
     assert "layer_types" not in config  # transformers has no word for a Monarch mixer, so no list at all
 
 

@@ -155,7 +155,7 @@ def training_step(model):
 @pytest.fixture
 def traced_backward(monkeypatch):
     """Dynamo traces loss.backward() into the step's graph (otherwise it breaks the graph there)."""
-    monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", True)
+    monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", True, raising=False)
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
@@ -233,6 +233,96 @@ def test_step_op_passes_opcheck_and_compiles_to_the_reference(G, decay):
     want = ssd_step(state, x_t, torch.zeros(b, H) if log_a_t is None else log_a_t, B_t, C_t)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_compiled_step_takes_the_plan_and_a_dynamic_batch():
+    """Through a layer's prefill plan the step's constants come from the plan's sizes, and no constant depends
+    on the batch: after a second batch size one graph takes every batch."""
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+    from composer.kernels.semiseparable.reference import ssd_step
+    from composer.kernels.semiseparable.step import ssd_step_triton
+
+    H, G, P, N = 4, 2, 32, 16
+    plan = plan_scan(ScanSizes(P, N, 16, H, G, decays=True, initial_state=True, final_state=True), None)
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return torch._dynamo.backends.debugging.aot_eager(graph_module, example_inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *inputs: ssd_step_triton(*inputs, plan=plan), fullgraph=True,
+                             backend=counting_backend)
+    for b in (1, 3, 5):
+        torch.manual_seed(b)
+        state, x_t, log_a_t = torch.randn(b, H, P, N), torch.randn(b, H, P), -torch.rand(b, H)
+        B_t, C_t = torch.randn(b, G, N), torch.randn(b, G, N)
+        got = compiled(*(t.to(DEVICE) for t in (state, x_t, log_a_t, B_t, C_t)))
+        for g, w in zip(got, ssd_step(state, x_t, log_a_t, B_t, C_t)):
+            torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5)
+    assert len(graphs) == 2
+    torch._dynamo.reset()
+
+
+def test_a_compiled_scan_with_its_plan_segments_as_eager_at_every_length(monkeypatch):
+    """A handed plan's segment rule runs inside the op, at the length of each call: under a dynamic length the
+    compiled scan splits the walk where eager does (a plan for 64 multiprocessors, so small inputs segment)."""
+    from composer.kernels.semiseparable import chunk
+    from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+
+    plan = plan_scan(ScanSizes(16, 16, 16, 2, 1, decays=True), 64, SSDTuning(16, 16, fused=True))
+    walked = []
+    original = chunk._segment_entering_states
+
+    def recording(state_constants, segments, *args):
+        walked.append(segments)
+        return original(state_constants, segments, *args)
+    monkeypatch.setattr(chunk, "_segment_entering_states", recording)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, log_a, B, C: ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False,
+                                                                        plan=plan)[0],
+                             fullgraph=True, backend="aot_eager")
+    for L in (128, 64, 256):
+        inputs = ssd_inputs(1, L, 2, 1, dt=False, D=False, h0=False, seed=L)
+        with torch.no_grad():
+            got = compiled(*(inputs[name].float().to(DEVICE) for name in ("x", "log_a", "B", "C")))
+        want, _ = reference(**inputs, chunk_len=16)
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5 * want.pow(2).mean().sqrt().item())
+    counts = [plan.select("fp32", False, 1).segments(1, L) for L in (128, 64, 256)]
+    assert counts == [2, 1, 4] and walked == [2, 4]  # one segment walks whole, with no state passing first
+    torch._dynamo.reset()
+
+
+def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
+    """The backward's segment rule runs inside the backward op at the call's length too: with a plan for 64
+    multiprocessors a compiled training step walks the backward's state passing in segments where eager does,
+    and its gradients are the reference's."""
+    from composer.kernels.semiseparable import chunk
+    from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+
+    plan = plan_scan(ScanSizes(16, 16, 16, 2, 1, decays=True), 64, SSDTuning(16, 16, 16, fused=True))
+    segmented = []
+    original = chunk._segment_arriving_grads
+
+    def recording(kernels, constants, segments, *args):
+        segmented.append(segments)
+        return original(kernels, constants, segments, *args)
+    monkeypatch.setattr(chunk, "_segment_arriving_grads", recording)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, log_a, B, C: ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False,
+                                                                        plan=plan)[0],
+                             fullgraph=True, backend="aot_eager")
+    inputs = ssd_inputs(1, 128, 2, 1, dt=False, D=False, h0=False, seed=5)
+    leaves = [inputs[name].float().to(DEVICE).requires_grad_() for name in ("x", "log_a", "B", "C")]
+    compiled(*leaves).square().sum().backward()
+    reference_leaves = [inputs[name].clone().requires_grad_() for name in ("x", "log_a", "B", "C")]
+    reference(*reference_leaves, None, None, None, chunk_len=16)[0].square().sum().backward()
+    for name, got, want in zip(("x", "log_a", "B", "C"), leaves, reference_leaves):
+        torch.testing.assert_close(got.grad.cpu().double(), want.grad, rtol=1e-4,
+                                   atol=1e-4 * want.grad.pow(2).mean().sqrt().item(), msg=lambda m: f"d{name}: {m}")
+    assert plan.select("fp32", True, 1).backward_launch(1, 128).segments == 2 and segmented == [2]
     torch._dynamo.reset()
 
 
