@@ -5,7 +5,8 @@
 Checks: ours in fp32 and bf16, and fla in bf16, against our fp32 reference (kernels/delta/reference.py) at
 odd lengths from an initial state (y, the final state and every gradient: q, k, v, beta, log_gate and the
 initial state), with gate on and off. Timings: do_bench medians of the forward and forward+backward at
-Qwen3-Next-like layer sizes (32 value heads, 16 key heads, head dims 128), bf16, both in one process.
+Qwen3-Next-like layer sizes (32 value heads, 16 key heads, head dims 128), bf16, both in one process, and
+one decoding step against fla's fused_recurrent_gated_delta_rule at T = 1.
 fla gets the same grouped heads (its GVA), the gate in log space and beta after the sigmoid. A peer that
 fails or stalls is recorded as a result, not a crash; past the deadline the rest is skipped.
 """
@@ -162,6 +163,30 @@ def main():
         for kind in ("fwd", "fwdbwd"):
             if f"fla_{kind}_ms" in row and f"composer_{kind}_ms" in row:
                 row[f"speedup_{kind}"] = round(row[f"fla_{kind}_ms"] / row[f"composer_{kind}_ms"], 3)
+        results["timings"].append(row)
+        print("time", json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+    for b in (1, 16, 64):  # one decoding step: ours against fla's fused_recurrent at T = 1
+        if time.time() - start > args.deadline_s:
+            break
+        row = {"decode_batch": b}
+        x = inputs(b, 1, 32, 16, 128, 128, gate=True, seed=2, dtype=torch.bfloat16)
+        state = x["state0"].contiguous()
+        step_args = (state, x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], x["log_gate"][:, 0])
+        try:
+            from composer.kernels.delta.chunk import delta_step_triton
+            from composer.kernels.delta.reference import delta_rule_step
+            got, want = delta_step_triton(*step_args), delta_rule_step(*step_args)
+            row["check_y"] = rel_err(got[0], want[0])
+            row["composer_step_ms"] = round(do_bench(lambda: delta_step_triton(*step_args), return_mode="median"), 4)
+            from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+            with time_limit(args.peer_limit_s):
+                row["fla_step_ms"] = round(do_bench(lambda: fused_recurrent_gated_delta_rule(
+                    x["q"], x["k"], x["v"], x["log_gate"], beta=x["beta"], initial_state=state,
+                    output_final_state=True), return_mode="median"), 4)
+            row["speedup_step"] = round(row["fla_step_ms"] / row["composer_step_ms"], 3)
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         results["timings"].append(row)
         print("time", json.dumps(row), flush=True)
         out.write_text(json.dumps(results, indent=2))
