@@ -57,3 +57,28 @@ def forget_autotuning(package: str = "mamba_ssm") -> int:
     for tuner in tuners.values():
         tuner.cache.clear()
     return len(tuners)
+
+
+def _stand_in_hub() -> None:
+    """mamba_ssm's module classes mix in huggingface_hub's PyTorchModelHubMixin (saving and loading only); where
+    huggingface_hub is not installed an empty mixin stands in."""
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        hub = types.ModuleType("huggingface_hub")
+        hub.PyTorchModelHubMixin = type("PyTorchModelHubMixin", (), {})
+        sys.modules["huggingface_hub"] = hub
+
+
+def mamba2_module():
+    """mamba_ssm's Mamba2 layer, mamba_ssm.modules.mamba2.Mamba2, and its fused add + RMSNorm,
+    mamba_ssm.ops.triton.layer_norm.layer_norm_fn (what its Block runs with fused_add_norm). Without
+    causal_conv1d (not among the peer files) Mamba2.step takes its plain-PyTorch conv update; construct it
+    with use_mem_eff_path=False for the same reason."""
+    _mamba_triton("selective_state_update", "selective_state_update")  # the package stand-ins
+    _stand_in_hub()
+    root = PEERS / "mamba_ssm"
+    _namespace("mamba_ssm.modules", root / "modules")
+    _namespace("mamba_ssm.distributed", root / "distributed")
+    mamba2 = importlib.import_module("mamba_ssm.modules.mamba2")
+    return mamba2.Mamba2, importlib.import_module("mamba_ssm.ops.triton.layer_norm").layer_norm_fn

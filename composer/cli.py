@@ -218,9 +218,11 @@ def cmd_bench_decode(args) -> int:
     console.print(f"model `{spec.name}` on {device} ({args.precision}; "
                   f"{'the plan' + chr(39) + 's kernels' if device.type == 'cuda' else 'the plain-PyTorch reference'})")
     for batch in args.batch_size:
-        t = time_decode(model, batch, args.prompt_len, args.new_tokens, args.repeats)
+        t = time_decode(model, batch, args.prompt_len, args.new_tokens, args.repeats,
+                        cuda_graph=False if args.no_cuda_graph else None)
         console.print(f"batch {batch:4d}  prefill {t.prompt_len} tokens {t.prefill_ms:9.2f} ms  "
-                      f"decode {t.decode_ms_per_step:8.3f} ms/step = {t.tokens_per_second:10,.1f} tokens/s  "
+                      f"decode {t.decode_ms_per_step:8.3f} ms/step{' (CUDA graph)' if t.cuda_graph else ''} = "
+                      f"{t.tokens_per_second:10,.1f} tokens/s  "
                       f"cache {human_bytes(t.cache_bytes)}  peak memory {human_bytes(t.peak_memory_bytes)}")
     return 0
 
@@ -242,6 +244,7 @@ def add_decode_commands(command) -> None:
     bench.add_argument("--prompt-len", type=int, default=128)
     bench.add_argument("--new-tokens", type=int, default=32)
     bench.add_argument("--repeats", type=int, default=3, help="the median of this many runs")
+    bench.add_argument("--no-cuda-graph", action="store_true", help="run the decoding steps eagerly on CUDA too")
     for p in (gen, bench):
         p.add_argument("--weights", help="a safetensors file of the spec's weights (default: freshly initialised)")
         p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")

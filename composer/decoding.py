@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from composer.build import build
+from composer.layers.decode_graph import DecodeGraph
 from composer.planner import plan
 from composer.spec import Spec
 
@@ -57,6 +58,7 @@ class DecodeTiming:
     decode_ms_per_step: float  # one token for every row
     cache_bytes: int
     peak_memory_bytes: int    # CUDA's peak allocation, or the process's peak resident set on a CPU
+    cuda_graph: bool = False  # the steps ran as one captured CUDA graph each
 
     @property
     def tokens_per_second(self) -> float:
@@ -69,14 +71,18 @@ def _sync(device) -> None:
 
 
 @torch.no_grad()
-def time_decode(model, batch: int, prompt_len: int, new_tokens: int, repeats: int = 3) -> DecodeTiming:
-    """The median over `repeats` of a prefill of `prompt_len` random tokens and `new_tokens` greedy steps."""
+def time_decode(model, batch: int, prompt_len: int, new_tokens: int, repeats: int = 3,
+                cuda_graph: bool | None = None) -> DecodeTiming:
+    """The median over `repeats` of a prefill of `prompt_len` random tokens and `new_tokens` greedy steps, the
+    steps through a DecodeGraph (captured in a CUDA graph on CUDA where the step can be, unless cuda_graph is
+    False; its capture is not timed)."""
     weight = model.embedding.weight
     device = weight.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cache = model.allocate_cache(batch, prompt_len + new_tokens, device)
     prompt = torch.randint(0, model.vocab_size, (batch, prompt_len), device=device)
+    step = DecodeGraph(model, cache, graph=cuda_graph)
     prefills, steps = [], []
     for _ in range(repeats):
         cache.reset()
@@ -88,10 +94,10 @@ def time_decode(model, batch: int, prompt_len: int, new_tokens: int, repeats: in
         token = logits[:, -1, :model.vocab_size].argmax(-1, keepdim=True)
         start = time.perf_counter()
         for _ in range(new_tokens):
-            token = model(token, cache=cache)[:, -1, :model.vocab_size].argmax(-1, keepdim=True)
+            token = step(token)[:, -1, :model.vocab_size].argmax(-1, keepdim=True)
         _sync(device)
         steps.append((time.perf_counter() - start) / max(new_tokens, 1))
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return DecodeTiming(batch, prompt_len, new_tokens, 1e3 * sorted(prefills)[len(prefills) // 2],
-                        1e3 * sorted(steps)[len(steps) // 2], cache.nbytes(), peak)
+                        1e3 * sorted(steps)[len(steps) // 2], cache.nbytes(), peak, step.captured)

@@ -6,6 +6,7 @@ is then checked, planned, built and trained like these.
 
 from composer.kinds.attention import Attention
 from composer.kinds.base import Kind, LayerCall, ModelSizes
+from composer.kinds.delta import Delta
 from composer.kinds.gla import GLA
 from composer.kinds.lowrank import Lowrank
 from composer.kinds.mlp import MLP
@@ -25,6 +26,7 @@ register(Quasiseparable())
 register(Lowrank())
 register(Monarch())
 register(GLA())
+register(Delta())
 # channel mixers
 register(MLP())
 register(SwiGLU())

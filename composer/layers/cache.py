@@ -60,11 +60,14 @@ class Positions:
 
 class ModelCache:
     """Every layer's buffers (one dict a layer, {} for a layer without a cache) and the real tokens each row
-    has seen. Layers update their buffers in place; the model advances `lengths` after each call."""
+    has seen. Layers update their buffers in place; the model advances `lengths` after each call. The buffers
+    and `lengths` stay the same tensors for the cache's life (reset zeroes them), so a CUDA graph captured over
+    them (DecodeGraph) stays valid."""
 
     def __init__(self, layers: list[dict[str, torch.Tensor]], batch: int, length: int, device):
         self.layers, self.batch, self.length = layers, batch, length
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        self.decode_graph = None  # generate()'s DecodeGraph over these buffers, once made
 
     @classmethod
     def allocate(cls, layouts: list[tuple[CacheEntry, ...]], batch: int, length: int, device=None,
@@ -93,6 +96,12 @@ class ModelCache:
             padded = not bool(valid.all())
         positions = self.lengths[:, None] + valid.long().cumsum(1) - 1
         return Positions(valid, positions.clamp(min=0) * valid, self.lengths.clone(), padded)
+
+    def step_positions(self) -> Positions:
+        """The Positions of a decoding step, one real token a row, made on the device from `lengths` alone
+        (no host sync, so a CUDA graph can capture it)."""
+        valid = torch.ones(self.batch, 1, dtype=torch.bool, device=self.lengths.device)
+        return Positions(valid, self.lengths[:, None].clone(), self.lengths.clone(), padded=False)
 
     def advance(self, where: Positions) -> None:
         self.lengths += where.valid.sum(1)

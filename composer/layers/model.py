@@ -19,9 +19,15 @@ class Block(nn.Module):
         self.channel_norm, self.channel = channel_norm, channel
 
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
-        """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache."""
+        """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache;
+        a mixer with `adds_residual` takes x and returns x plus its output."""
         mixed = self.mixer_norm(x)
-        x = x + (self.mixer(mixed) if cache is None else self.mixer(mixed, cache, where))
+        if cache is None:
+            x = x + self.mixer(mixed)
+        elif getattr(self.mixer, "adds_residual", False):  # the mixer adds x itself (inside its last GEMM)
+            x = self.mixer(mixed, cache, where, residual=x)
+        else:
+            x = x + self.mixer(mixed, cache, where)
         if self.channel is not None:
             x = x + self.channel(self.channel_norm(x))
         return x
@@ -92,6 +98,18 @@ class LanguageModel(nn.Module):
         for layer, buffers in zip(self.layers, cache.layers):
             x = where.keep(layer(x, buffers, where))  # padding stays zero in every layer
         cache.advance(where)
+        return self._logits(x)
+
+    def decode_step(self, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        """One decoding step: tokens (batch, 1), a real token a row, continuing `cache` -> logits (batch, 1,
+        padded vocab), the same as `self(tokens, cache=cache)`. It checks nothing on the host and reads no
+        tensor's value there (the caller keeps the ids in range and the cache long enough), so the step can be
+        captured in a CUDA graph (DecodeGraph) with the cache's buffers as its static state."""
+        where = cache.step_positions()
+        x = self.embedding(tokens)
+        for layer, buffers in zip(self.layers, cache.layers):
+            x = layer(x, buffers, where)
+        cache.lengths += 1
         return self._logits(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ from triton.runtime.errors import OutOfResources, PTXASError
 from composer.codegen.render import load_kernel_once
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import Target
-from composer.kernels.semiseparable.plan import (ForwardLaunch, ScanPlan, ScanSizes, fits, plan_scan,
-                                                  tuning_for_batch)
+from composer.kernels.semiseparable.plan import (BackwardLaunch, ForwardLaunch, ScanPlan, ScanSizes, fits,
+                                                  plan_scan, tuning_for_batch)
 from composer.kernels.semiseparable.tuning import SSDTuning
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -145,22 +145,31 @@ def forward_outputs(constants: dict, x, log_a, B) -> tuple:
     final_state = x.new_empty(b, H, P, N) if constants["RETURN_FINAL_STATE"] else None
     scores = states = cum = None
     if constants["SAVES_FOR_BACKWARD"]:
-        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep.
-        scores = x.new_empty(b, n_chunks, G, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+        # Their readers multiply both on the tensor cores: 16-bit storage rounds nothing they would keep. The
+        # fused forward saves no scores (its backward forms them: FORMS_SCORES).
+        if not constants["FUSED"]:
+            scores = scores_buffer(constants, x, G, n_chunks)
         states = x.new_empty(b, n_chunks, H, P, N, dtype=OPERAND_DTYPES[constants["OPERAND"]])
         if log_a is not None:
             cum = x.new_empty(b, H, n_chunks, Q, dtype=torch.float32)
     return y, final_state, scores, states, cum
 
 
+def scores_buffer(constants: dict, x, groups: int, n_chunks: int):
+    """The (b, c, G, Q, Q) per-group C . B scores, unwritten, in the operand type."""
+    Q = constants["Q"]
+    return x.new_empty(x.shape[0], n_chunks, groups, Q, Q, dtype=OPERAND_DTYPES[constants["OPERAND"]])
+
+
 def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: int = 1,
-             segment_state: dict | None = None):
+             segment_state: dict | None = None, state_pieces: int = 1):
     """Run the forward kernels. Returns y, the final state (or None), and what the backward reads
     (None each when the constants say the forward saves nothing for it): `scores` (b, c, G, Q, Q),
-    C . B per chunk and group, and `states`, the state entering each chunk (b, c, H, P, N), both in the
+    C . B per chunk and group (split form only: the fused form leaves them to the backward), and `states`, the state entering each chunk (b, c, H, P, N), both in the
     operand type (x's for 16-bit operands, else fp32); `cum`, the chunk-local cumulative log decay
     (b, H, c, Q) fp32 (None without decay). segments > 1 (a fused walk's `ForwardLaunch`): the walk runs in
-    that many segments side by side, after the state passing of `segment_state`'s constants over them."""
+    that many segments side by side, after the state passing of `segment_state`'s constants over them, in
+    `state_pieces` pieces a segment."""
     kernels = load_kernel_once("ssd_forward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -170,22 +179,16 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: in
     grids = Grids.of(constants, b, H, G, n_chunks)
 
     y, final_state, scores, states, cum = forward_outputs(constants, x, log_a, B)
-    # The scores beside the state passing (split form); beside the whole walk with cum too (fused form, which
-    # reads neither: they are the backward's).
-    beside = constants.get("SIDE_STREAM_SCORES", False) and x.is_cuda
-    if constants["SAVES_FOR_BACKWARD"]:
-        if cum is not None:
-            with side_stream(x.device) if beside and constants["FUSED"] else contextlib.nullcontext():
-                launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
-        with side_stream(x.device) if beside else contextlib.nullcontext():
-            launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
-                   **sizes)
+    if cum is not None:  # the backward's, and a segmented walk's state passing reads it
+        launch(kernels.chunk_cumsum_fwd, grids.chunk, options, log_a_ptr=log_a, cum_ptr=cum, **sizes)
     if constants["FUSED"]:
         y, final_state = _fused_walk(kernels, constants, x, dt, log_a, B, C, initial_state, D, y, final_state,
-                                     states, segments, segment_state)
-        if beside:  # the backward reads cum and the scores
-            torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
+                                     states, cum, segments, segment_state, state_pieces)
         return y, final_state, scores, states, cum
+    # The scores beside the state passing, which does not read them.
+    beside = constants["SIDE_STREAM_SCORES"] and x.is_cuda
+    with side_stream(x.device) if beside else contextlib.nullcontext():
+        launch(kernels.chunk_scores_fwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores, **sizes)
     state_options = launch_options(constants, state_passing=True)
     launch(kernels.state_passing_fwd, grids.state_tile, state_options, x_ptr=x, dt_ptr=dt, cum_ptr=cum, B_ptr=B,
            states_ptr=states, initial_state_ptr=initial_state, final_state_ptr=final_state, **sizes)
@@ -196,15 +199,17 @@ def _forward(constants: dict, x, dt, log_a, B, C, initial_state, D, segments: in
     return y, final_state, scores, states, cum
 
 
-def _fused_walk(kernels, constants: dict, x, dt, log_a, B, C, initial_state, D, y, final_state, states,
-                segments: int, segment_state: dict | None):
+def _fused_walk(kernels, constants: dict, x, dt, log_a, B, C, initial_state, D, y, final_state, states, cum,
+                segments: int, segment_state: dict | None, state_pieces: int):
     """The fused forward's walk, whole or (segments > 1) in segments side by side after the state passing
-    over them; writes y, the final state and the per-chunk states in place and returns y and the final state."""
+    over them (reading `cum` where the forward saved it, else forming its own); writes y, the final state and
+    the per-chunk states in place and returns y and the final state."""
     b, L, H, P = x.shape
     G, N = B.shape[2:]
     options, n_chunks = launch_options(constants), ceil_div(L, constants["Q"])
     if segments > 1:
-        entering = _segment_entering_states(segment_state, segments, x, dt, log_a, B, initial_state)
+        entering = _segment_entering_states(segment_state, segments, state_pieces, x, dt, log_a, B, initial_state,
+                                            cum)
         segment_len = L // segments
         views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B, C, y)]
         walk_final = x.new_empty(b * segments, H, P, N) if final_state is not None else None
@@ -223,43 +228,41 @@ def _fused_walk(kernels, constants: dict, x, dt, log_a, B, C, initial_state, D, 
     return y, final_state
 
 
-def _segment_entering_states(state_constants: dict, segments: int, x, dt, log_a, B, initial_state):
-    """The state entering each of the walk's `segments` segments, (b * segments, H, P, N) fp32: each segment's
-    leaving state from zero (the split form's state_passing_fwd of `state_constants` over the segments as a
-    batch; its per-chunk states to scratch unless LEAVING_STATE_ONLY), then h_{k+1} = exp(total_k) h_k + leaving_k
-    over the segments, h_0 the initial state."""
+def _segment_entering_states(state_constants: dict, segments: int, pieces: int, x, dt, log_a, B, initial_state,
+                             cum):
+    """The state entering each of the walk's `segments` segments, (b * segments, H, P, N) fp32: the leaving
+    state of each of `pieces` pieces a segment from zero (the split form's state_passing_fwd of `state_constants`
+    in LEAVING_STATE_ONLY, the pieces side by side), then segment_entering_fwd's h_{k+1} = exp(total_k) h_k +
+    leaving_k over the pieces, h_0 the initial state. cum: the forward's (b, H, c, Q) cumulative decays, or
+    None to form them here (decay only)."""
     b, L, H, P = x.shape
-    N = B.shape[3]
+    G, N = B.shape[2:]
     kernels = load_kernel_once("ssd_forward.py.jinja", state_constants, HEADER)
-    segment_len, Q = L // segments, state_constants["Q"]
-    sizes = dict(seq_len=segment_len, n_heads=H, n_chunks=segment_len // Q)
-    views = [None if t is None else t.view(b * segments, segment_len, *t.shape[2:]) for t in (x, dt, log_a, B)]
-    grids = Grids.of(state_constants, b * segments, H, B.shape[2], segment_len // Q)
-    cum = None
+    Q, n_pieces = state_constants["Q"], segments * pieces
+    sizes = dict(seq_len=L, n_heads=H, n_chunks=L // Q)
+    grids = Grids.of(state_constants, b, H, G, L // Q)
+    totals = None
     if log_a is not None:
-        cum = x.new_empty(b * segments, H, segment_len // Q, Q, dtype=torch.float32)
-        launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=views[2],
-               cum_ptr=cum, **sizes)
-    scratch = None if state_constants.get("LEAVING_STATE_ONLY") else x.new_empty(
-        b * segments, segment_len // Q, H, P, N, dtype=OPERAND_DTYPES[state_constants["OPERAND"]])
-    leaving = x.new_empty(b, segments, H, P, N, dtype=torch.float32)
-    launch(kernels.state_passing_fwd, grids.state_tile, launch_options(state_constants, state_passing=True),
-           x_ptr=views[0], dt_ptr=views[1], cum_ptr=cum, B_ptr=views[3], states_ptr=scratch, final_state_ptr=leaving,
-           **sizes)
-    entering = torch.empty_like(leaving)
-    state = x.new_zeros(b, H, P, N, dtype=torch.float32) if initial_state is None else initial_state.float()
-    decays = None if log_a is None else log_a.float().view(b, segments, segment_len, H).sum(2).exp()
-    for segment in range(segments):
-        entering[:, segment] = state
-        if segment < segments - 1:
-            decayed = state if decays is None else decays[:, segment, :, None, None] * state
-            state = decayed + leaving[:, segment]
-    return entering.view(b * segments, H, P, N)
+        if cum is None:
+            cum = x.new_empty(b, H, L // Q, Q, dtype=torch.float32)
+            launch(kernels.chunk_cumsum_fwd, grids.chunk, launch_options(state_constants), log_a_ptr=log_a,
+                   cum_ptr=cum, **sizes)
+        totals = x.new_empty(b * n_pieces, H, dtype=torch.float32)
+    leaving = x.new_empty(b * n_pieces, H, P, N, dtype=torch.float32)
+    state_options, state_tiles = launch_options(state_constants, state_passing=True), grids.state_tile[0]
+    launch(kernels.state_passing_fwd, (state_tiles, b * n_pieces * H), state_options, x_ptr=x, dt_ptr=dt,
+           cum_ptr=cum, B_ptr=B, totals_ptr=totals, final_state_ptr=leaving, n_segments=n_pieces, **sizes)
+    entering = x.new_empty(b * segments, H, P, N, dtype=torch.float32)
+    launch(kernels.segment_entering_fwd, grids.state_tile, state_options, leaving_ptr=leaving, totals_ptr=totals,
+           initial_state_ptr=initial_state, entering_ptr=entering, n_heads=H, n_segments=n_pieces, pieces=pieces)
+    return entering
 
 
-def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad):
+def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad,
+              segments: int = 1):
     """Run the backward kernels. Returns dx, ddt, dlog_a (both fp32), dB, dC, d(initial_state), dD (fp32);
-    None where absent."""
+    None where absent. segments > 1 (a `BackwardLaunch`'s, with the SEGMENTED constants): the state passing
+    walks that many segments side by side (`_segment_state_grads`)."""
     kernels = load_kernel_once("ssd_backward.py.jinja", constants, HEADER)
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -268,6 +271,12 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
+    beside = constants.get("FORMS_SCORES", False) and x.is_cuda
+    if constants.get("FORMS_SCORES", False):  # the fused forward saved none: formed beside the state passing
+        scores = scores_buffer(constants, x, G, n_chunks)
+        with side_stream(x.device) if beside else contextlib.nullcontext():
+            launch(kernels.chunk_scores_bwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
+                   **sizes)
     state_grads = torch.empty_like(states)
     dscores = torch.empty_like(scores)
     dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
@@ -292,10 +301,18 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             # one partial <h, G> per state-passing program (the grid's first axis): the template's count
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, kernels.STATE_TILES.value))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
-    launch(kernels.state_passing_bwd, grids.state_tile, state_options, dy_ptr=dy, cum_ptr=cum,
-           states_ptr=None if cum is None else states, state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"],
-           C_ptr=C, state_grads_ptr=state_grads, final_state_grad_ptr=final_state_grad,
-           initial_state_grad_ptr=initial_state_grad, **sizes)
+    state_args = dict(dy_ptr=dy, cum_ptr=cum, states_ptr=None if cum is None else states,
+                      state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"], C_ptr=C, state_grads_ptr=state_grads,
+                      initial_state_grad_ptr=initial_state_grad, **sizes)
+    if segments > 1:
+        arriving = _segment_arriving_grads(kernels, constants, segments, dy, cum, C, final_state_grad)
+        launch(kernels.state_passing_bwd, (grids.state_tile[0], b * segments * H), state_options,
+               arriving_grad_ptr=arriving, n_segments=segments, **state_args)
+    else:
+        launch(kernels.state_passing_bwd, grids.state_tile, state_options, final_state_grad_ptr=final_state_grad,
+               **state_args)
+    if beside:  # chunk_scan_bwd_dx reads the scores
+        torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
     launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum,
            leaving_parts_ptr=decay_scratch["leaving_parts_ptr"] if share_in_dx else None, B_ptr=B,
            scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx,
@@ -320,16 +337,36 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     return dx, ddt, dlog_a, dB, dC, initial_state_grad, dD
 
 
+def _segment_arriving_grads(kernels, constants: dict, segments: int, dy, cum, C, final_state_grad):
+    """The gradient arriving at each of `segments` segments' ends, (b * segments, H, P, N) fp32: each segment's
+    gradient of its entering state from its own outputs (segment_grad_bwd, the segments side by side), then
+    segment_arriving_bwd's A_{k-1} = exp(total_k) A_k + that, A_last the final state's gradient (or 0)."""
+    b, L, H, P = dy.shape
+    N = C.shape[3]
+    state_tiles = (P // constants["BLOCK_P"]) * (N // constants["BLOCK_N"])
+    state_options = launch_options(constants, state_passing=True)
+    starting = dy.new_empty(b * segments, H, P, N, dtype=torch.float32)
+    totals = None if cum is None else dy.new_empty(b * segments, H, dtype=torch.float32)
+    launch(kernels.segment_grad_bwd, (state_tiles, b * segments * H), state_options, dy_ptr=dy, cum_ptr=cum, C_ptr=C,
+           starting_grad_ptr=starting, totals_ptr=totals, seq_len=L, n_heads=H, n_chunks=L // constants["Q"],
+           n_segments=segments)
+    arriving = torch.empty_like(starting)
+    launch(kernels.segment_arriving_bwd, (state_tiles, b * H), state_options, starting_grad_ptr=starting,
+           totals_ptr=totals, final_state_grad_ptr=final_state_grad, arriving_grad_ptr=arriving, n_heads=H,
+           n_segments=segments)
+    return arriving
+
+
 class SSDChunked(torch.autograd.Function):
     """Autograd over the rendered kernels; saves the inputs, the per-group C . B scores, the states
     entering each chunk and the chunk-local cumulative log decay."""
 
     @staticmethod
-    def forward(ctx, x, dt, log_a, B, C, initial_state, D, launch: ForwardLaunch, backward_constants: dict):
+    def forward(ctx, x, dt, log_a, B, C, initial_state, D, launch: ForwardLaunch, backward: BackwardLaunch):
         y, final_state, scores, states, cum = _forward(launch.constants, x, dt, log_a, B, C, initial_state, D,
-                                                       launch.segments, launch.segment_state)
+                                                       launch.segments, launch.segment_state, launch.state_pieces)
         ctx.save_for_backward(x, dt, B, C, initial_state, D, scores, states, cum)
-        ctx.constants = backward_constants
+        ctx.constants, ctx.segments = backward
         ctx.log_a_dtype = None if log_a is None else log_a.dtype
         ctx.dt_dtype = None if dt is None else dt.dtype
         return y, final_state
@@ -339,8 +376,8 @@ class SSDChunked(torch.autograd.Function):
         x, dt, B, C, initial_state, D, scores, states, cum = ctx.saved_tensors
         final_state_grad = final_state_grad.contiguous() if ctx.constants["RETURN_FINAL_STATE"] else None
         dx, ddt, dlog_a, dB, dC, initial_state_grad, dD = _backward(ctx.constants, x, dt, B, C, initial_state, D,
-                                                                    scores, states, cum,
-                                                           dy.contiguous(), final_state_grad)
+                                                                    scores, states, cum, dy.contiguous(),
+                                                                    final_state_grad, ctx.segments)
         dlog_a = None if dlog_a is None else dlog_a.to(ctx.log_a_dtype)
         ddt = None if ddt is None else ddt.to(ctx.dt_dtype)
         dD = None if dD is None else dD.to(D.dtype)
@@ -380,33 +417,34 @@ def plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state,
 def call_constants(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
                    has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[dict, dict]:
     """The forward's and the backward's constants a call with these tensors runs under `tuning` (its form
-    picked for x's batch on x's device; `call_launch` adds a segmented walk's segments and state passing).
+    picked for x's batch on x's device; `call_launch` adds the segments of a segmented walk and backward).
     The dicts are shared: read them, never change them."""
     launch, backward = call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt,
                                    has_D, needs_grad)
-    return launch.constants, backward
+    return launch.constants, backward.constants
 
 
 def call_launch(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning: SSDTuning,
-                has_dt: bool = False, has_D: bool = False, needs_grad: bool = True) -> tuple[ForwardLaunch, dict]:
-    """`call_constants` with the forward's whole `ForwardLaunch`."""
+                has_dt: bool = False, has_D: bool = False,
+                needs_grad: bool = True) -> tuple[ForwardLaunch, BackwardLaunch]:
+    """`call_constants` with the forward's whole `ForwardLaunch` and the backward's `BackwardLaunch`."""
     plan = plan_for_call(x, log_a, B, chunk_len, has_initial_state, return_final_state, tuning, has_dt, has_D)
     return planned_launch(plan, x, B, needs_grad)
 
 
-def planned_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, dict]:
-    """The forward's launch (its walk's segments picked for x's batch and length) and the backward's constants
-    of the variant `plan` gives these inputs (without gradients, the training variant's backward: an op's key
-    carries one, unused)."""
+def planned_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, BackwardLaunch]:
+    """The forward's and the backward's launches (segments picked for x's batch and length) of the variant
+    `plan` gives these inputs (without gradients, the training variant's backward: an op's key carries one,
+    unused)."""
     launch, backward = _variant_launch(plan, x, B, needs_grad)
     return launch, backward or _variant_launch(plan, x, B, True)[1]
 
 
-def _variant_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, dict | None]:
-    """The forward's launch (its walk's segments picked for x's batch and length) and the backward's constants
-    (None without gradients) of the variant the plan gives these inputs."""
+def _variant_launch(plan: ScanPlan, x, B, needs_grad: bool) -> tuple[ForwardLaunch, BackwardLaunch | None]:
+    """The forward's and the backward's launches (segments picked for x's batch and length; no backward
+    without gradients) of the variant the plan gives these inputs."""
     variant = plan.select(operand_of(x, B), needs_grad, x.shape[0])
-    return variant.forward_launch(x.shape[0], x.shape[1]), variant.backward
+    return variant.forward_launch(*x.shape[:2]), variant.backward_launch(*x.shape[:2])
 
 
 def default_tuning(x, B, needs_grad: bool = True) -> SSDTuning:
@@ -446,9 +484,10 @@ def ssd_chunked_triton(x, log_a, B, C, chunk_len, initial_state=None, return_fin
         plan = _plan_for(sizes, x.device, tuning)
     elif plan.sizes != sizes:
         raise ValueError(f"this call's sizes {sizes} are not the ones its plan was made for: {plan.sizes}")
-    launch, backward_constants = _variant_launch(plan, x, B, needs_grad)
+    launch, backward = _variant_launch(plan, x, B, needs_grad)
     contiguous = [None if t is None else t.contiguous() for t in inputs]
     if not needs_grad:  # inference: nothing to save, no autograd node
-        y, final_state = _forward(launch.constants, *contiguous, launch.segments, launch.segment_state)[:2]
+        y, final_state = _forward(launch.constants, *contiguous, launch.segments, launch.segment_state,
+                                  launch.state_pieces)[:2]
         return y, final_state
-    return SSDChunked.apply(*contiguous, launch, backward_constants)
+    return SSDChunked.apply(*contiguous, launch, backward)

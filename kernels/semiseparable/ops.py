@@ -12,8 +12,9 @@ An op's schema carries tensors, numbers and strings, not dicts, so a call's cons
 `constants_key`: a string that spells them (`repr` of the dicts' items), looked up in a process-wide table
 and parsed back where the table lacks it (a program exported by another process). A forward's key spells
 the whole plan variant it runs (`plan.ScanVariant`): the walk's constants, the backward's, and a fused
-walk's segmented constants, state passing and `SegmentRule`; the op applies the rule to the batch and length
-it is called with, so a compiled graph whose length is dynamic still segments where eager would.
+walk's segmented constants, state passing and `SegmentRule`, and the backward's segmented constants and
+`BackwardSegmentRule`; the ops apply the rules to the batch and length they are called with, so a compiled graph
+whose length is dynamic still segments where eager would.
 
 Custom ops return no None: an output absent under the constants (the final state when not returned, the
 saved tensors of an inference forward, cum without decay) is an empty tensor here and None again in the
@@ -36,8 +37,8 @@ from torch import Tensor
 from composer.kernels.op_namespace import NAMESPACE
 from composer.kernels.semiseparable.chunk import (_backward, _forward, forward_outputs, operand_of,
                                                  plan_for_call)
-from composer.kernels.semiseparable.plan import (ForwardLaunch, ScanPlan, ScanSizes, SegmentRule, forward_launch,
-                                                spell_call)
+from composer.kernels.semiseparable.plan import (BackwardLaunch, BackwardSegmentRule, ForwardLaunch, ScanPlan,
+                                                ScanSizes, SegmentRule, backward_launch, forward_launch, spell_call)
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.step import _step
 from composer.kernels.semiseparable.tuning import SSDTuning, from_values, tuning_values
@@ -48,27 +49,35 @@ OPS = getattr(torch.ops, NAMESPACE)  # the ops below, called by name
 class CallConstants(NamedTuple):
     """What one op call runs: the forward's and the backward's constants and, for a fused walk that may run
     in segments, the segmented walk's constants, the state passing over the segments and the rule that counts
-    them (`plan.ScanVariant`'s fields)."""
+    them and its pieces, and the backward's in segments and its rule (`plan.ScanVariant`'s fields)."""
 
     forward: dict
     backward: dict
     segmented: dict | None = None
     segment_state: dict | None = None
     segment_rule: SegmentRule | None = None
+    segmented_backward: dict | None = None
+    backward_rule: BackwardSegmentRule | None = None
 
     def launch(self, batch: int, seq_len: int) -> ForwardLaunch:
         """The forward a call of `batch` sequences of `seq_len` steps runs (`plan.forward_launch`)."""
         return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
+
+    def backward_launch(self, batch: int, seq_len: int) -> BackwardLaunch:
+        """The backward of such a call (`plan.backward_launch`)."""
+        return backward_launch(self.backward, self.segmented_backward, self.backward_rule, batch, seq_len)
 
 
 _CONSTANTS: dict[str, CallConstants] = {}
 
 
 def constants_key(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
-                  segment_rule: SegmentRule | None = None) -> str:
+                  segment_rule: SegmentRule | None = None, segmented_backward: dict | None = None,
+                  backward_rule: BackwardSegmentRule | None = None) -> str:
     """The string an op call carries for these constants (`plan.spell_call`); registers them under it."""
-    key = spell_call(forward, backward, segmented, segment_state, segment_rule)
-    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segmented, segment_state, segment_rule))
+    key = spell_call(forward, backward, segmented, segment_state, segment_rule, segmented_backward, backward_rule)
+    _CONSTANTS.setdefault(key, CallConstants(forward, backward, segmented, segment_state, segment_rule,
+                                             segmented_backward, backward_rule))
     return key
 
 
@@ -77,9 +86,11 @@ def constants_of(key: str) -> CallConstants:
     loaded exported program, or a plan variant's own `key`) its items parsed back."""
     call = _CONSTANTS.get(key)
     if call is None:
-        forward, backward, segmented, segment_state, rule = ast.literal_eval(key)
-        call = _CONSTANTS[key] = CallConstants(dict(forward), dict(backward), _dict(segmented),
-                                               _dict(segment_state), None if rule is None else SegmentRule(*rule))
+        forward, backward, segmented, segment_state, rule, segmented_backward, backward_rule = ast.literal_eval(key)
+        call = _CONSTANTS[key] = CallConstants(
+            dict(forward), dict(backward), _dict(segmented), _dict(segment_state),
+            None if rule is None else SegmentRule(*rule), _dict(segmented_backward),
+            None if backward_rule is None else BackwardSegmentRule(*backward_rule))
     return call
 
 
@@ -98,7 +109,7 @@ def ssd_forward(x: Tensor, dt: Optional[Tensor], log_a: Optional[Tensor], B: Ten
     """y, the final state, scores, states and cum as `chunk._forward` (empty where it gives None)."""
     launch = constants_of(key).launch(x.shape[0], x.shape[1])
     return _empty_for_none(_forward(launch.constants, x, dt, log_a, B, C, initial_state, D, launch.segments,
-                                    launch.segment_state), x)
+                                    launch.segment_state, launch.state_pieces), x)
 
 
 @ssd_forward.register_fake
@@ -112,8 +123,9 @@ def ssd_backward(x: Tensor, dt: Optional[Tensor], B: Tensor, C: Tensor, initial_
                  final_state_grad: Optional[Tensor],
                  key: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """dx, ddt, dlog_a, dB, dC, d(initial_state), dD as `chunk._backward` (empty where it gives None)."""
-    grads = _backward(constants_of(key)[1], x, dt, B, C, initial_state, D, scores, states, cum, dy,
-                      final_state_grad)
+    launch = constants_of(key).backward_launch(x.shape[0], x.shape[1])
+    grads = _backward(launch.constants, x, dt, B, C, initial_state, D, scores, states, cum, dy, final_state_grad,
+                      launch.segments)
     return _empty_for_none(grads, x)
 
 

@@ -17,16 +17,17 @@ from typing import NamedTuple
 
 from composer.kernels.device import ceil_div
 from composer.kernels.plan import KernelCall
-from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SSDTuning, fused_programs_per_head,
-                                                   fused_segments, state_programs_per_head)
+from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SSDTuning, backward_segments,
+                                                   fused_programs_per_head, fused_segments, state_pieces,
+                                                   state_programs_per_head)
 from composer.kernels.semiseparable.tuning_table import TRAINING_BUSY, lookup
 
 OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
 
-# The split kernels' tiles, which the fused forward has no kernel to read (its chunk_scores_fwd, run when
-# it saves for the backward, reads SCORE_BLOCK; the fused walk covers one head per program).
+# The split kernels' tiles, which the fused forward has no kernel to read (it saves no scores: the backward
+# forms them, FORMS_SCORES; the fused walk covers one head per program).
 FUSED_UNREAD = frozenset({"BLOCK_N", "STATE_BLOCK_Q", "STATE_NUM_STAGES", "STATE_NUM_WARPS", "SPLIT_DIAGONAL",
-                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM"})
+                          "OUTPUT_BLOCK_N", "HEADS_PER_PROGRAM", "SCORE_BLOCK"})
 
 
 def is_tile_size(n: int) -> bool:
@@ -73,10 +74,48 @@ class ScanSizes:
     final_state: bool = False
 
 
+def _fixed_count(fixed: int, what: str, seq_len: int, chunk: int) -> int:
+    if fixed < 1 or (fixed > 1 and seq_len % (fixed * chunk)):
+        raise ValueError(f"{what} = {fixed} must divide L = {seq_len} into whole chunks of {chunk}, or be None")
+    return fixed
+
+
 @dataclass(frozen=True)
 class SegmentRule:
-    """When a fused walk splits each sequence into segments walked side by side (`tuning.fused_segments`):
-    from its programs per sequence, the chunk and the multiprocessors, or a count the tuning fixes."""
+    """When a fused walk splits each sequence into segments walked side by side (`tuning.fused_segments`), and
+    into how many pieces the state passing before it splits each segment (`tuning.state_pieces`): from the
+    walk's programs per sequence, the chunk and the multiprocessors, or counts the tuning fixes."""
+
+    programs_per_sequence: int
+    chunk: int
+    multiprocessors: int | None
+    fixed: int | None = None
+    fixed_pieces: int | None = None
+
+    def count(self, batch: int, seq_len: int) -> int:
+        if self.fixed is None:
+            return fused_segments(batch * self.programs_per_sequence, seq_len, self.chunk, self.multiprocessors)
+        return _fixed_count(self.fixed, "tuning.segments", seq_len, self.chunk)
+
+    def pieces(self, batch: int, seq_len: int) -> int:
+        """Pieces of each segment the segments' state passing walks side by side."""
+        segments = self.count(batch, seq_len)
+        if self.fixed_pieces is None:
+            return state_pieces(batch * self.programs_per_sequence, segments, seq_len, self.chunk,
+                                self.multiprocessors)
+        return _fixed_count(self.fixed_pieces, "tuning.state_pieces", seq_len // segments, self.chunk)
+
+    def can_segment(self) -> bool:
+        """Whether some batch and length take more than one segment: a fixed count above one, or the rule with
+        multiprocessors to fill."""
+        return self.fixed > 1 if self.fixed is not None else self.multiprocessors is not None
+
+
+@dataclass(frozen=True)
+class BackwardSegmentRule:
+    """When the backward's state passing splits each sequence into segments walked side by side
+    (`tuning.backward_segments`): from its programs per sequence, the chunk and the multiprocessors, or a count
+    the backward's tuning fixes."""
 
     programs_per_sequence: int
     chunk: int
@@ -85,26 +124,31 @@ class SegmentRule:
 
     def count(self, batch: int, seq_len: int) -> int:
         if self.fixed is None:
-            return fused_segments(batch * self.programs_per_sequence, seq_len, self.chunk, self.multiprocessors)
-        if self.fixed < 1 or (self.fixed > 1 and seq_len % (self.fixed * self.chunk)):
-            raise ValueError(f"tuning.segments = {self.fixed} must divide L = {seq_len} into whole chunks of "
-                             f"{self.chunk}, or be None")
-        return self.fixed
+            return backward_segments(batch * self.programs_per_sequence, seq_len, self.chunk, self.multiprocessors)
+        return _fixed_count(self.fixed, "the backward's tuning.segments", seq_len, self.chunk)
 
     def can_segment(self) -> bool:
-        """Whether some batch and length take more than one segment: a fixed count above one, or the rule with
-        multiprocessors to fill."""
         return self.fixed > 1 if self.fixed is not None else self.multiprocessors is not None
+
+
+class BackwardLaunch(NamedTuple):
+    """What the launcher runs one backward with: its constants and the segments its state passing splits each
+    sequence into (past one, the constants are the segmented backward's: `segmented_backward_constants`)."""
+
+    constants: dict
+    segments: int = 1
 
 
 class ForwardLaunch(NamedTuple):
     """What the launcher runs one forward with: the walk's constants, the segments it splits each sequence
     into (a launcher argument, never a template constant: the modules stay those the plan lists) and, past
-    one segment, the constants of the state passing over the segments that runs first."""
+    one segment, the constants of the state passing over the segments that runs first and the pieces of each
+    segment it walks side by side."""
 
     constants: dict
     segments: int = 1
     segment_state: dict | None = None
+    state_pieces: int = 1
 
 
 @dataclass(frozen=True)
@@ -122,13 +166,16 @@ class ScanVariant:
     segmented: dict | None = None
     segment_rule: SegmentRule | None = None
     segment_state: dict | None = None
+    segmented_backward: dict | None = None
+    backward_rule: BackwardSegmentRule | None = None
     # How a custom-op call of this variant spells its constants (`spell_call`), made here once so that a
     # frame torch.compile traces reads it as a constant string.
     key: str = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", spell_call(self.forward, self.backward or {}, self.segmented,
-                                                   self.segment_state, self.segment_rule))
+                                                   self.segment_state, self.segment_rule, self.segmented_backward,
+                                                   self.backward_rule))
 
     def segments(self, batch: int, seq_len: int) -> int:
         return 1 if self.segment_rule is None else self.segment_rule.count(batch, seq_len)
@@ -137,25 +184,46 @@ class ScanVariant:
         """The forward a batch of `batch` sequences of `seq_len` steps runs: the whole walk, or its segments."""
         return forward_launch(self.forward, self.segmented, self.segment_state, self.segment_rule, batch, seq_len)
 
+    def backward_launch(self, batch: int, seq_len: int) -> BackwardLaunch | None:
+        """The backward such a batch runs (None: the forward saves nothing for one): its state passing whole or
+        in segments."""
+        if self.backward is None:
+            return None
+        return backward_launch(self.backward, self.segmented_backward, self.backward_rule, batch, seq_len)
+
 
 def forward_launch(forward: dict, segmented: dict | None, segment_state: dict | None,
                    segment_rule: SegmentRule | None, batch: int, seq_len: int) -> ForwardLaunch:
     """The whole walk of `forward`, or, where `segment_rule` counts more than one segment for this batch and
-    length, the `segmented` walk after the state passing of `segment_state`."""
+    length, the `segmented` walk after the state passing of `segment_state` in the rule's pieces a segment."""
     segments = 1 if segment_rule is None else segment_rule.count(batch, seq_len)
     if segments == 1:
         return ForwardLaunch(forward)
-    return ForwardLaunch(segmented, segments, segment_state)
+    return ForwardLaunch(segmented, segments, segment_state, segment_rule.pieces(batch, seq_len))
+
+
+def backward_launch(backward: dict, segmented_backward: dict | None, backward_rule: BackwardSegmentRule | None,
+                    batch: int, seq_len: int) -> BackwardLaunch:
+    """The whole backward of `backward`, or, where `backward_rule` counts more than one segment for this batch
+    and length, the `segmented_backward` with that many segments."""
+    segments = 1 if backward_rule is None else backward_rule.count(batch, seq_len)
+    if segments == 1:
+        return BackwardLaunch(backward)
+    return BackwardLaunch(segmented_backward, segments)
 
 
 def spell_call(forward: dict, backward: dict, segmented: dict | None = None, segment_state: dict | None = None,
-               segment_rule: SegmentRule | None = None) -> str:
+               segment_rule: SegmentRule | None = None, segmented_backward: dict | None = None,
+               backward_rule: BackwardSegmentRule | None = None) -> str:
     """The constants an op call runs, as the string its schema carries (an op takes no dicts): `repr` of their
-    items, which kernels/semiseparable/ops.py parses back in any process."""
+    items and rules, which kernels/semiseparable/ops.py parses back in any process."""
     def items(constants):
         return None if constants is None else tuple(constants.items())
-    rule = None if segment_rule is None else dataclasses.astuple(segment_rule)
-    return repr((items(forward), items(backward), items(segmented), items(segment_state), rule))
+
+    def fields(rule):
+        return None if rule is None else dataclasses.astuple(rule)
+    return repr((items(forward), items(backward), items(segmented), items(segment_state), fields(segment_rule),
+                 items(segmented_backward), fields(backward_rule)))
 
 
 @dataclass(frozen=True)
@@ -208,17 +276,22 @@ def _programs(tiles_per_head: int) -> str:
 
 def forms_by_batch(sizes: ScanSizes, tuning: SSDTuning, multiprocessors: int | None) -> list[tuple[int, bool, str]]:
     """(min_batch, fused, rule) for a tuning: its own form, else fused once its b * H * P / block_p programs
-    reach a quarter of the multiprocessors. On the H100 at L=4096, P=64, N=128
-    (results/ssd_h100_2026-11-28_1a4f531.log, "forms") the fused form was faster from b=2 (64 programs: 0.29
-    against 0.39 ms) up, and level at b=1 (32 programs), where the split form is latency-bound too. Without
-    multiprocessors (the interpreter) the split form is the default."""
+    reach a quarter of the multiprocessors, or from one sequence up where the walk may split each sequence into
+    segments (`tuning.fused_segments`: tuning.segments None or above one), which multiplies its programs by up to
+    1.5 a multiprocessor over them where the sequence is long enough. On the H100 at L=4096, P=64, N=128
+    (results/ssd_h100_2026-11-28_1a4f531.log, "forms") the whole walk was faster from b=2 (64 programs: 0.29
+    against 0.39 ms) up, and level at b=1 (32 programs), where the split form's 32 state-passing programs are
+    latency-bound too; at b=1 and 32k steps the split form was 0.81x mamba_ssm (its state passing 32 programs
+    walking 128 chunks each). Without multiprocessors (the interpreter) the split form is the default."""
     if tuning.fused is not None:
         return [(1, tuning.fused, "")]
     if multiprocessors is None:
         return [(1, False, "")]
     per_head = fused_programs_per_head(tuning, sizes.head_dim)
-    threshold = ceil_div(multiprocessors, 4 * sizes.heads * per_head)
     programs = _programs(per_head)
+    if tuning.segments is None or tuning.segments > 1:
+        return [(1, True, f"{programs} fused programs in segments >= {multiprocessors} multiprocessors / 4")]
+    threshold = ceil_div(multiprocessors, 4 * sizes.heads * per_head)
     fused_rule = f"{programs} fused programs >= {multiprocessors} multiprocessors / 4"
     if threshold <= 1:
         return [(1, True, fused_rule)]
@@ -256,15 +329,17 @@ def _variants(sizes, operand, needs_grad, tunings, multiprocessors) -> tuple[Sca
             if fused:
                 entering = dataclasses.replace(sizes, initial_state=True)
                 segmented = scan_constants(entering, operand, tuning, fused, needs_grad)[0]
-                if segmented["SAVES_FOR_BACKWARD"]:
-                    # A segmented walk leaves multiprocessors idle (fewer than 1.5 programs each, by
-                    # `fused_segments`): the backward's cum and scores run on a side stream beside it.
-                    segmented = dict(segmented, SIDE_STREAM_SCORES=True)
                 segment_rule = SegmentRule(sizes.heads * fused_programs_per_head(tuning, sizes.head_dim),
-                                           sizes.chunk, multiprocessors, tuning.segments)
-                segment_state = segment_state_constants(segmented)
+                                           sizes.chunk, multiprocessors, tuning.segments, tuning.state_pieces)
+                segment_state = segment_state_constants(segmented, sizes.initial_state)
+            segmented_backward = backward_rule = None
+            if needs_grad:
+                segmented_backward = segmented_backward_constants(backward)
+                state_tiles = (backward["P"] // backward["BLOCK_P"]) * (backward["N"] // backward["BLOCK_N"])
+                backward_rule = BackwardSegmentRule(sizes.heads * state_tiles, sizes.chunk, multiprocessors,
+                                                    (tuning.backward or tuning).segments)
             variant = ScanVariant(max(start, form_start), forward, backward if needs_grad else None, rule,
-                                  segmented, segment_rule, segment_state)
+                                  segmented, segment_rule, segment_state, segmented_backward, backward_rule)
             if out and out[-1].forward == forward and out[-1].backward == variant.backward:
                 continue
             out.append(variant)
@@ -277,6 +352,12 @@ def _cached_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, fused: 
     backward = direction_constants(sizes, operand, backward_tuning)
     forward = direction_constants(sizes, operand, tuning, readers_block_q=backward["SCORE_BLOCK"], fused=fused,
                                   saves_for_backward=needs_grad)
+    if fused:
+        # The fused walk saves no scores: at b=2, L=32768, G=8 the forward's chunk_scores_fwd took 0.15 of a
+        # 1.10 ms training forward beside the walk, which left it no multiprocessors
+        # (results/segments_ab_h200_2026-12-02_4d3ead7.log). The backward forms them beside its state passing,
+        # which runs one program per head and state tile, and the scores need not live from forward to backward.
+        backward = dict(backward, FORMS_SCORES=True)
     return forward, backward
 
 
@@ -346,23 +427,31 @@ def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, reade
     if not fused:  # the launcher's choice: only the split form has a state passing to overlap
         constants["SIDE_STREAM_SCORES"] = tuning.side_stream_scores
     if fused:  # a fused module carries only what its kernels read, so unread tiles never split the cache
-        unread = FUSED_UNREAD | (set() if constants["SAVES_FOR_BACKWARD"] else {"SCORE_BLOCK"})
-        constants = {name: value for name, value in constants.items() if name not in unread}
+        constants = {name: value for name, value in constants.items() if name not in FUSED_UNREAD}
     return constants
 
 
-def segment_state_constants(walk: dict) -> dict:
-    """The split forward's constants for the state passing a segmented fused walk runs first: each segment's
+def segment_state_constants(walk: dict, initial_state: bool) -> dict:
+    """The split forward's constants for the state passing a segmented fused walk runs first: each piece's
     leaving state from a zero state, in fp32, one program per head and BLOCK_P columns of the whole (N, BLOCK_P)
-    state, as the walk holds it, from the walk's own tiles. LEAVING_STATE_ONLY: it stores the leaving state
-    alone, no per-chunk states (the walk writes those the backward reads)."""
+    state, as the walk holds it, from the walk's own tiles; then segment_entering_fwd combines the pieces into
+    each segment's entering state, from the initial state where the scan has one (HAS_INITIAL_STATE).
+    LEAVING_STATE_ONLY: the state passing walks pieces and stores their leaving states alone, no per-chunk
+    states (the walk writes those the backward reads)."""
     keep = ("P", "N", "Q", "HEADS_PER_GROUP", "DECAY", "HAS_DT", "OPERAND", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q")
-    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=False, RETURN_FINAL_STATE=True,
-                BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
+    return dict({name: walk[name] for name in keep}, HAS_D=False, HAS_INITIAL_STATE=initial_state,
+                RETURN_FINAL_STATE=True, BLOCK_N=walk["N"], SCORE_BLOCK=walk["BLOCK_Q"], NUM_WARPS=walk["NUM_WARPS"],
                 NUM_STAGES=walk["NUM_STAGES"], SPLIT_DIAGONAL=True, STATE_BLOCK_Q=walk["BLOCK_Q"],
                 STATE_NUM_STAGES=walk["NUM_STAGES"], STATE_NUM_WARPS=walk["NUM_WARPS"], OUTPUT_BLOCK_N=walk["N"],
                 HEADS_PER_PROGRAM=1, FUSED=False, SAVES_FOR_BACKWARD=True, SIDE_STREAM_SCORES=False,
                 LEAVING_STATE_ONLY=True)
+
+
+def segmented_backward_constants(backward: dict) -> dict:
+    """The backward's constants when its state passing walks segments side by side: SEGMENTED adds the kernels
+    that give each segment its arriving gradient (segment_grad_bwd, segment_arriving_bwd) and makes
+    state_passing_bwd start each segment from it; every other kernel is the whole backward's."""
+    return dict(backward, SEGMENTED=True)
 
 
 FORWARD_TEMPLATE, BACKWARD_TEMPLATE = "ssd_forward.py.jinja", "ssd_backward.py.jinja"
@@ -386,7 +475,7 @@ def scan_calls(plan: ScanPlan, operand: str, needs_grad: bool) -> list[KernelCal
 def plan_modules(plan: ScanPlan) -> list[tuple[str, tuple]]:
     """Every (template, sorted constants) the launcher can load for this plan at run time, across operands,
     regimes and variants: each forward, its segmented walk and the segments' state passing (where some batch
-    and length segment it), and each backward. Finite and known before anything runs, so an exporter can
+    and length segment it), and each backward, whole and (where some batch and length segment it) segmented. Finite and known before anything runs, so an exporter can
     render exactly these."""
     modules: list[tuple[str, tuple]] = []
 
@@ -403,6 +492,8 @@ def plan_modules(plan: ScanPlan) -> list[tuple[str, tuple]]:
                 add(FORWARD_TEMPLATE, variant.segment_state)
             if variant.backward is not None:
                 add(BACKWARD_TEMPLATE, variant.backward)
+                if variant.backward_rule.can_segment():
+                    add(BACKWARD_TEMPLATE, variant.segmented_backward)
     return modules
 
 

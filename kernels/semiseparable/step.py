@@ -1,16 +1,19 @@
-"""Triton path of one SSD decoding step, with the semantics of `reference.ssd_step` (forward only).
+"""Triton path of one SSD decoding step, with the semantics of `reference.ssd_step` (forward only), and the
+fused Mamba-2 decoding step around it (short conv, dt, decay, skip: `ssd_decode_step_triton`).
 
 Rendered from codegen/templates/ssd_step.py.jinja for (head dim, state size, heads per group,
-decay kind, tile) and loaded once per process. Decoding is memory-bound: each program streams
-BLOCK_P rows of one head's state in and out once.
+decay kind, tile), and from ssd_decode_step.py.jinja for the layer's sizes (decode_plan.py), and loaded once
+per process. Decoding is memory-bound: each program streams BLOCK_P rows of one head's state in and out once.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE
 from composer.kernels.semiseparable.plan import ScanSizes
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
@@ -72,3 +75,35 @@ def ssd_step_triton(state, x_t, log_a_t, B_t, C_t, *, tuning: SSDTuning = SSDTun
     state, x_t, B_t, C_t = (t.contiguous() for t in (state, x_t, B_t, C_t))
     log_a_t = None if log_a_t is None else log_a_t.contiguous()
     return _step(constants, state, x_t, log_a_t, B_t, C_t)
+
+
+DECODE_HEADER = {"family": "semiseparable", "rendered_for": "the fused Mamba-2 decoding-step launcher"}
+
+
+def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bias, state, dt_bias=None, A_log=None,
+                           D=None):
+    """A Mamba-2 layer's decoding step after its in_proj, in two kernels (ssd_decode_step.py.jinja): the short
+    conv from `conv_state` (b, channels, conv - 1), then dt's softplus, the decay, the state update and D's skip.
+    u (b, in_proj width) in the activations' dtype; conv_weight (channels, 1, conv) and conv_bias (channels,)
+    the layer's conv1d; state (b, H, P, N). Both states are updated in place. Returns y (b, H P) in u's dtype,
+    before the gate and the output norm. constants: `decode_plan.decode_constants` for the layer."""
+    b, channels = u.shape[0], constants["CHANNELS"]
+    heads, head_dim = constants["HEADS_PER_GROUP"] * constants["GROUPS"], constants["P"]
+    if (u.shape != (b, constants["U_WIDTH"]) or conv_state.shape != (b, channels, constants["WIDTH"] - 1)
+            or state.shape != (b, heads, head_dim, constants["N"])):
+        raise ValueError(f"the decoding step's constants do not fit u {tuple(u.shape)}, conv state "
+                         f"{tuple(conv_state.shape)} and state {tuple(state.shape)}")
+    if not (u.is_contiguous() and conv_state.is_contiguous() and state.is_contiguous()):
+        raise ValueError("u and both states must be contiguous: the kernels update the states in place")
+    kernels = load_kernel_once(DECODE_TEMPLATE, constants, DECODE_HEADER)
+    options = dict(num_warps=constants["NUM_WARPS"])
+    xbc = torch.empty(b, channels, dtype=u.dtype, device=u.device)
+    launch(kernels.conv_step_fwd, (b, triton.cdiv(channels, constants["BLOCK_C"])), options, u_ptr=u,
+           conv_state_ptr=conv_state, weight_ptr=conv_weight.contiguous(), bias_ptr=conv_bias, xbc_ptr=xbc)
+    y = torch.empty(b, heads * head_dim, dtype=u.dtype, device=u.device)
+    data = constants["DECAY"] == "data"
+    launch(kernels.ssd_decode_step_fwd, (b * heads, head_dim // constants["BLOCK_P"]), options, xbc_ptr=xbc,
+           u_ptr=u if data else None, dt_bias_ptr=dt_bias if data else None,
+           A_log_ptr=A_log if constants["DECAY"] != "none" else None, D_ptr=D if constants["HAS_D"] else None,
+           state_ptr=state, y_ptr=y)
+    return y

@@ -47,7 +47,8 @@ class SSDTuning:
     fused        forward only: True runs the fused kernel (one program per head and block_p columns walks
                  the sequence block_q steps at a time, state in registers: x read once, no states pass
                  through memory unless the backward needs them); False the split kernels; None: fused where
-                 its b * H * P // block_p programs keep enough of the GPU busy (plan.forms_by_batch), else split.
+                 its b * H * P // block_p programs keep enough of the GPU busy, which a walk that may segment does
+                 from one sequence up (plan.forms_by_batch), else split.
     leaving_share_in_dx  backward only: the dx kernel forms each head's share of the leaving state's dcum
                  (it holds B G^T already) and dB's loop over a group's heads is products alone; False: dB forms
                  the shares from a (block_q, N) fp32 product per head. None: True past N = 128, where that
@@ -55,9 +56,14 @@ class SSDTuning:
     dx_block_q   backward only: steps per dx program (chunk_scan_bwd_dx), which reads the chunk's (N, block_p)
                  state gradient once per program; None: block_q. dC and dB hold (block_q, N) fp32 products, so
                  past N = 128 they keep smaller blocks than dx can take.
-    segments     fused forward only: the walk splits each sequence into this many segments of whole chunks,
+    segments     fused forward: the walk splits each sequence into this many segments of whole chunks,
                  walked side by side from their entering states (`fused_segments`); None: `fused_segments`
-                 picks. A given count must divide the sequence into whole chunks.
+                 picks. Backward (this field of `backward`, or of the forward's tuning without one): the
+                 state passing's segments, walked side by side from their arriving gradients
+                 (`backward_segments`). A given count must divide the sequence into whole chunks.
+    state_pieces fused forward walked in segments: the state passing that gives each segment its entering state
+                 walks each segment in this many pieces side by side (`state_pieces`); None: `state_pieces`
+                 picks. A given count must divide a segment into whole chunks.
     side_stream_scores  split forward only, on CUDA: chunk_scores_fwd runs on a second stream beside
                  state_passing_fwd, which does not read the scores, and chunk_scan_fwd waits for both. The state
                  passing's programs are few and long, so the scores fill multiprocessors they leave idle.
@@ -84,6 +90,7 @@ class SSDTuning:
     dx_block_q: int | None = None
     side_stream_scores: bool = False
     segments: int | None = None
+    state_pieces: int | None = None
     backward: "SSDTuning | None" = None
 
 
@@ -152,6 +159,60 @@ def fused_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors:
         return 1
     segments = 1
     while (2 * programs * segments < 3 * multiprocessors
+           and seq_len % (2 * segments * chunk_len) == 0
+           and seq_len // (2 * segments * chunk_len) >= SEGMENT_MIN_CHUNKS):
+        segments *= 2
+    return segments
+
+
+# The segments' state passing (each piece's leaving state from a zero state, then a combine over them) has one
+# program per head and block_p columns of the whole state. At P=64, N=128 in bf16 ptxas gives it 176 registers a
+# thread at 4 warps (offline, sm_90a, results/ssd_resources_sm90a_2026-12-02_35eca88.log): two programs fit a
+# multiprocessor's register file. It runs pieces of each segment side by side until its programs fill those
+# slots, STATE_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor, each piece at least STATE_PIECE_MIN_CHUNKS chunks long
+# (each piece stores one state). The walk's segments already reach that at long lengths; pieces fill in where
+# SEGMENT_MIN_CHUNKS keeps the segments few (b=1, L=4096: 4 segments of 128 programs, 2 pieces each). Unmeasured.
+STATE_PROGRAMS_PER_MULTIPROCESSOR = 2
+STATE_PIECE_MIN_CHUNKS = 2
+
+
+def state_pieces(programs: int, segments: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:
+    """Pieces of each of a walk's `segments` segments that the state passing giving them their entering states
+    walks side by side (a power of two): doubled while `programs` (the walk's programs, one per head and block_p
+    columns) times segments times pieces stay under STATE_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor and each
+    piece keeps whole chunks, STATE_PIECE_MIN_CHUNKS or more. One for an unsegmented walk or without
+    multiprocessors."""
+    if multiprocessors is None or segments == 1:
+        return 1
+    pieces = 1
+    while (programs * segments * pieces * 2 <= STATE_PROGRAMS_PER_MULTIPROCESSOR * multiprocessors
+           and seq_len % (2 * segments * pieces * chunk_len) == 0
+           and seq_len // (2 * segments * pieces * chunk_len) >= STATE_PIECE_MIN_CHUNKS):
+        pieces *= 2
+    return pieces
+
+
+# The backward's state passing (state_passing_bwd) walks every chunk in sequence, one program per head and
+# (block_p, block_n) tile of the state. At b=8, L=8192, P=64, N=128 (512 programs, four a multiprocessor) it took
+# 0.44 ms; at b=2, L=32768 (128 programs, one a multiprocessor, the same chunks in all) 0.79 ms
+# (results/ssd_h200_2026-12-01_af622cc_groups_probe.log). In segments it runs twice (each segment's gradient
+# arriving from zero, then the walk from the arriving gradients a combine gives), so it pays only where its
+# programs number at most half the multiprocessors: then segments double while the programs stay under
+# BACKWARD_PROGRAMS_PER_MULTIPROCESSOR, each segment of whole chunks, SEGMENT_MIN_CHUNKS or more: three, as many as
+# fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a thread at 4 warps;
+# results/ssd_resources_sm90a_2026-12-02_35eca88.log), so the segments run in one wave. Unmeasured on the GPU.
+BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 3
+
+
+def backward_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:
+    """Segments of the sequence the backward's state passing walks side by side (a power of two): one where
+    `programs` (its programs per sequence times the batch) number more than half the multiprocessors, else
+    doubled while programs times segments stay under BACKWARD_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor and
+    each segment keeps whole chunks, SEGMENT_MIN_CHUNKS or more. Without multiprocessors, one."""
+    if multiprocessors is None or 2 * programs > multiprocessors:
+        return 1
+    segments = 1
+    while (programs * segments * 2 <= BACKWARD_PROGRAMS_PER_MULTIPROCESSOR * multiprocessors
            and seq_len % (2 * segments * chunk_len) == 0
            and seq_len // (2 * segments * chunk_len) >= SEGMENT_MIN_CHUNKS):
         segments *= 2

@@ -25,6 +25,8 @@ def spec_with(mixer: dict):
     {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16},
     {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16, "decay": "fixed",
      "normalize": False},
+    {"kind": "delta", "heads": 4, "head_dim": 16, "key_heads": 2, "key_dim": 16, "chunk": 16},
+    {"kind": "delta", "heads": 2, "head_dim": 32, "key_dim": 16, "chunk": 16, "gate": False, "conv": 0},
 ])
 def test_triton_backend_matches_reference(mixer):
     spec = spec_with(mixer)

@@ -74,6 +74,6 @@ def test_two_models_need_a_name(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["mamba2_130m", "hybrid_1b", "griffin_local", "hydra_encoder", "m2_bert",
-                                  "tiny_mqar", "mqar_search"])
+                                  "tiny_mqar", "mqar_search", "qwen3_next_style"])
 def test_every_example_checks(name):
     assert main(["check", str(EXAMPLES / f"{name}.mix")]) == 0

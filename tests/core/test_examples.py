@@ -21,6 +21,7 @@ MIRRORS = {
     "tiny_mqar": ("a 2-layer SSD + attention hybrid for CPU (Zoology-scale MQAR)", 120_568),
     "mqar_search": ("a search over the tiny hybrid's ratio, placement and state size", None),
     "gla_340m": ("fla's GLA 340M shape: 24 gated linear attention layers (Yang et al., 2024)", None),
+    "qwen3_next_style": ("Qwen3-Next's 3 Gated DeltaNet : 1 attention layout (Qwen team, 2025), CPU-sized", 528_688),
 }
 
 

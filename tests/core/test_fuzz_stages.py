@@ -30,7 +30,8 @@ VALUES = st.one_of(SIZES, HOSTILE_NUMBERS, HOSTILE_OTHER, st.booleans())
 # A part that plans at d_model 16 .. 64, for the generator to start from.
 VALID_PARTS = {"attention": {"heads": 2}, "semiseparable": {"state": 8, "head_dim": 8, "chunk": 16},
                "quasiseparable": {"state": 8, "head_dim": 8, "chunk": 16}, "lowrank": {"head_dim": 8},
-               "monarch": {}, "mlp": {"hidden": 32}, "swiglu": {"hidden": 32}, "monarch_mlp": {"hidden": 32},
+               "monarch": {}, "delta": {"head_dim": 8, "chunk": 16}, "mlp": {"hidden": 32}, "swiglu": {"hidden": 32},
+               "monarch_mlp": {"hidden": 32},
                "none": {}}
 
 

@@ -9,6 +9,8 @@ from composer.cli import main
 from composer.codegen.kernel_plan import kernel_plan
 from composer.kernels.plan import DEFAULT_GPU, Target
 from composer.resolve import resolve
+from composer.kernels.semiseparable.plan import ScanSizes, plan_scan, scan_calls
+from composer.kernels.semiseparable.tuning import SSDTuning
 
 from .conftest import small_spec_data
 
@@ -64,63 +66,66 @@ def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
 
 
 def test_sizes_with_a_fused_forward_list_both_forward_forms_under_distinct_names():
-    """At Mamba-2's (P, N) in bf16 the batch decides the forward's form at run time: both are listed,
-    the backward once."""
+    """At Mamba-2's (P, N) in bf16 the walk may split each sequence into segments, which fill the GPU at any
+    batch: the fused forward runs from one sequence up (one form, no batch rule), the backward once; a walk
+    held to one segment takes the split form below a quarter of the multiprocessors, both listed."""
     mamba2 = {**SSD, "state": 128, "head_dim": 64, "chunk": 256}
     specialisations, _ = plan_of({"a": {"mixer": mamba2}}, ["a"], precision="bf16")
     forwards = [s for s in specialisations if s.template == "ssd_forward.py.jinja"]
-    assert sorted(dict(s.constants)["FUSED"] for s in forwards) == [False, True]
-    assert len(specialisations) == 3 and len({s.file_name for s in specialisations}) == 3
-    fused = next(s for s in forwards if dict(s.constants)["FUSED"])
-    assert "def chunk_scan_fused_fwd" in fused.source("small")
-    assert fused.runs == "b*H fused programs >= 132 multiprocessors / 4"  # one 64-column tile a head
+    assert [dict(s.constants)["FUSED"] for s in forwards] == [True]
+    assert len(specialisations) == 2 and len({s.file_name for s in specialisations}) == 2
+    assert "def chunk_scan_fused_fwd" in forwards[0].source("small") and forwards[0].runs == ""
+    sizes = ScanSizes(64, 128, 256, 32, 1, decays=True)
+    whole = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64, fused=None, segments=1))
+    calls = [call for call in scan_calls(whole, "bf16", True) if call.template == "ssd_forward.py.jinja"]
+    assert sorted(dict(call.constants)["FUSED"] for call in calls) == [False, True]
+    assert [call.when for call in calls if dict(call.constants)["FUSED"]] == [
+        "b*H fused programs >= 132 multiprocessors / 4"]  # one 64-column tile a head
     fp32, _ = plan_of({"a": {"mixer": mamba2}}, ["a"])
     assert all(s.runs == "" for s in fp32)  # one form, always
     assert [dict(s.constants)["FUSED"] for s in fp32 if s.template == "ssd_forward.py.jinja"] == [False]
 
 
 def test_sizes_split_when_the_batch_is_large_list_those_tiles_too():
-    """At (P, N) = (128, 128) in bf16 a large b * H takes split tiles with the state in pieces: three
-    forwards (fused, split, split in pieces), one backward, as the tunings share it."""
+    """At (P, N) = (128, 128) in bf16 a large b * H takes split tiles with the state in pieces: two
+    forwards (fused, in segments where the batch is small; split in pieces) and a backward for each, the fused
+    walk's forming the scores it did not save (FORMS_SCORES)."""
     wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
     specialisations, _ = plan_of({"a": {"mixer": wide}}, ["a"], precision="bf16")
     forwards = [dict(s.constants) for s in specialisations if s.template == "ssd_forward.py.jinja"]
-    assert len(forwards) == 3 and len(specialisations) == 4
+    assert len(forwards) == 2 and len(specialisations) == 4
     assert len({s.file_name for s in specialisations}) == 4  # --emit writes each to its own file
     runs = {(dict(s.constants)["FUSED"], dict(s.constants)["OUTPUT_BLOCK_N"] if "OUTPUT_BLOCK_N" in dict(s.constants)
              else None): s.runs for s in specialisations if s.template == "ssd_forward.py.jinja"}
     assert runs[True, None] == ("b*H state-passing programs < 132 multiprocessors and "
-                                "b*H*2 fused programs >= 132 multiprocessors / 4")
-    assert runs[False, 128].endswith("and b*H*2 fused programs < 132 multiprocessors / 4")
+                                "b*H*2 fused programs in segments >= 132 multiprocessors / 4")
     assert runs[False, 64] == "b*H state-passing programs >= 132 multiprocessors"
-    assert [s.runs for s in specialisations if s.template == "ssd_backward.py.jinja"] == [""]  # always
+    backwards = [s for s in specialisations if s.template == "ssd_backward.py.jinja"]
+    assert [s.runs for s in backwards] == ["", ""]  # each with its forward
+    assert sorted(dict(s.constants).get("FORMS_SCORES", False) for s in backwards) == [False, True]
     header = next(s for s in specialisations if s.runs == runs[True, None]).source("wide").split("# triton:")[0]
     assert all(len(line) <= 120 and line.startswith("#") for line in header.splitlines())  # long runs wrap
     assert " ".join(line.lstrip("# ") for line in header.splitlines()[3:]) == f"runs: {runs[True, None]}"
     pieces = next(s for s in specialisations if s.runs == runs[False, 64])
     assert "# runs: b*H state-passing programs >= 132 multiprocessors\n" in pieces.source("wide")
-    assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (False, 128),
-                                                                                (True, None)]
+    assert sorted((f["FUSED"], f.get("OUTPUT_BLOCK_N")) for f in forwards) == [(False, 64), (True, None)]
 
 
 def test_inference_lists_forwards_that_save_nothing_and_no_backward(tmp_path, capsys):
     """Without gradients the forward saves nothing and no backward runs; at (P, N) = (128, 128) in bf16 the
-    split tiles for a busy training forward never run, so only the batch's choice of form remains."""
+    split tiles for a busy training forward never run, so only the fused walk (in segments where the batch is
+    small) remains."""
     wide = {**SSD, "state": 128, "head_dim": 128, "chunk": 256}
     spec = resolve(composer.validate(small_spec_data(blocks={"a": {"mixer": wide}}, layers=["a"])))
     inference = [s for s in kernel_plan(spec, gpu("bf16", "inference"))[0] if s.template != "gated_rmsnorm.py.jinja"]
-    assert [s.template for s in inference] == ["ssd_forward.py.jinja"] * 2
-    assert sorted(dict(s.constants)["FUSED"] for s in inference) == [False, True]
-    # the fused walk stores no states; the split kernels pass them through memory either way
-    assert [dict(s.constants)["SAVES_FOR_BACKWARD"] for s in sorted(inference, key=lambda s: dict(s.constants)["FUSED"])
-            ] == [True, False]
-    assert {s.runs for s in inference} == {"b*H*2 fused programs >= 132 multiprocessors / 4",
-                                           "b*H*2 fused programs < 132 multiprocessors / 4"}
-    fused = next(s for s in inference if dict(s.constants)["FUSED"]).source("wide")
+    assert [s.template for s in inference] == ["ssd_forward.py.jinja"]
+    # the fused walk stores no states
+    assert [(dict(s.constants)["FUSED"], dict(s.constants)["SAVES_FOR_BACKWARD"], s.runs) for s in inference] == [
+        (True, False, "")]
+    fused = inference[0].source("wide")
     assert "def chunk_scan_fused_fwd" in fused and "states_ptr" not in fused and "def chunk_scores_fwd" not in fused
     training = kernel_plan(spec, gpu("bf16"))[0]
-    shared = {s.file_name for s in inference} & {s.file_name for s in training}
-    assert [name.split("_P")[0] for name in shared] == ["ssd_forward"]  # the split one: training's own module
+    assert not {s.file_name for s in inference} & {s.file_name for s in training}  # training's walk saves states
     path = tmp_path / "wide.json"
     path.write_text(spec.model_dump_json())
     assert main(["kernels", str(path), "--precision", "bf16", "--inference"]) == 0

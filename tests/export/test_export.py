@@ -19,7 +19,7 @@ from composer.layers.weights import WeightsError, load_file, save_file
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parents[1] / "examples"
 SPECS = {"tiny_mqar": EXAMPLES / "tiny_mqar.mix", "every_kind": HERE / "every_kind.mix",
-         "tiny_encoder": HERE / "tiny_encoder.mix"}
+         "tiny_encoder": HERE / "tiny_encoder.mix", "qwen3_next_style": EXAMPLES / "qwen3_next_style.mix"}
 # The subprocesses below cannot import the compiler: its name maps to None, so `import composer` fails there.
 NO_COMPILER = "import sys; sys.modules['composer'] = None\n"
 
@@ -101,8 +101,15 @@ def test_transformers_loads_the_export_and_save_pretrained_round_trips(tmp_path)
     assert config["architectures"] == ["EveryKindForCausalLM"]
     assert [layer["layer_type"] for layer in config["layers"]] == [
         "linear_attention", "full_attention", "linear_attention", "sliding_attention", None, "linear_attention",
-        "linear_attention"]
+        "linear_attention", "linear_attention"]
     assert "layer_types" not in config  # transformers has no word for a Monarch mixer, so no list at all
+
+
+def test_a_qwen3_next_style_export_lists_its_layer_types_as_transformers_does(tmp_path):
+    out, _ = exported(tmp_path, "qwen3_next_style")
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + [
+        "full_attention"]
 
 
 def test_encoders_export_with_a_masked_lm_head_and_refuse_a_causal_one(tmp_path):

@@ -43,6 +43,13 @@ def test_bench_decode_reports_tokens_per_second_and_memory(capsys):
                  "--repeats", "1", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("batch")]
     assert len(lines) == 2 and all("tokens/s" in line and "peak memory" in line for line in lines)
+    assert not any("CUDA graph" in line for line in lines)  # on a CPU the steps run eagerly
+
+
+def test_bench_decode_can_run_the_steps_without_a_cuda_graph(capsys):
+    assert main(["bench-decode", TINY, "--prompt-len", "8", "--new-tokens", "2", "--repeats", "1", "--device", "cpu",
+                 "--no-cuda-graph"]) == 0
+    assert "tokens/s" in capsys.readouterr().out
 
 
 def test_plan_reports_the_decode_cache(capsys):

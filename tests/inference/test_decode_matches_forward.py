@@ -46,6 +46,9 @@ MIXERS = {
     "monarch_causal": "monarch(blocks = 8, heads = 2, causal = true)",
     "gla": "gla(head_dim = 16, chunk = 16)",
     "gla_wide_keys_no_gate": "gla(head_dim = 8, key_dim = 16, output_gate = false, gate_rank = 4, chunk = 16)",
+    "delta_gated": "delta(head_dim = 16, heads = 4, key_dim = 8, key_heads = 2, chunk = 16)",
+    "delta_plain": "delta(head_dim = 8, heads = 2, gate = false, beta = sigmoid2, conv = 0, out_norm = false, "
+                   "chunk = 16)",
 }
 
 
@@ -126,7 +129,8 @@ def shrunk(text: str) -> str:
     return re.sub(r"^  search \{.*?^  \}\n", "", text, flags=re.S | re.M)
 
 
-CAUSAL_EXAMPLES = ["griffin_local", "hybrid_1b", "mamba2_130m", "tiny_mqar", "mqar_search", "gla_340m"]
+CAUSAL_EXAMPLES = ["griffin_local", "hybrid_1b", "mamba2_130m", "tiny_mqar", "mqar_search", "gla_340m",
+                   "qwen3_next_style"]
 
 
 @pytest.mark.parametrize("example", CAUSAL_EXAMPLES)
@@ -147,7 +151,8 @@ def test_bidirectional_examples_cannot_generate(example):
         model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("name", ["ssd_data", "attention_window", "lowrank_elu", "monarch_causal"])
+@pytest.mark.parametrize("name", ["ssd_data", "attention_window", "lowrank_elu", "monarch_causal",
+                                  "delta_gated"])
 def test_planned_cache_bytes_equal_the_allocated(name):
     spec = spec_of(MIXERS[name])
     plan = composer.plan(spec)

@@ -132,6 +132,7 @@ def test_gated_rmsnorm_op_passes_opcheck_and_matches_reference(lead, width, has_
 MIXERS = {
     "mamba2": {"kind": "semiseparable", "state": 16, "head_dim": 16, "chunk": 16, "groups": 2},
     "lowrank": {"kind": "lowrank", "heads": 4, "head_dim": 16, "feature_dim": 16, "chunk": 16, "decay": "fixed"},
+    "delta": {"kind": "delta", "heads": 4, "head_dim": 16, "key_heads": 2, "key_dim": 16, "chunk": 16},
 }
 
 
@@ -290,6 +291,38 @@ def test_a_compiled_scan_with_its_plan_segments_as_eager_at_every_length(monkeyp
         torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5 * want.pow(2).mean().sqrt().item())
     counts = [plan.select("fp32", False, 1).segments(1, L) for L in (128, 64, 256)]
     assert counts == [2, 1, 4] and walked == [2, 4]  # one segment walks whole, with no state passing first
+    torch._dynamo.reset()
+
+
+def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
+    """The backward's segment rule runs inside the backward op at the call's length too: with a plan for 64
+    multiprocessors a compiled training step walks the backward's state passing in segments where eager does,
+    and its gradients are the reference's."""
+    from composer.kernels.semiseparable import chunk
+    from composer.kernels.semiseparable.chunk import ssd_chunked_triton
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+
+    plan = plan_scan(ScanSizes(16, 16, 16, 2, 1, decays=True), 64, SSDTuning(16, 16, 16, fused=True))
+    segmented = []
+    original = chunk._segment_arriving_grads
+
+    def recording(kernels, constants, segments, *args):
+        segmented.append(segments)
+        return original(kernels, constants, segments, *args)
+    monkeypatch.setattr(chunk, "_segment_arriving_grads", recording)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, log_a, B, C: ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False,
+                                                                        plan=plan)[0],
+                             fullgraph=True, backend="aot_eager")
+    inputs = ssd_inputs(1, 128, 2, 1, dt=False, D=False, h0=False, seed=5)
+    leaves = [inputs[name].float().to(DEVICE).requires_grad_() for name in ("x", "log_a", "B", "C")]
+    compiled(*leaves).square().sum().backward()
+    reference_leaves = [inputs[name].clone().requires_grad_() for name in ("x", "log_a", "B", "C")]
+    reference(*reference_leaves, None, None, None, chunk_len=16)[0].square().sum().backward()
+    for name, got, want in zip(("x", "log_a", "B", "C"), leaves, reference_leaves):
+        torch.testing.assert_close(got.grad.cpu().double(), want.grad, rtol=1e-4,
+                                   atol=1e-4 * want.grad.pow(2).mean().sqrt().item(), msg=lambda m: f"d{name}: {m}")
+    assert plan.select("fp32", True, 1).backward_launch(1, 128).segments == 2 and segmented == [2]
     torch._dynamo.reset()
 
 

@@ -48,9 +48,10 @@ def test_every_module_a_run_loads_is_listed_by_its_plan(monkeypatch, tuning):
     assert loaded and set(loaded) <= listed, set(loaded) - listed
     forwards = [dict(constants) for template, constants in loaded if template == FORWARD_TEMPLATE]
     assert all("SEGMENTS" not in constants for constants in forwards)
-    if tuning.segments == 2:  # the segmented walk and its state passing ran, and the list holds both
+    if tuning.segments == 2:  # the segmented walk, its state passing and the segmented backward ran, all listed
         assert any(c["FUSED"] and c["HAS_INITIAL_STATE"] for c in forwards)
         assert any(not c["FUSED"] for c in forwards)
+        assert any(dict(constants).get("SEGMENTED") for template, constants in loaded if template != FORWARD_TEMPLATE)
     assert len(listed) == len(plan_modules(plan))  # no module listed twice
 
 

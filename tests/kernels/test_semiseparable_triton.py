@@ -373,7 +373,7 @@ def test_rendered_fused_forward_is_formatted_python(decay, flag, saves_for_backw
     assert_formatted(source)
     code = code_only(source)
     assert "def chunk_scan_fused_fwd" in code and "def state_passing_fwd" not in code
-    assert ("states_ptr" in code) == ("def chunk_scores_fwd" in code) == saves_for_backward
+    assert ("states_ptr" in code) == saves_for_backward and "def chunk_scores_fwd" not in code  # backward's
 
 
 def assert_every_helper_called(source: str) -> None:
@@ -450,11 +450,15 @@ def test_auto_form_is_fused_from_one_program_per_four_multiprocessors():
     programs reach a quarter of the multiprocessors; an explicit form is never overridden. Without
     multiprocessors (the interpreter) the split form runs."""
     sizes = _sizes(H=8, P=128, N=64)
-    half_head = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64))  # 2 programs a head
+    half_head = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64, segments=1))  # 2 programs a head, whole
     assert [half_head.select("bf16", True, b).forward["FUSED"] for b in (1, 2, 3, 100)] == [False, False, True, True]
     assert half_head.select("bf16", True, 3).rule == "b*H*2 fused programs >= 132 multiprocessors / 4"
-    quarter_head = plan_scan(sizes, 132, SSDTuning(block_p=32, block_q=64))  # 4 programs a head: 64 at b = 2
+    quarter_head = plan_scan(sizes, 132, SSDTuning(block_p=32, block_q=64, segments=1))  # 4 a head: 64 at b = 2
     assert [quarter_head.select("bf16", True, b).forward["FUSED"] for b in (1, 2)] == [False, True]
+    # a walk that may segment (segments None, the rule's) runs fused from one sequence up
+    segmentable = plan_scan(sizes, 132, SSDTuning(block_p=64, block_q=64))
+    assert len(segmentable.variants["bf16", True]) == 1 and segmentable.select("bf16", True, 1).forward["FUSED"]
+    assert segmentable.select("bf16", True, 1).rule == "b*H*2 fused programs in segments >= 132 multiprocessors / 4"
     never = plan_scan(sizes, 132, SSDTuning(block_p=32, fused=False))
     assert len(never.variants["bf16", True]) == 1 and not never.select("bf16", True, 10_000).forward["FUSED"]
     interpreter = plan_scan(sizes, None, SSDTuning(block_p=64, block_q=64))
@@ -476,10 +480,8 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor():
     assert tunings_by_batch(_sizes(32, 128, 128), "fp32", True, 132) == [(1, tuning.FP32_TUNING, "")]
     plan = plan_scan(_sizes(16, 128, 128), 132)
     forms = [(v.min_batch, v.forward["FUSED"], v.rule) for v in plan.variants["bf16", True]]
-    assert forms == [(1, False, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs < "
-                               "132 multiprocessors / 4"),
-                     (2, True, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs >= "
-                               "132 multiprocessors / 4"),
+    assert forms == [(1, True, "b*H state-passing programs < 132 multiprocessors and b*H*2 fused programs in "
+                               "segments >= 132 multiprocessors / 4"),
                      (9, False, "b*H state-passing programs >= 132 multiprocessors")]
     assert plan.select("bf16", True, 9).forward["BLOCK_Q"] == 64 and plan.select("bf16", False, 9).forward["FUSED"]
 
@@ -487,7 +489,8 @@ def test_split_when_busy_needs_a_state_passing_program_per_multiprocessor():
 @pytest.mark.parametrize("needs_grad", [True, False], ids=["training", "inference"])
 def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     """Tunings that differ only in the split kernels' tiles give one fused module: its constants (and so
-    its cache key and header) leave those tiles out, and SCORE_BLOCK too when nothing is saved."""
+    its cache key and header) leave those tiles out, SCORE_BLOCK too: it saves no scores, its backward forms
+    them (FORMS_SCORES)."""
     meta = dict(device="meta", dtype=torch.bfloat16)
     x, B = torch.empty(2, 64, 8, 64, **meta), torch.empty(2, 64, 1, 64, **meta)
     constants = [chunk.call_constants(x, None, B, 64, False, True, tuning, needs_grad=needs_grad)
@@ -497,8 +500,10 @@ def test_fused_forward_constants_hold_only_what_its_kernels_read(needs_grad):
     (forward, backward), (other_forward, other_backward) = constants
     assert forward == other_forward and forward["FUSED"]
     assert not FUSED_UNREAD & set(forward)
-    assert ("SCORE_BLOCK" in forward) == needs_grad
+    assert "SCORE_BLOCK" not in forward and backward["FORMS_SCORES"]
     assert backward != other_backward and FUSED_UNREAD <= set(backward)  # the backward reads them all
+    split_backward = chunk.call_constants(x, None, B, 64, False, True, SSDTuning(block_q=32, fused=False))[1]
+    assert "FORMS_SCORES" not in split_backward  # the split forward saved its own
     source = render_kernel("ssd_forward.py.jinja", forward, HEADER)
     assert "BLOCK_N" not in source and "HEADS_PER_PROGRAM" not in source and "SPLIT_DIAGONAL" not in source
 
@@ -643,6 +648,135 @@ def test_fused_segments_fill_the_gpu_only_where_the_walk_leaves_it_idle():
     launch = walk.forward_launch(2, 32768)
     assert launch.segments == 4 and launch.constants["HAS_INITIAL_STATE"] and not walk.forward["HAS_INITIAL_STATE"]
     assert launch.segment_state is walk.segment_state and not launch.segment_state["FUSED"]
-    assert walk.forward_launch(8, 32768) == (walk.forward, 1, None)
+    assert walk.forward_launch(8, 32768) == (walk.forward, 1, None, 1)
     fixed = plan_scan(sizes, None, SSDTuning(block_p=64, fused=True, segments=2)).select("bf16", True, 2)
     assert fixed.segments(2, 2048) == 2
+
+
+@pytest.mark.parametrize("decay", ["none", "data"])
+@pytest.mark.parametrize("flag", [None, "HAS_DT", "HAS_INITIAL_STATE", "RETURN_FINAL_STATE"])
+@pytest.mark.parametrize("module", ["segment_state", "segmented_backward", "forms_scores", "segmented_forms_scores"])
+def test_rendered_segment_kernels_are_formatted_python(decay, flag, module):
+    """The segments' state passing (pieces side by side, then their combine), the segmented backward's state
+    passing (each segment's own gradient, the arriving gradients, then the walk from them) and the backward
+    that forms the scores a fused forward did not save render formatted."""
+    constants = {**CONSTANTS, "DECAY": decay, "HAS_DT": False, "HAS_D": False, "HAS_INITIAL_STATE": False,
+                 "RETURN_FINAL_STATE": False}
+    if flag:
+        constants[flag] = True
+    if module == "segment_state":
+        constants = {**constants, **SPLIT_FORM, "LEAVING_STATE_ONLY": True, "RETURN_FINAL_STATE": True}
+        source = render_kernel("ssd_forward.py.jinja", constants, HEADER)
+        kernels = ("def state_passing_fwd", "def segment_entering_fwd")
+    else:
+        segmented, forms_scores = "segmented" in module, "forms_scores" in module
+        source = render_kernel("ssd_backward.py.jinja", {**constants, "SEGMENTED": segmented,
+                                                         "FORMS_SCORES": forms_scores}, HEADER)
+        kernels = ("def segment_grad_bwd", "def segment_arriving_bwd") * segmented + ("def state_passing_bwd",)
+        assert ("def chunk_scores_bwd" in code_only(source)) == forms_scores
+    assert_formatted(source)
+    code = code_only(source)
+    assert all(kernel in code for kernel in kernels)
+    assert ("totals_ptr" in code) == (decay == "data" and module != "forms_scores")
+
+
+@pytest.mark.parametrize("decay, use_h0, segments, pieces", [("data", True, 2, 2), ("data", False, 2, 4),
+                                                             ("none", True, 4, 2), ("data", True, 1, 1)])
+def test_segmented_backward_and_state_pieces_match_reference(decay, use_h0, segments, pieces):
+    """The backward's state passing in segments (the backward tuning's `segments`: each segment's own gradient,
+    the gradients arriving at their ends, then the segments side by side from those) and the forward's state
+    passing in pieces of each walk segment (`state_pieces`) change no output, final state or gradient. Ragged
+    heads per group (3 heads, 1 group) and a final-state gradient reach the arriving gradients' combine."""
+    torch.manual_seed(21 + segments * 3 + pieces)
+    inputs = make_inputs(b=2, L=128, H=3, P=16, G=1, N=32)
+    forward_segments = 2 if segments == 1 else segments
+    tuning = SSDTuning(block_p=16, block_q=16, block_n=16, fused=True, segments=forward_segments, state_pieces=pieces,
+                       backward=SSDTuning(block_p=16, block_q=16, block_n=16, segments=segments))
+    (y_ref, s_ref, g_ref), (y, s, g) = run_both(inputs, 16, decay, use_h0, tuning)
+    assert_matches(y, y_ref, "y")
+    assert_matches(s, s_ref, "final_state")
+    for name, got, want in zip(GRAD_NAMES, g, g_ref):
+        if (name == "log_a" and decay == "none") or (name == "initial_state" and not use_h0):
+            assert got is None
+        else:
+            assert_matches(got, want, f"d{name}")
+
+
+def test_segmented_backward_takes_dt_and_skip_and_no_final_state():
+    """dt and D beside a segmented backward (and a segmented walk in pieces), without a final state: the
+    gradients are the unsegmented scan's."""
+    torch.manual_seed(23)
+    x, log_a, B, C, _ = (t.float().to(DEVICE) for t in make_inputs(b=1, L=96, H=4, P=16, G=2, N=16))
+    dt, D = torch.rand(1, 96, 4, device=DEVICE) + 0.1, torch.randn(4, device=DEVICE)
+    grads = []
+    for tuning in (SSDTuning(16, 16, fused=True, backward=SSDTuning(16, 16, 16)),
+                   SSDTuning(16, 16, fused=True, segments=3, state_pieces=2, backward=SSDTuning(16, 16, 16, segments=3))):
+        leaves = [t.clone().requires_grad_() for t in (x, log_a, B, C, dt, D)]
+        y, _ = ssd_chunked_triton(*leaves[:4], 16, return_final_state=False, dt=leaves[4], D=leaves[5], tuning=tuning)
+        y.square().sum().backward()
+        grads.append([y.detach()] + [leaf.grad for leaf in leaves])
+    for name, got, want in zip(("y", "x", "log_a", "B", "C", "dt", "D"), *grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    with torch.no_grad():  # inference: the state passing forms its own cumulative decays
+        pieces, final = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D,
+                                           tuning=SSDTuning(16, 16, fused=True, segments=3, state_pieces=2))
+        whole, whole_final = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D, tuning=SSDTuning(16, 16, fused=True))
+    torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(final, whole_final, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="backward's tuning.segments"):  # 6 chunks are not 4 whole segments
+        leaves = [t.clone().requires_grad_() for t in (x, log_a, B, C)]
+        ssd_chunked_triton(*leaves, 16, tuning=SSDTuning(16, 16, fused=True, backward=SSDTuning(16, 16, 16, segments=4)))
+
+
+def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_leave_it_idle():
+    """The segments' state passing splits each segment into pieces until its programs reach
+    STATE_PROGRAMS_PER_MULTIPROCESSOR (2) a multiprocessor, pieces of whole chunks (two or more); the backward's
+    state passing segments only where its programs number at most half the multiprocessors, until they reach
+    BACKWARD_PROGRAMS_PER_MULTIPROCESSOR (3). The plan states both rules; the launcher asks them with the batch
+    and the length."""
+    # b=2, H=32, P=64: 64 walk programs in 4 segments fill the 2 * 132 slots; b=1 at 4096 steps: 4 segments of 32
+    assert tuning.state_pieces(64, 4, 32768, 256, 132) == 1
+    assert tuning.state_pieces(32, 4, 4096, 256, 132) == 2
+    assert tuning.state_pieces(32, 4, 2048, 256, 132) == 1  # pieces of 1 chunk are too short
+    assert tuning.state_pieces(256, 1, 8192, 256, 132) == 1 and tuning.state_pieces(32, 4, 4096, 256, None) == 1
+    # backward: 2 state tiles a head, H=32: b=1 (64 programs) takes 4 segments at 32k, b=2 (128) one
+    assert tuning.backward_segments(64, 32768, 256, 132) == 4
+    assert tuning.backward_segments(128, 32768, 256, 132) == 1
+    assert tuning.backward_segments(64, 2048, 256, 132) == 2  # segments of 4 chunks at least
+    assert tuning.backward_segments(64, 32768 + 256, 256, 132) == 1 and tuning.backward_segments(64, 32768, 256, None) == 1
+    sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
+    variant = plan_scan(sizes, 132).select("bf16", True, 1)
+    assert [(launch.segments, launch.state_pieces) for launch in (variant.forward_launch(1, 32768),
+                                                                   variant.forward_launch(1, 4096))] == [(8, 1), (4, 2)]
+    backward = variant.backward_launch(1, 32768)
+    assert backward.segments == 4 and backward.constants["SEGMENTED"] and "SEGMENTED" not in variant.backward
+    assert variant.backward_launch(8, 8192) == (variant.backward, 1)
+    assert plan_scan(sizes, 132).select("bf16", False, 1).backward_launch(1, 32768) is None
+
+
+def test_segmented_paths_in_bf16_match_reference_to_its_precision():
+    """bf16 inputs (bf16 operands where compiled, BF16_OPERAND) through the segmented walk in pieces and the
+    segmented backward: y, the
+    final state and every gradient within bf16's rounding of the fp64 reference (relative norm 2e-2, as the GPU
+    checks take), as the whole walk and backward are."""
+    torch.manual_seed(17)
+    inputs = [t.to(torch.bfloat16) for t in make_inputs(b=1, L=128, H=4, P=16, G=2, N=16)]
+    segmented = SSDTuning(16, 16, 16, operand=BF16_OPERAND, fused=True, segments=4, state_pieces=2,
+                          backward=SSDTuning(16, 16, 16, operand=BF16_OPERAND, segments=4))
+    whole = SSDTuning(16, 16, 16, operand=BF16_OPERAND, fused=True, segments=1,
+                      backward=SSDTuning(16, 16, 16, operand=BF16_OPERAND, segments=1))
+    grads = []
+    for dtype, tuning in ((torch.float64, None), (torch.bfloat16, segmented), (torch.bfloat16, whole)):
+        leaves = [t.to(dtype=dtype, device=DEVICE if tuning else "cpu", copy=True).requires_grad_() for t in inputs]
+        if tuning is None:
+            y, s = ssd_chunked(*leaves[:4], 16, leaves[4])
+        else:
+            y, s = ssd_chunked_triton(*leaves[:4], 16, leaves[4], tuning=tuning)
+        torch.manual_seed(3)
+        (y.double() * torch.randn(y.shape, dtype=torch.float64, device=y.device)).sum().add(s.double().sum()).backward()
+        grads.append([y.detach(), s.detach()] + [leaf.grad for leaf in leaves])
+    reference, *kernels = grads
+    for got in kernels:
+        for name, g, want in zip(("y", "final_state") + GRAD_NAMES, got, reference):
+            error = ((g.cpu().double() - want).norm() / want.norm()).item()
+            assert error < 2e-2, f"{name}: relative error {error:.2e}"

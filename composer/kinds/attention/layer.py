@@ -123,7 +123,13 @@ class Attention(nn.Module):
     @staticmethod
     def _write(key_cache, value_cache, k, v, where, slots: int) -> None:
         """Put the call's real keys and values in their slots; of a call longer than the cache only the last
-        `slots` positions are kept (each slot written once)."""
+        `slots` positions are kept (each slot written once). A step without padding (one real token a row)
+        writes by row and slot index alone, with no host sync (the masked form counts its entries there)."""
+        if k.shape[1] == 1 and not where.padded:
+            rows, slot = torch.arange(k.shape[0], device=k.device), where.positions[:, 0] % slots
+            key_cache[rows, slot] = k[:, 0].to(key_cache.dtype)
+            value_cache[rows, slot] = v[:, 0].to(value_cache.dtype)
+            return
         end = where.past + where.valid.sum(1)
         keep = where.valid & (where.positions >= end[:, None] - slots)
         rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(keep)

@@ -55,6 +55,10 @@ class MonarchMixer(nn.Module):
         y = y.view(b, d // self.heads, self.max_len, self.heads).permute(0, 2, 3, 1).reshape(b, self.max_len, d)
         return y[:, :L]
 
+    # Its cached path checks the buffer's length on the host and writes through masks, so a decoding step of it
+    # cannot be captured in a CUDA graph (DecodeGraph runs such a model's steps eagerly).
+    decode_reads_host = True
+
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
         """x (b, L, d_model). With `cache` and `where` (causal only) the call's inputs join the cached ones and
         each token's output is its row of M over them."""

@@ -17,6 +17,7 @@ from composer.fields import ChunkLength, Expand, OptionalPositiveInt, PositiveIn
 from composer.kernels.norms.plan import TEMPLATE as NORM_TEMPLATE
 from composer.kernels.norms.plan import norm_constants
 from composer.kernels.plan import KernelCall, LayerKernels, Target
+from composer.kernels.semiseparable.decode_plan import DecodingLayerPlan, decode_constants
 from composer.kernels.semiseparable.plan import (ScanLayerPlan, ScanSizes, fits, is_tile_size, misfits,
                                                  nearest_tile_sizes, plan_scan, scan_calls)
 from composer.kinds.base import Kind, LayerCall
@@ -126,7 +127,12 @@ def state_space_kernels(m, target: Target, decays: bool, has_dt: bool, has_D: bo
     prefill = (plan_scan(dataclasses.replace(sizes, has_D=False, initial_state=True, final_state=True),
                          target.multiprocessors, gpu=target.gpu),) if decodes else ()
     calls = scan_calls(scan, target.precision, target.mode == "train") + norm_calls
-    return LayerKernels("generated", "the generated SSD kernels", tuple(calls), ScanLayerPlan((scan,), norm, prefill))
+    if decodes and m.conv > 1:  # a Mamba-2 layer: its decoding step runs fused (decode_plan.py)
+        decode = decode_constants(m.head_dim, m.state, m.heads, m.groups, m.conv, m.gate, m.decay, m.skip)
+        entry = DecodingLayerPlan((scan,), norm, prefill, decode)
+    else:
+        entry = ScanLayerPlan((scan,), norm, prefill)
+    return LayerKernels("generated", "the generated SSD kernels", tuple(calls), entry)
 
 
 class Semiseparable(Kind):

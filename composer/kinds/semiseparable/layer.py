@@ -88,11 +88,12 @@ class _StateSpaceBase(nn.Module):
 
     `backend` ("auto", "reference" or "triton") picks the SSD core; `build` sets it, and hands
     the layer its plan: `scan_plan` (the kernels' ScanPlan, None off the generated path or when the layer
-    was made without `build`: then it is planned from the tensors' sizes).
+    was made without `build`: then it is planned from the tensors' sizes), `prefill_plan` and, for Mamba-2,
+    `decode_plan` (the fused decoding step's constants; without `build`: from the layer's sizes).
     """
 
     backend = "auto"
-    scan_plan = prefill_plan = None
+    scan_plan = prefill_plan = decode_plan = None
 
     def __init__(self, d_model: int, heads: int, head_dim: int, state: int, groups: int, chunk: int, conv: int,
                  decay: str, gate: bool, out_norm: bool, skip: bool, bias: bool, directions: int,
@@ -120,6 +121,7 @@ class _StateSpaceBase(nn.Module):
         """The plan's ScanLayerPlan: the scan's plan, and the output norm's constants."""
         self.scan_plan = entry.scans[0] if entry.scans else None
         self.prefill_plan = entry.prefill[0] if entry.prefill else None
+        self.decode_plan = getattr(entry, "decode", None)  # the fused decoding step's constants (Mamba-2)
         if self.norm is not None:
             self.norm.kernel_constants = entry.norm
 
@@ -181,6 +183,8 @@ class Mamba2(_StateSpaceBase):
         super().__init__(d_model, heads, head_dim, state, groups, chunk, conv, decay, gate, out_norm, skip, bias,
                          directions=1, causal_conv=True, eps=eps)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, state=state, groups=groups, conv=conv)
+        self.decode_sizes = dict(head_dim=head_dim, state=state, heads=heads, groups=groups, conv=conv, gate=gate,
+                                 decay=decay, skip=skip)
 
     @staticmethod
     def cache_layout(length: int, heads: int, head_dim: int, state: int, groups: int = 1, conv: int = 4, **_):
@@ -193,11 +197,15 @@ class Mamba2(_StateSpaceBase):
     def cache_entries(self, length: int):
         return self.cache_layout(length, **self.layout_sizes)
 
-    def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
+    adds_residual = True  # Block hands the cached path its residual: a decoding step adds it inside out_proj
+
+    def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (b, L, d_model). With `cache` (this layer's buffers) and `where` (the call's Positions) it
-        continues the cached state and conv inputs and updates them; padding leaves both unchanged."""
+        continues the cached state and conv inputs and updates them; padding leaves both unchanged.
+        residual (b, L, d_model), with a cache only: returned added to the output."""
         if cache is not None:
-            return self._forward_cached(hidden, cache, where)
+            return self._forward_cached(hidden, cache, where, residual)
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
@@ -205,7 +213,15 @@ class Mamba2(_StateSpaceBase):
                      planned=self.planned, plan=self.scan_plan)
         return self._finish(y.to(hidden.dtype), z)
 
-    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
+    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where, residual=None) -> torch.Tensor:
+        b, L, _ = hidden.shape
+        if L == 1 and not where.padded and self.conv1d is not None and not torch.compiler.is_compiling() \
+                and runs_generated(self.backend, hidden.is_cuda, self.planned):
+            return self._decode_step(hidden, cache, residual)
+        out = self._scan_cached(hidden, cache, where)
+        return out if residual is None else residual + out
+
+    def _scan_cached(self, hidden: torch.Tensor, cache: dict, where) -> torch.Tensor:
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden), cache, where)
         log_a, dt_scale = self._decay(dt, b, L, 0)
@@ -214,3 +230,25 @@ class Mamba2(_StateSpaceBase):
         y = ssd_scan_cached(x, log_a, bc[:, :, 0, 0], bc[:, :, 0, 1], self.chunk, self.backend, cache["ssm_state"],
                             dt=dt_scale, D=self.D, planned=self.planned, plan=self.prefill_plan)
         return self._finish(y.to(hidden.dtype), z)
+
+    def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None) -> torch.Tensor:
+        """One token a row on the generated kernels: in_proj, the fused decoding step (two kernels: the short
+        conv with its state update; dt, decay, state update and D's skip), the gated norm, and out_proj adding
+        `residual` in its GEMM. The same as the path above, with the states updated in place."""
+        from composer.kernels.semiseparable.decode_plan import decode_constants  # imports triton only when used
+        from composer.kernels.semiseparable.step import ssd_decode_step_triton
+        if self.decode_plan is None:
+            self.decode_plan = decode_constants(**self.decode_sizes)
+        u = self.in_proj(hidden[:, 0])
+        y = ssd_decode_step_triton(self.decode_plan, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
+                                   cache["ssm_state"], getattr(self, "dt_bias", None), getattr(self, "A_log", None),
+                                   self.D)
+        z = u[:, :self.d_inner] if self.gate else None
+        if self.norm is not None:
+            y = self.norm(y, z)
+        elif z is not None:
+            y = y * F.silu(z)
+        if residual is None or self.out_proj.bias is not None:
+            out = self.out_proj(y[:, None])
+            return out if residual is None else residual + out
+        return torch.addmm(residual[:, 0], y, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual

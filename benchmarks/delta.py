@@ -1,0 +1,197 @@
+"""Check and time the generated chunked (gated) delta-rule kernels against fla's chunk_gated_delta_rule on one GPU.
+
+    . benchmarks/device_setup.sh && python3 benchmarks/delta.py [--out DIR] [--deadline-s 200]
+
+Checks: ours in fp32 and bf16, and fla in bf16, against our fp32 reference (kernels/delta/reference.py) at
+odd lengths from an initial state (y, the final state and every gradient: q, k, v, beta, log_gate and the
+initial state), with gate on and off. Timings: do_bench medians of the forward and forward+backward at
+Qwen3-Next-like layer sizes (32 value heads, 16 key heads, head dims 128), bf16, both in one process, and
+one decoding step against fla's fused_recurrent_gated_delta_rule at T = 1.
+fla gets the same grouped heads (its GVA), the gate in log space and beta after the sigmoid. A peer that
+fails or stalls is recorded as a result, not a crash; past the deadline the rest is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+from composer.kernels.delta.chunk import delta_rule_chunked_triton
+from composer.kernels.delta.reference import delta_rule_chunked
+
+CHUNK = 64
+NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
+
+
+def inputs(b, L, H, Hk, K, V, gate, seed, dtype):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = dict(q=torch.randn(b, L, Hk, K, device="cuda", generator=g),
+             k=F.normalize(torch.randn(b, L, Hk, K, device="cuda", generator=g), dim=-1),
+             v=torch.randn(b, L, H, V, device="cuda", generator=g),
+             beta=torch.rand(b, L, H, device="cuda", generator=g).sigmoid(),
+             log_gate=F.logsigmoid(torch.randn(b, L, H, device="cuda", generator=g) + 3) if gate else None,
+             state0=torch.randn(b, H, K, V, device="cuda", generator=g) * 0.1)
+    return {n: None if t is None else (t.to(dtype) if n != "state0" else t) for n, t in x.items()}
+
+
+def ours(x, initial=True, final=True):
+    return delta_rule_chunked_triton(x["q"], x["k"], x["v"], x["beta"], x["log_gate"], CHUNK,
+                                     initial_state=x["state0"] if initial else None)
+
+
+def reference(x, initial=True, final=True):
+    f = {n: None if t is None else t.float() for n, t in x.items()}
+    return delta_rule_chunked(f["q"], f["k"], f["v"], f["beta"], f["log_gate"], CHUNK,
+                              initial_state=f["state0"] if initial else None)
+
+
+def peer(x, initial=True, final=True):
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    b, L, H = x["v"].shape[:3]
+    log_gate = x["log_gate"] if x["log_gate"] is not None else x["v"].new_zeros(b, L, H)
+    return chunk_gated_delta_rule(x["q"], x["k"], x["v"], log_gate, x["beta"],
+                                  initial_state=x["state0"] if initial else None, output_final_state=final)
+
+
+@contextmanager
+def time_limit(seconds: int):
+    def expire(signum, frame):
+        raise TimeoutError(f"no result within {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def outputs_and_grads(fn, x, seed):
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in x.items() if t is not None}
+    y, final = fn({n: leaves.get(n) for n in x})
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dy, dfinal = torch.randn(y.shape, device="cuda", generator=g), torch.randn(final.shape, device="cuda", generator=g)
+    (y.float() * dy).sum().add((final.float() * dfinal).sum()).backward()
+    grads = {n: leaves[n].grad if n in leaves else None for n in ("q", "k", "v", "beta", "log_gate", "state0")}
+    return [y.detach(), final.detach()] + list(grads.values())
+
+
+def rel_err(out, ref) -> float:
+    if out is None or ref is None:
+        return float("nan") if (out is None) != (ref is None) else 0.0
+    if not torch.isfinite(out).all():
+        return float("nan")
+    return ((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-30)).item()
+
+
+def check(label, fn, shape, gate, dtype, limit_s, seed=1):
+    try:
+        x = inputs(*shape, gate=gate, seed=seed, dtype=dtype)
+        with time_limit(limit_s):
+            got = outputs_and_grads(fn, x, seed)
+        want = outputs_and_grads(reference, x, seed)
+        return {n: rel_err(a, b) for n, a, b in zip(NAMES, got, want)}
+    except Exception as exc:  # noqa: BLE001  (a failing peer is a result)
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def time_call(fn, x, backward: bool) -> float:
+    if not backward:
+        with torch.no_grad():
+            return do_bench(lambda: fn(x, initial=False, final=False), warmup=10, rep=100, return_mode="median")
+    leaves = {n: t.detach().clone().requires_grad_() if t is not None and n != "state0" else None
+              for n, t in x.items()}
+    dy = torch.randn_like(x["v"])
+    return do_bench(lambda: fn(leaves, initial=False, final=False)[0].backward(dy), warmup=10, rep=100,
+                    grad_to_none=[t for t in leaves.values() if t is not None], return_mode="median")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--deadline-s", type=float, default=200)
+    parser.add_argument("--peer-limit-s", type=int, default=60)
+    args = parser.parse_args()
+    start = time.time()
+    results = {"env": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "triton": triton.__version__}, "checks": [], "timings": []}
+    print(results["env"], flush=True)
+    out = Path(args.out, "delta_results.json")
+    failed = set()
+    checks = [("composer", ours, (2, 333, 4, 2, 64, 64), True, torch.float32),
+              ("composer", ours, (1, 777, 32, 16, 128, 128), True, torch.bfloat16),
+              ("fla", peer, (1, 777, 32, 16, 128, 128), True, torch.bfloat16),
+              ("composer", ours, (2, 333, 4, 2, 64, 64), False, torch.float32),
+              ("composer", ours, (1, 777, 32, 16, 128, 128), True, torch.float32)]
+    for label, fn, shape, gate, dtype in checks:
+        if time.time() - start > args.deadline_s or label in failed:
+            continue
+        errors = check(label, fn, shape, gate, dtype, args.peer_limit_s if label == "fla" else 0)
+        if "error" in errors:
+            failed.add(label)
+        row = {"impl": label, "shape": shape, "gate": gate, "dtype": str(dtype).split(".")[-1], "errors": errors}
+        results["checks"].append(row)
+        print("check", json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+    for shape in [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]:
+        if time.time() - start > args.deadline_s:
+            print("deadline: timings from here skipped", flush=True)
+            break
+        x = inputs(*shape, gate=True, seed=0, dtype=torch.bfloat16)
+        row = {"shape": shape}
+        for label, fn in (("composer", ours), ("fla", peer)):
+            if label in failed:
+                continue
+            for backward in (False, True):
+                key = f"{label}_{'fwdbwd' if backward else 'fwd'}_ms"
+                try:
+                    with time_limit(args.peer_limit_s):
+                        row[key] = round(time_call(fn, x, backward), 4)
+                except Exception as exc:  # noqa: BLE001
+                    row[key] = float("nan")
+                    row[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        for kind in ("fwd", "fwdbwd"):
+            if f"fla_{kind}_ms" in row and f"composer_{kind}_ms" in row:
+                row[f"speedup_{kind}"] = round(row[f"fla_{kind}_ms"] / row[f"composer_{kind}_ms"], 3)
+        results["timings"].append(row)
+        print("time", json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+    for b in (1, 16, 64):  # one decoding step: ours against fla's fused_recurrent at T = 1
+        if time.time() - start > args.deadline_s:
+            break
+        row = {"decode_batch": b}
+        x = inputs(b, 1, 32, 16, 128, 128, gate=True, seed=2, dtype=torch.bfloat16)
+        state = x["state0"].contiguous()
+        step_args = (state, x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], x["log_gate"][:, 0])
+        try:
+            from composer.kernels.delta.chunk import delta_step_triton
+            from composer.kernels.delta.reference import delta_rule_step
+            got, want = delta_step_triton(*step_args), delta_rule_step(*step_args)
+            row["check_y"] = rel_err(got[0], want[0])
+            row["composer_step_ms"] = round(do_bench(lambda: delta_step_triton(*step_args), return_mode="median"), 4)
+            from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+            with time_limit(args.peer_limit_s):
+                row["fla_step_ms"] = round(do_bench(lambda: fused_recurrent_gated_delta_rule(
+                    x["q"], x["k"], x["v"], x["log_gate"], beta=x["beta"], initial_state=state,
+                    output_final_state=True), return_mode="median"), 4)
+            row["speedup_step"] = round(row["fla_step_ms"] / row["composer_step_ms"], 3)
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        results["timings"].append(row)
+        print("time", json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+    print(f"done in {time.time() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

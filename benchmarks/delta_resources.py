@@ -1,0 +1,92 @@
+"""Registers, spills and shared memory of the rendered delta-rule kernels on Hopper, without a GPU.
+
+    python benchmarks/delta_resources.py --K 128 --V 128 [--chunk 64] [--dtype bf16|fp32]
+
+Renders the training forward, the backward (from an initial state) and the decoding step as the plan gives them for
+32 value heads on 16 key heads, compiles each kernel for sm_90a with the Triton wheel's own ptxas, and
+prints ptxas's register and spill report and Triton's shared memory per kernel. An H200 gives a program
+at most 227 KB of shared memory; a kernel past that does not launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # this compiles: it runs in its own process
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from composer.codegen.render import render_kernel  # noqa: E402
+from composer.kernels.delta.plan import (BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, DeltaSizes,  # noqa: E402
+                                         plan_delta)
+
+HOPPER = GPUTarget("cuda", 90, 32)
+INPUTS = {"q", "k", "v", "beta", "log_gate", "y", "dy"}  # pointers in the inputs' dtype; the rest are fp32
+SIZES = {"seq_len", "n_heads"}
+
+
+def kernels(source: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
+        file.write(source)
+    spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {name: value for name, value in vars(module).items()
+            if isinstance(value, triton.runtime.jit.JITFunction) and name.startswith("delta_")}
+
+
+def resources(kernel, dtype: str, num_warps: int, num_stages: int) -> dict:
+    arguments = list(inspect.signature(kernel.fn).parameters)
+    signature = {a: "i32" if a in SIZES else "fp32" if a == "scale" else
+                 f"*{dtype}" if a.removesuffix("_ptr") in INPUTS else "*fp32" for a in arguments}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(arguments) if a.endswith("_ptr")}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
+        file.write(compiled.asm["ptx"])
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", file.name + ".cubin"],
+                            capture_output=True, text=True, check=True).stderr
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, report)
+        return int(found.group(1)) if found else 0
+    return dict(registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
+                spill_loads=number(r"(\d+) bytes spill loads"), shared=compiled.metadata.shared)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--K", type=int, default=128, help="key head dim")
+    parser.add_argument("--V", type=int, default=128, help="value head dim")
+    parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    args = parser.parse_args(argv)
+    plan = plan_delta(DeltaSizes(args.K, args.V, args.chunk, 32, 16, gate=True))
+    header = {"spec": "delta_resources"}
+    sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True, True), header),
+                {"delta_prepare_fwd": plan.prepare_warps, "delta_state_fwd": plan.state_warps}),
+               (render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(args.dtype, True), header),
+                {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}),
+               (render_kernel(STEP_TEMPLATE, plan.step_constants(), header), {"delta_step": 4}))  # Triton's default
+    print(f"K={args.K} V={args.V} chunk={args.chunk} {args.dtype}, sm_90a")
+    for source, warps in sources:
+        for name, kernel in kernels(source).items():
+            stages = plan.state_stages if name in ("delta_state_fwd", "delta_state_bwd") else 3  # Triton's default
+            r = resources(kernel, args.dtype, warps[name], stages)
+            print(f"  {name:18s} {r['registers']:3d} registers, spills {r['spill_stores']:5d} B stored / "
+                  f"{r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB, {warps[name]} warps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

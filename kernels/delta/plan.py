@@ -1,0 +1,102 @@
+"""The chunked delta rule's kernel plan: sizes and target -> every constant of the rendered kernels.
+Pure: no tensors, no Triton."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.kernels.plan import KernelCall
+
+FORWARD_TEMPLATE = "delta_forward.py.jinja"
+BACKWARD_TEMPLATE = "delta_backward.py.jinja"
+STEP_TEMPLATE = "delta_step.py.jinja"
+SUB = 16  # T's inverse runs by blocks of SUB rows: tl.dot's smallest tile
+TILE_SIZES = (16, 32, 64, 128, 256)
+CHUNKS = (16, 32, 64, 128)
+# Per inputs' dtype, (tl.dot's operands, the precision of fp32 ones): fp32 inputs multiply in fp32 (ieee);
+# 16-bit inputs multiply 16-bit operands (fp32 accumulation), as fla does. A plan lists the targets'
+# precisions (fp32, bf16); fp16 inputs render on demand.
+DOT_OPERANDS = {"fp32": ("fp32", "ieee"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
+TARGET_PRECISIONS = ("fp32", "bf16")
+
+
+def _operands(precision: str) -> dict:
+    operand, dot_precision = DOT_OPERANDS[precision]
+    return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
+
+
+def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
+    """Why the kernels cannot take these sizes, or None: head dims are register tiles (powers of two from 16)."""
+    for name, size, sizes in (("key_dim", key_dim, TILE_SIZES), ("head_dim", value_dim, TILE_SIZES),
+                              ("chunk", chunk, CHUNKS)):
+        if size not in sizes:
+            return f"{name} {size} is not one of the kernels' tiles {', '.join(map(str, sizes))}"
+    return None
+
+
+@dataclass(frozen=True)
+class DeltaSizes:
+    key_dim: int
+    value_dim: int
+    chunk: int
+    heads: int
+    key_heads: int
+    gate: bool
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """The constants shared by every call (sizes, tiles), and the launch parameters; a call adds whether it
+    starts from a state and saves for a backward, and the precision of its inputs (`forward_constants`)."""
+
+    shared: tuple          # sorted (name, value) pairs
+    prepare_warps: int
+    state_warps: int
+    backward_warps: int
+    state_stages: int      # software-pipelining stages of the two walks over the chunks
+
+    def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
+        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
+                            "SAVES_FOR_BACKWARD": saves}.items()))
+
+    def backward_constants(self, precision: str, initial_state: bool) -> dict:
+        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state}.items()))
+
+    def step_constants(self) -> dict:
+        """The decoding step's: it multiplies nothing on the tensor cores, so no operand type."""
+        shared = dict(self.shared)
+        return {name: shared[name] for name in ("BV", "GATE", "HEAD_RATIO", "K", "V")}
+
+    def calls(self, precision: str, mode: str) -> list[KernelCall]:
+        """What a run at `precision` in `mode` renders: training saves and runs the backward (from no state
+        or a given one), inference runs from no state (a forward) or the cache's (prefill), and decodes."""
+        saves = mode == "train"
+        calls = [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
+                 for initial in (False, True)]
+        if saves:
+            calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial).items()))
+                      for initial in (False, True)]
+        else:
+            calls.append(KernelCall(STEP_TEMPLATE, tuple(self.step_constants().items())))
+        return calls
+
+    def loadable(self) -> list[KernelCall]:
+        """Every specialisation a built layer may load, for an export to render."""
+        return [call for precision in TARGET_PRECISIONS for mode in ("train", "inference")
+                for call in self.calls(precision, mode)]
+
+
+def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
+    """Constants for `sizes` (which must fit). BV: the value columns a state program holds, with the (K, BV)
+    state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns,
+    which also gives more programs (V // BV a head) where heads are few."""
+    value_block = min(sizes.value_dim, 32 if sizes.key_dim <= 64 else 16)
+    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
+                  HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
+    # 8 warps everywhere: ptxas (benchmarks/delta_resources.py, sm_90a, bf16, K = V = 64 and 128) spills fewer
+    # registers there than at 4 in the forward kernels, and fla#984 saw WY-style backward kernels miscompile
+    # at chunk 64 with 4 warps on Hopper.
+    # The walks stage their loads: 3 stages of 256-wide keys take 337 KB of shared memory (an H200 gives 227 KB
+    # a program), one takes 74 KB.
+    return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8,
+                     state_stages=3 if sizes.key_dim <= 128 else 1)

@@ -1,0 +1,139 @@
+"""The fused Mamba-2 decoding step (codegen/templates/ssd_decode_step.py.jinja: short conv, dt's softplus, decay,
+state update, skip) against the plain-PyTorch composition of the reference's pieces, under Triton's interpreter on
+a CPU (tests/conftest.py) or compiled on a GPU; and its rendered source."""
+
+import ast
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from composer.codegen.render import render_kernel
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants
+from composer.kernels.semiseparable.reference import ssd_step
+from composer.kernels.semiseparable.step import ssd_decode_step_triton
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HEADER = {"spec": "mamba2_tiny", "layer": "ssd"}
+
+
+def code_only(source: str) -> str:
+    """The source without comments and docstrings."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) is not None:
+            node.body = node.body[1:]
+    return ast.unparse(tree)
+
+
+def assert_formatted(source: str) -> None:
+    """Valid Python, lines within 120 columns, no trailing spaces, two blank lines before each kernel."""
+    lines = source.splitlines()
+    for number, line in enumerate(lines, 1):
+        assert len(line) <= 120 and line == line.rstrip(), f"line {number}: {line!r}"
+        if line.startswith("@triton.jit"):
+            assert lines[number - 3:number - 1] == ["", ""] and lines[number - 4] != "", f"line {number}"
+    assert "\n\n\n\n" not in source
+
+
+def reference_step(u, conv_state, weight, bias, state, dt_bias, A_log, D, sizes):
+    """The layer's unfused decoding step in fp32: returns y (b, H P), the new conv state and the new state."""
+    heads, head_dim, n, groups = sizes["heads"], sizes["head_dim"], sizes["state"], sizes["groups"]
+    d_inner, gate = heads * head_dim, heads * head_dim if sizes["gate"] else 0
+    channels = d_inner + 2 * groups * n
+    xbc_new = u[:, gate:gate + channels].float()
+    window = torch.cat([conv_state.float(), xbc_new[:, :, None]], dim=2)
+    xbc = F.silu(F.conv1d(window, weight.float(), bias.float(), groups=channels))[:, :, 0]
+    x = xbc[:, :d_inner].reshape(-1, heads, head_dim)
+    B, C = xbc[:, d_inner:].reshape(-1, 2, groups, n).unbind(1)
+    if sizes["decay"] == "data":
+        dt = F.softplus(u[:, gate + channels:].float() + dt_bias.float())
+        log_a, scaled = dt * -torch.exp(A_log.float()), x * dt[..., None]
+    elif sizes["decay"] == "fixed":
+        log_a, scaled = (-torch.exp(A_log.float())).expand(x.shape[0], heads), x
+    else:
+        log_a, scaled = torch.zeros(x.shape[0], heads, device=x.device), x
+    y, new_state = ssd_step(state.float(), scaled, log_a, B, C)
+    if D is not None:
+        y = y + x * D.float()[:, None]
+    return y.reshape(-1, d_inner), window[:, :, 1:], new_state
+
+
+def inputs(sizes, batch: int, dtype):
+    torch.manual_seed(4)
+    heads, head_dim, n, groups, conv = (sizes[k] for k in ("heads", "head_dim", "state", "groups", "conv"))
+    constants = decode_constants(**sizes)
+    channels = constants["CHANNELS"]
+    u = torch.randn(batch, constants["U_WIDTH"], device=DEVICE).to(dtype)
+    conv_state = torch.randn(batch, channels, conv - 1, device=DEVICE).to(dtype)
+    weight, bias = 0.5 * torch.randn(channels, 1, conv, device=DEVICE), 0.1 * torch.randn(channels, device=DEVICE)
+    state = torch.randn(batch, heads, head_dim, n, device=DEVICE)
+    dt_bias, A_log = torch.randn(heads, device=DEVICE) - 2, torch.rand(heads, device=DEVICE) * 2
+    D = torch.randn(heads, device=DEVICE) if sizes["skip"] else None
+    return constants, u, conv_state, weight.to(dtype), bias.to(dtype), state, dt_bias, A_log, D
+
+
+CASES = {
+    "data": dict(head_dim=16, state=16, heads=3, groups=1, conv=4, gate=True, decay="data", skip=True),
+    "groups_no_gate": dict(head_dim=8, state=32, heads=4, groups=2, conv=3, gate=False, decay="data", skip=True),
+    "fixed_no_skip": dict(head_dim=16, state=8, heads=2, groups=1, conv=2, gate=True, decay="fixed", skip=False),
+    "none": dict(head_dim=32, state=16, heads=2, groups=2, conv=4, gate=False, decay="none", skip=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_step_matches_the_reference_pieces(case, batch):
+    sizes = CASES[case]
+    constants, u, conv_state, weight, bias, state, dt_bias, A_log, D = inputs(sizes, batch, torch.float32)
+    y_ref, conv_ref, state_ref = reference_step(u, conv_state, weight, bias, state, dt_bias, A_log, D, sizes)
+    y = ssd_decode_step_triton(constants, u, conv_state, weight, bias, state, dt_bias, A_log, D)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv_state, conv_ref, rtol=0, atol=0)  # a move of values, in place
+    torch.testing.assert_close(state, state_ref, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(y).all()
+
+
+def test_bf16_activations_with_an_fp32_state():
+    sizes = CASES["data"]
+    constants, u, conv_state, weight, bias, state, dt_bias, A_log, D = inputs(sizes, 2, torch.bfloat16)
+    y_ref, _, state_ref = reference_step(u, conv_state, weight, bias, state, dt_bias, A_log, D, sizes)
+    y = ssd_decode_step_triton(constants, u, conv_state, weight, bias, state, dt_bias, A_log, D)
+    assert y.dtype == torch.bfloat16 and state.dtype == torch.float32
+    # the reference keeps the conv's output in fp32; the kernel stores it in bf16 as the layer does
+    torch.testing.assert_close(y.float(), y_ref, rtol=2e-2, atol=2e-2 * y_ref.abs().max().item())
+    torch.testing.assert_close(state, state_ref, rtol=2e-2, atol=2e-2 * state_ref.abs().max().item())
+
+
+def test_constants_that_do_not_fit_the_tensors_are_an_error():
+    constants, u, conv_state, weight, bias, state, dt_bias, A_log, D = inputs(CASES["data"], 2, torch.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        ssd_decode_step_triton(constants, u[:, 1:], conv_state, weight, bias, state, dt_bias, A_log, D)
+    with pytest.raises(ValueError, match="2 taps"):
+        decode_constants(**{**CASES["data"], "conv": 0})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_step_is_formatted_and_branch_free(case):
+    constants = decode_constants(**CASES[case])
+    source = render_kernel(DECODE_TEMPLATE, constants, HEADER)
+    assert_formatted(source)
+    source = code_only(source)
+    assert ("tl.log(" in source) == ("dt_bias_ptr" in source) == (CASES[case]["decay"] == "data")
+    assert ("A_log_ptr" in source) == (CASES[case]["decay"] != "none")
+    assert ("D_ptr" in source) == CASES[case]["skip"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Mamba-2 130M's sizes take minutes under the interpreter")
+@pytest.mark.parametrize("batch", [1, 64])
+def test_fused_step_at_mamba2_130m_sizes(batch):
+    sizes = dict(head_dim=64, state=128, heads=24, groups=1, conv=4, gate=True, decay="data", skip=True)
+    constants, u, conv_state, weight, bias, state, dt_bias, A_log, D = inputs(sizes, batch, torch.bfloat16)
+    for _ in range(3):  # each step continues the states the one before left
+        y_ref, conv_ref, state_ref = reference_step(u, conv_state, weight, bias, state, dt_bias, A_log, D, sizes)
+        y = ssd_decode_step_triton(constants, u, conv_state, weight, bias, state, dt_bias, A_log, D)
+        torch.testing.assert_close(y.float(), y_ref, rtol=2e-2, atol=2e-2 * y_ref.abs().max().item())
+        torch.testing.assert_close(conv_state, conv_ref.to(conv_state.dtype), rtol=0, atol=0)
+        torch.testing.assert_close(state, state_ref, rtol=2e-2, atol=2e-2 * state_ref.abs().max().item())
+        u = torch.randn_like(u)
