@@ -326,3 +326,36 @@ def test_the_step_op_passes_opcheck_and_compiles():
         compiled_state, q, k, v, log_a)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(compiled_state, eager_state)
+
+
+@torch.no_grad()
+def test_a_model_prefills_and_decodes_on_the_kernels_as_its_reference_forward(monkeypatch):
+    """Left-padded prefill (the chunked kernels from the cache's state) and then steps (the step kernel, in place)
+    give the full reference forward's logits, and every module loaded is one the plan lists."""
+    from composer.kernels.gla import chunk, step
+    loaded = []
+    for module in (chunk, step):
+        original = module.load_kernel_once
+        monkeypatch.setattr(module, "load_kernel_once", lambda t, c, h, _f=original: loaded.append(
+            (t, tuple(sorted(c.items())))) or _f(t, c, h))
+    spec = composer.loads("model m {\n d_model = 32\n vocab = 40\n max_len = 64\n dtype = fp32\n"
+                          " block a {\n mixer = gla(head_dim = 32, chunk = 16)\n channel = none\n }\n layers = [a]\n}")
+    torch.manual_seed(0)
+    model = composer.build(spec, backend="reference").eval()
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    tokens = torch.randint(0, 40, (2, 24))
+    full = model(tokens)
+    for layer in model.modules():
+        if hasattr(layer, "backend"):
+            layer.backend = "triton"
+    cache = model.allocate_cache(2, 24)
+    mask = torch.ones(2, 19, dtype=torch.long)
+    mask[1, :6] = 0  # row 1: a prompt of 13 tokens, left-padded
+    prefill = model(tokens[:, :19], cache=cache, attention_mask=mask)
+    torch.testing.assert_close(prefill[0], full[0, :19], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prefill[1, 6:], model(tokens[1:, 6:19])[0], rtol=1e-4, atol=1e-4)
+    for t in range(19, 24):
+        torch.testing.assert_close(model(tokens[:, t:t + 1], cache=cache)[0, 0], full[0, t], rtol=1e-4, atol=1e-4)
+    listed = {(call.template, call.constants) for call in model.layers[0].mixer.plan.loadable()}
+    assert STEP_TEMPLATE in {template for template, _ in loaded} and set(loaded) <= listed, set(loaded) - listed
