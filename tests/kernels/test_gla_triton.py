@@ -69,6 +69,8 @@ NAMES = ["o", "final state", "dq", "dk", "dv", "dlog_a", "d initial state"]
     (2, 45, 1, 64, 64, 32, 1.0, True, False),     # no gradient into the final state
     (1, 100, 1, 128, 32, 64, 30.0, False, True),  # K over two key blocks, strong decays, a partial last chunk
     (1, 21, 2, 16, 128, 64, 0.1, True, True),     # one partial chunk, V over two value blocks, weak decays
+    (2, 64, 1, 32, 32, 32, 3.0, True, True),      # whole chunks only
+    (1, 1, 2, 16, 16, 16, 3.0, True, True),       # one step
 ])
 def test_forward_and_every_gradient_match_the_fp64_reference(b, L, H, K, V, chunk, strength, with_state,
                                                              final_grad):
