@@ -1,9 +1,9 @@
 """Chunked gated linear attention on its generated Triton kernels, with the signature and semantics of
 `reference.gla_chunked` (the chunk length comes from the plan).
 
-The forward renders gla_forward.py.jinja for the call's constants (kernels/gla/plan.py) and launches its four
-kernels: the log decays summed within each chunk, the walk over the chunks that gives the state entering each
-one (and the final state), each chunk's scores by sub-chunks, and the outputs. The backward
+The forward renders gla_forward.py.jinja for the call's constants (kernels/gla/plan.py) and launches its three
+kernels: the walk over the chunks that sums the log decays within each chunk and gives the state entering
+each one (and the final state), each chunk's scores by sub-chunks, and the outputs. The backward
 (gla_backward.py.jinja) walks the chunks in reverse for the state's gradient, then takes the scores' gradient,
 dv, the state terms of dq and dk per chunk, and dq, dk with dlog_a by sub-chunks. The templates' headers
 define the notation (b, L, H, K, V, Q, c, g, A). Under torch.compile and torch.export the same functions run
@@ -71,11 +71,10 @@ def gla_forward(q, k, v, log_a, initial_state, plan: GLAPlan):
     n_chunks = ceil_div(L, Q)
     f32 = dict(device=q.device, dtype=torch.float32)
     g = torch.empty(b, L, H, K, **f32)
-    kernels.gla_cumsum_fwd[(K // BK, n_chunks, b * H)](log_a, g, L, H, **options)
     states = torch.empty(b, H, n_chunks + 1, K, V, device=q.device, dtype=STATE_DTYPES[operand])
     final = torch.empty(b, H, K, V, **f32)
     initial = (initial_state,) if initial_state is not None else ()
-    kernels.gla_states_fwd[(K // BK, V // BV, b * H)](k, v, g, *initial, states, final, L, H, **options)
+    kernels.gla_states_fwd[(K // BK, V // BV, b * H)](k, v, log_a, g, *initial, states, final, L, H, **options)
     A = torch.empty(b, H, n_chunks, Q, Q, **f32)
     kernels.gla_scores_fwd[(Q // SUB, n_chunks, b * H)](q, k, g, A, L, H, **options)
     o = torch.empty_like(v)
