@@ -452,8 +452,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default=f"{SIZES_340M['K']}x{SIZES_340M['V']}x{CHUNK}",
                         help="with --resources: KxVxchunk[,KxVxchunk...] (default GLA 340M's)")
     parser.add_argument("--no-peer", action="store_true", help="skip fla")
-    parser.add_argument("--deadline-s", type=float, default=540, help="checks and timings past this are skipped")
-    parser.add_argument("--peer-limit-s", type=int, default=120, help="the most one fla call may take")
+    parser.add_argument("--deadline-s", type=float, default=450,
+                        help="sections and cases past this are skipped (a device call has 600 s, setup included)")
+    parser.add_argument("--peer-limit-s", type=int, default=90, help="the most one fla call may take")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", "."), "gla_results.json")
     results: dict = {"env": {"torch": torch.__version__, "device": args.device, "argv": sys.argv[1:]},
