@@ -102,9 +102,9 @@ def gla_backward(do, dfinal, q, k, v, g, states, A, has_initial_state: bool, pla
     dv = torch.empty_like(v)
     kernels.gla_dv_bwd[(V // BV, n_chunks, b * H)](k, g, do, A, dstates, dv, L, H, **options)
     dq_state, dk_state = torch.empty(b, L, H, K, **f32), torch.empty(b, L, H, K, **f32)
-    share = torch.empty(b, H, n_chunks, K, **f32)
-    kernels.gla_dqk_states_bwd[(K // BK, n_chunks, b * H)](v, g, do, states, dstates, dq_state, dk_state, share, L,
-                                                          H, **options)
+    share = torch.empty(b, L, H, K, **f32)
+    kernels.gla_dqk_states_bwd[(K // BK, n_chunks, b * H)](k, v, g, do, states, dstates, dq_state, dk_state, share,
+                                                          L, H, **options)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dlog_a = torch.empty(b, L, H, K, **f32)
     kernels.gla_dqk_bwd[(K // BK, n_chunks, b * H)](q, k, g, dA, dq_state, dk_state, share, dq, dk, dlog_a, L, H,

@@ -24,15 +24,17 @@ from composer.kernels.plan import Target
 from composer.kinds.gla.layer import GatedLinearAttention
 
 
-def inputs(b, L, H, K, V, strength, seed, dtype=torch.float32):
+def inputs(b, L, H, K, V, strength, seed, dtype=torch.float32, layer_scales=False):
+    """q, k, v in `dtype`, log_a uniform in [-strength, 0] (strength 30 reaches -30 a step), a state; with
+    layer_scales q times K^-1/2 as the layer scales it and the state times 0.1."""
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
-        return torch.randn(*shape, generator=generator).to(dtype)
-    # uniform in [-strength, 0]: strength 30 reaches -30 a step
+        return torch.randn(*shape, generator=generator)
+    q_scale, state_scale = (K ** -0.5, 0.1) if layer_scales else (1.0, 1.0)
     log_a = -strength * torch.rand(b, L, H, K, generator=generator)
-    return randn(b, L, H, K), randn(b, L, H, K), randn(b, L, H, V), log_a, torch.randn(b, H, K, V,
-                                                                                        generator=generator)
+    return ((randn(b, L, H, K) * q_scale).to(dtype), randn(b, L, H, K).to(dtype), randn(b, L, H, V).to(dtype), log_a,
+            randn(b, H, K, V) * state_scale)
 
 
 def relative_error(got, want) -> float:
@@ -42,9 +44,9 @@ def relative_error(got, want) -> float:
     return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
 
 
-def run_both(b, L, H, K, V, chunk, strength, with_state, final_grad, seed, dtype=torch.float32):
+def run_both(b, L, H, K, V, chunk, strength, with_state, final_grad, seed, dtype=torch.float32, layer_scales=False):
     """(kernels' outputs and gradients, the fp64 reference's) for one random case."""
-    q, k, v, log_a, state = inputs(b, L, H, K, V, strength, seed, dtype)
+    q, k, v, log_a, state = inputs(b, L, H, K, V, strength, seed, dtype, layer_scales)
     leaves = [q, k, v, log_a] + ([state] if with_state else [])
     generator = torch.Generator().manual_seed(seed + 1)
     do = torch.randn(b, L, H, V, generator=generator)
@@ -104,12 +106,15 @@ def bf16_products(monkeypatch):
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
 
 
-def test_bf16_inputs_match_within_bf16_rounding(bf16_products):
-    got, want = run_both(2, 53, 2, 32, 64, 32, 5.0, True, True, seed=8, dtype=torch.bfloat16)
+@pytest.mark.parametrize("strength", [5.0, 30.0])
+def test_bf16_inputs_match_within_bf16_rounding(bf16_products, strength):
+    """Within 1e-2 in norm, dlog_a too: at log decays to -30 a step, g_last's gradient taken as a difference of
+    two near-equal sums (the leaving state's, stored in bf16) was 5e-2 off."""
+    got, want = run_both(1, 200, 2, 128, 64, 64, strength, True, True, seed=3, dtype=torch.bfloat16, layer_scales=True)
     assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.bfloat16 and got[1].dtype == torch.float32
     for name, g, w in zip(NAMES, got, want):
         assert torch.isfinite(g).all(), name
-        assert ((g.double() - w).norm() / w.norm()).item() < 2e-2, name
+        assert ((g.double() - w).norm() / w.norm()).item() < 1e-2, (name, ((g.double() - w).norm() / w.norm()).item())
 
 
 def test_16_bit_inputs_match_within_their_rounding():
