@@ -59,7 +59,7 @@ def operand_of(q, k, v) -> str:
 
 
 def gla_forward(q, k, v, log_a, initial_state, plan: GLAPlan):
-    """(o (b, L, H, V) in v's dtype, the final state fp32, g fp32, states (b, H, c + 1, K, V) in the operand
+    """(o (b, L, H, V) in v's dtype, the final state fp32, g fp32, states (b, H, c, K, V) in the operand
     type, A (b, H, c, Q, Q) fp32)."""
     b, L, H, K = q.shape
     V = v.shape[-1]
@@ -71,7 +71,7 @@ def gla_forward(q, k, v, log_a, initial_state, plan: GLAPlan):
     n_chunks = ceil_div(L, Q)
     f32 = dict(device=q.device, dtype=torch.float32)
     g = torch.empty(b, L, H, K, **f32)
-    states = torch.empty(b, H, n_chunks + 1, K, V, device=q.device, dtype=STATE_DTYPES[operand])
+    states = torch.empty(b, H, n_chunks, K, V, device=q.device, dtype=STATE_DTYPES[operand])
     final = torch.empty(b, H, K, V, **f32)
     initial = (initial_state,) if initial_state is not None else ()
     kernels.gla_states_fwd[(K // BK, V // BV, b * H)](k, v, log_a, g, *initial, states, final, L, H, **options)
@@ -90,7 +90,7 @@ def gla_backward(do, dfinal, q, k, v, g, states, A, has_initial_state: bool, pla
     kernels = load_kernel_once(BACKWARD_TEMPLATE, constants, HEADER)
     Q, BK, BV = (constants[name] for name in ("Q", "BK", "BV"))
     options = dict(num_warps=constants["NUM_WARPS"], num_stages=constants["NUM_STAGES"])
-    n_chunks = states.shape[2] - 1
+    n_chunks = states.shape[2]
     f32 = dict(device=q.device, dtype=torch.float32)
     dstates = torch.empty(b, H, n_chunks, K, V, device=q.device, dtype=states.dtype)
     dstate0 = torch.empty(b, H, K, V, **f32) if has_initial_state else None

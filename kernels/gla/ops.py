@@ -50,7 +50,7 @@ def _(q, k, v, log_a, initial_state, key):
     n_chunks = ceil_div(L, Q)
     f32 = dict(dtype=torch.float32)
     return (torch.empty_like(v), q.new_empty(b, H, K, V, **f32), q.new_empty(b, L, H, K, **f32),
-            q.new_empty(b, H, n_chunks + 1, K, V, dtype=STATE_DTYPES[operand_of(q, k, v)]),
+            q.new_empty(b, H, n_chunks, K, V, dtype=STATE_DTYPES[operand_of(q, k, v)]),
             q.new_empty(b, H, n_chunks, Q, Q, **f32))
 
 
