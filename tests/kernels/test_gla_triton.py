@@ -242,6 +242,7 @@ def test_the_gpu_script_runs_its_checks_and_timings_on_a_cpu(tmp_path):
     assert all(row["composer_fwdbwd_ms"] > 0 for row in results["timings"] if not row["variants"])
     assert all(row["composer_bv32_fwdbwd_ms"] > 0 for row in results["timings"] if row["variants"])
     assert [row["b"] for row in results["decode"]] == [1, 4] and results["profile"]["composer"]
+    assert [row["verdict"] for row in results["layer"]] == ["PASS"] and results["layer"][0]["generate_equal"]
 
 
 def test_the_op_passes_opcheck():
