@@ -86,7 +86,7 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def section(name: str, results: dict, run) -> None:
+def run_section(name: str, results: dict, run) -> None:
     """Run one section; a failure prints its traceback and is recorded, the next section runs."""
     say(f"== {name}")
     started = time.time()
@@ -514,6 +514,7 @@ def main(argv=None) -> int:
     parser.add_argument("--deadline-s", type=float, default=450,
                         help="sections and cases past this are skipped (a device call has 600 s, setup included)")
     parser.add_argument("--peer-limit-s", type=int, default=90, help="the most one fla call may take")
+    parser.add_argument("--skip", default="", help="sections to leave out, comma-separated (e.g. profile,variants)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", "."), "gla_results.json")
     results: dict = {"env": {"torch": torch.__version__, "device": args.device, "argv": sys.argv[1:]},
@@ -534,9 +535,16 @@ def main(argv=None) -> int:
                 say(f"  K={key_dim} V={value_dim} chunk={chunk}")
                 for dtype in ("bf16", "fp32"):
                     results["resources"] += resources(dtype, key_dim, value_dim, chunk)
-        section("resources", results, report)
+        run_section("resources", results, report)
         write()
         return 1 if "section_errors" in results else 0
+    skipped = set(filter(None, args.skip.split(",")))
+
+    def section(name, results, run):  # run_section, unless --skip names it
+        if name in skipped:
+            say(f"== {name}: skipped (--skip)")
+            return
+        run_section(name, results, run)
     if args.with_resources and os.environ.get("TRITON_INTERPRET") != "1":
         # in a child process: compiling for sm_90a needs TRITON_INTERPRET unset before triton is imported
         section("resources", results, lambda: subprocess.run(
