@@ -27,6 +27,10 @@ DIAGONAL_KEYS = 16  # key channels a diagonal block's exact (SUB, SUB, keys) pro
 # precisions (fp32, bf16); fp16 inputs render on demand.
 DOT_OPERANDS = {"fp32": ("fp32", "tf32x3"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
 TARGET_PRECISIONS = ("fp32", "bf16")
+# 16-bit inputs multiply as fp32 where K, V or the chunk is below this (a 16-wide product tile): on the H200 the
+# SSD backward's 16-bit products at 16-wide tiles gave a wrong dx (kernels/semiseparable/plan.py,
+# SMALLEST_16BIT_SIZE, 2026-12-02). Such heads are small; fp32 products cost them little.
+SMALLEST_16BIT_SIZE = 32
 
 
 def misfit(key_dim: int, value_dim: int, chunk: int) -> str | None:
@@ -78,12 +82,20 @@ class GLAPlan:
         object.__setattr__(self, "key", repr((dataclasses.astuple(self.sizes), self.shared, self.forward_warps,
                                               self.backward_warps, self.stages)))
 
+    def operands(self, precision: str) -> dict:
+        """OPERAND and DOT_PRECISION for inputs of `precision`: fp32 products for 16-bit inputs at small sizes."""
+        sizes = self.sizes
+        if precision != "fp32" and min(sizes.key_dim, sizes.value_dim, sizes.chunk) < SMALLEST_16BIT_SIZE:
+            precision = "fp32"
+        operand, dot_precision = DOT_OPERANDS[precision]
+        return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
+
     def forward_constants(self, precision: str, initial_state: bool) -> dict:
-        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
+        return dict(sorted({**dict(self.shared), **self.operands(precision), "HAS_INITIAL_STATE": initial_state,
                             "DK": DIAGONAL_KEYS, "NUM_WARPS": self.forward_warps, "NUM_STAGES": self.stages}.items()))
 
     def backward_constants(self, precision: str, initial_state: bool, final_state_grad: bool) -> dict:
-        return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
+        return dict(sorted({**dict(self.shared), **self.operands(precision), "HAS_INITIAL_STATE": initial_state,
                             "HAS_FINAL_STATE_GRAD": final_state_grad, "NUM_WARPS": self.backward_warps,
                             "NUM_STAGES": self.stages}.items()))
 
@@ -117,11 +129,6 @@ def plan_of_key(key: str) -> GLAPlan:
     """The plan `GLAPlan.key` spelled."""
     sizes, shared, forward_warps, backward_warps, stages = ast.literal_eval(key)
     return GLAPlan(GLASizes(*sizes), shared, forward_warps, backward_warps, stages)
-
-
-def _operands(precision: str) -> dict:
-    operand, dot_precision = DOT_OPERANDS[precision]
-    return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
 
 
 def plan_gla(sizes: GLASizes) -> GLAPlan:

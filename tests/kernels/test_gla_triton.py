@@ -144,6 +144,8 @@ def test_the_plan_says_which_sizes_the_kernels_take():
     constants = plan.forward_constants("bf16", False)
     assert (constants["K"], constants["V"], constants["Q"], constants["BK"], constants["BV"]) == (128, 256, 64, 64, 64)
     assert constants["OPERAND"] == "bf16" and constants["HAS_INITIAL_STATE"] is False
+    small = plan_gla(GLASizes(16, 64, 64, 4)).forward_constants("bf16", False)
+    assert small["OPERAND"] == "fp32"  # 16-wide 16-bit product tiles went wrong on the H200 (SSD's dx)
     train, inference = plan.calls("bf16", "train"), plan.calls("bf16", "inference")
     assert [c.template for c in train] == [FORWARD_TEMPLATE, "gla_backward.py.jinja"]
     assert [c.template for c in inference] == [FORWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE]
