@@ -129,15 +129,15 @@ def hottest_loop(sass: str) -> int:
 
 
 def parse_tuning(text: str | None, base: SSDTuning) -> SSDTuning:
-    """`block_q=32,num_warps=8` over `base`; each value an int, true/false or none."""
+    """`block_q=32,num_warps=8` over `base`; each value an int, true/false, none or a word (operand=fp16)."""
     if not text:
         return base
+    words = {"true": True, "false": False, "none": None}
     fields = {}
     for item in text.split(","):
         name, value = item.split("=")
         value = value.strip().lower()
-        fields[name.strip()] = {"true": True, "false": False, "none": None}.get(value) if value in (
-            "true", "false", "none") else int(value)
+        fields[name.strip()] = words[value] if value in words else int(value) if value.lstrip("-").isdigit() else value
     return dataclasses.replace(base, **fields)
 
 

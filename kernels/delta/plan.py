@@ -25,6 +25,15 @@ def _operands(precision: str) -> dict:
     return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
 
 
+# The generated kernels pass against the reference under the interpreter, and on the H200 in fp32 at K = V = 64
+# (forward and every gradient to 2e-7), but in bf16 at K = V = 128 (32 value heads, 16 key heads, L = 777) they
+# stopped with an illegal memory access (results/delta_h200_2026-12-02_922bc7b.log). Until they pass there, a
+# GPU target keeps delta layers on the reference; backend "triton" still runs the kernels (tests, benchmarks).
+GPU_READY = False
+GPU_NOT_READY = ("the generated delta kernels are not yet checked on a GPU (an illegal memory access in bf16 at "
+                 "K = V = 128 on the H200): the chunked reference runs")
+
+
 def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
     """Why the kernels cannot take these sizes, or None: head dims are register tiles (powers of two from 16)."""
     for name, size, sizes in (("key_dim", key_dim, TILE_SIZES), ("head_dim", value_dim, TILE_SIZES),

@@ -24,7 +24,7 @@ def report(*args: str) -> dict:
 
 def test_inference_report_lists_the_fused_kernel_alone_with_its_resources():
     kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "fused", "--inference",
-                     "--tuning", "block_p=16,block_q=16")
+                     "--tuning", "block_p=16,block_q=16,operand=fp16")
     assert list(kernels) == ["chunk_scan_fused_fwd"]  # nothing saved, no backward; helpers are not kernels
     registers, stack, spill_stores, _, shared, _ = kernels["chunk_scan_fused_fwd"]
     assert 0 < registers <= 255 and shared > 0
@@ -53,7 +53,7 @@ def test_state_pieces_shrink_the_output_kernels_shared_memory():
 def test_a_register_cap_reaches_ptxas_for_all_but_the_state_passing_kernels():
     """max_registers becomes maxnreg where the launcher passes it (launch_options), so the offline report
     reads the registers the GPU would run with."""
-    tiles = "block_p=16,block_q=16,block_n=16,max_registers=40,state_num_warps=8"
+    tiles = "block_p=16,block_q=16,block_n=16,max_registers=40,state_num_warps=8,operand=fp16"
     kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "split", "--inference",
                      "--kernel", "chunk_scan_fwd", "--tuning", tiles)
     assert list(kernels) == ["chunk_scan_fwd"] and kernels["chunk_scan_fwd"][0] <= 40  # 48 uncapped
@@ -70,6 +70,6 @@ def test_hottest_loop_counts_the_walks_instructions_per_block():
         kernels = report("--P", "16", "--N", "16", "--dtype", "fp16", "--form", "fused", "--inference",
                          "--kernel", "fused", *extra)
         return kernels["chunk_scan_fused_fwd"][5]
-    short = loop("--tuning", "block_p=16,block_q=16", "--no-skip")
-    assert 0 < short < loop("--tuning", "block_p=16,block_q=32", "--no-skip")
-    assert short < loop("--tuning", "block_p=16,block_q=16")  # with the skip, y += D x in the loop
+    short = loop("--tuning", "block_p=16,block_q=16,operand=fp16", "--no-skip")
+    assert 0 < short < loop("--tuning", "block_p=16,block_q=32,operand=fp16", "--no-skip")
+    assert short < loop("--tuning", "block_p=16,block_q=16,operand=fp16")  # with the skip, y += D x in the loop

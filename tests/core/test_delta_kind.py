@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import composer
+from composer.kernels.plan import Target
 from composer.cli import main
 from composer.grammar.errors import SpecError
 from composer.kinds import kind_of
@@ -142,8 +143,11 @@ def test_mixc_check_points_at_the_example_s_delta_size_errors_with_hints(tmp_pat
 
 
 def test_the_plan_puts_tile_sizes_on_the_generated_kernels_and_says_which_field_keeps_others_off():
-    on = composer.plan(spec_with("delta(head_dim = 16, heads = 4, key_dim = 32, key_heads = 2, chunk = 16)"))
+    spec = spec_with("delta(head_dim = 16, heads = 4, key_dim = 32, key_heads = 2, chunk = 16)")
+    on = composer.plan(spec, Target())  # the interpreter
     assert on.layers[0].kernels.path == "generated"
+    gpu = composer.plan(spec, Target("NVIDIA H200", 132)).layers[0].kernels  # not yet passed there: GPU_READY
+    assert gpu.path == "reference" and "not yet checked on a GPU" in gpu.reason
     templates = {call.template for call in on.layers[0].kernels.calls}
     assert templates == {"delta_forward.py.jinja", "delta_backward.py.jinja"}  # training: forward and backward
     off = composer.plan(spec_with("delta(head_dim = 8, key_dim = 16, chunk = 16)")).layers[0].kernels

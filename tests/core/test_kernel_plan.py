@@ -54,10 +54,13 @@ def test_decay_none_renders_without_decay_code():
 
 
 def test_precision_picks_the_operand_type_and_data_decay_takes_dt():
-    fp32, _ = plan_of({"a": {"mixer": SSD}}, ["a"])
-    bf16, _ = plan_of({"a": {"mixer": SSD}}, ["a"], precision="bf16")
+    mixer = {**SSD, "state": 32, "head_dim": 32, "chunk": 32}
+    fp32, _ = plan_of({"a": {"mixer": mixer}}, ["a"])
+    bf16, _ = plan_of({"a": {"mixer": mixer}}, ["a"], precision="bf16")
+    small_bf16, _ = plan_of({"a": {"mixer": SSD}}, ["a"], precision="bf16")  # sizes of 16 multiply as fp32
     assert {dict(s.constants)["OPERAND"] for s in fp32} == {"fp32"}
     assert {dict(s.constants)["OPERAND"] for s in bf16} == {"bf16"}
+    assert {dict(s.constants)["OPERAND"] for s in small_bf16} == {"fp32"}
     assert all(dict(s.constants)["HAS_DT"] and dict(s.constants)["HAS_D"] for s in fp32 + bf16)  # dt and skip fused
     no_skip, _ = plan_of({"a": {"mixer": {**SSD, "skip": False}}}, ["a"])
     assert not any(dict(s.constants)["HAS_D"] for s in no_skip)

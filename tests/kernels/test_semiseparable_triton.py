@@ -780,3 +780,17 @@ def test_segmented_paths_in_bf16_match_reference_to_its_precision():
         for name, g, want in zip(("y", "final_state") + GRAD_NAMES, got, reference):
             error = ((g.cpu().double() - want).norm() / want.norm()).item()
             assert error < 2e-2, f"{name}: relative error {error:.2e}"
+
+
+def test_16bit_inputs_at_sizes_below_32_multiply_as_fp32():
+    """plan.SMALLEST_16BIT_SIZE: bf16 products at 16-wide tiles failed the backward's check on the H200, so the
+    plan gives such scans fp32 operands (both directions alike: the backward reads what the forward saved in
+    the operand type); at production sizes, and where a tuning names its operand, 16-bit operands stay."""
+    from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
+
+    def operands(P, N, Q, tuning=None):
+        variant = plan_scan(ScanSizes(P, N, Q, 4, 1, decays=True), 132, tuning).select("bf16", True, 1)
+        return {variant.forward["OPERAND"], variant.backward["OPERAND"]}
+    assert operands(16, 64, 64) == operands(64, 16, 64) == operands(64, 64, 16) == {"fp32"}
+    assert operands(64, 128, 256) == operands(32, 32, 32) == {"bf16"}
+    assert operands(16, 16, 16, SSDTuning(16, 16, 16, operand="bf16")) == {"bf16"}
