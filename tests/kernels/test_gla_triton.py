@@ -23,6 +23,9 @@ from composer.kernels.gla.step import gla_step_triton
 from composer.kernels.plan import Target
 from composer.kinds.gla.layer import GatedLinearAttention
 
+# The interpreter on a CPU (tests/conftest.py), or with TRITON_INTERPRET=0 the compiled kernels on a GPU
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
+
 
 def inputs(b, L, H, K, V, strength, seed, dtype=torch.float32, layer_scales=False):
     """q, k, v in `dtype`, log_a uniform in [-strength, 0] (strength 30 reaches -30 a step), a state; with
@@ -33,8 +36,9 @@ def inputs(b, L, H, K, V, strength, seed, dtype=torch.float32, layer_scales=Fals
         return torch.randn(*shape, generator=generator)
     q_scale, state_scale = (K ** -0.5, 0.1) if layer_scales else (1.0, 1.0)
     log_a = -strength * torch.rand(b, L, H, K, generator=generator)
-    return ((randn(b, L, H, K) * q_scale).to(dtype), randn(b, L, H, K).to(dtype), randn(b, L, H, V).to(dtype), log_a,
-            randn(b, H, K, V) * state_scale)
+    tensors = ((randn(b, L, H, K) * q_scale).to(dtype), randn(b, L, H, K).to(dtype), randn(b, L, H, V).to(dtype),
+               log_a, randn(b, H, K, V) * state_scale)
+    return tuple(t.to(DEVICE) for t in tensors)
 
 
 def relative_error(got, want) -> float:
@@ -49,8 +53,8 @@ def run_both(b, L, H, K, V, chunk, strength, with_state, final_grad, seed, dtype
     q, k, v, log_a, state = inputs(b, L, H, K, V, strength, seed, dtype, layer_scales)
     leaves = [q, k, v, log_a] + ([state] if with_state else [])
     generator = torch.Generator().manual_seed(seed + 1)
-    do = torch.randn(b, L, H, V, generator=generator)
-    dfinal = torch.randn(b, H, K, V, generator=generator) if final_grad else torch.zeros(b, H, K, V)
+    do = torch.randn(b, L, H, V, generator=generator).to(DEVICE)
+    dfinal = (torch.randn(b, H, K, V, generator=generator) if final_grad else torch.zeros(b, H, K, V)).to(DEVICE)
 
     def run(chunked, tensors):
         tensors = [t.detach().clone().requires_grad_() for t in tensors]
@@ -169,8 +173,8 @@ def test_the_kind_plans_the_kernels_or_names_the_field_that_keeps_it_off():
 
 def test_the_layer_on_the_kernels_equals_it_on_the_reference_forward_backward_and_prefill():
     torch.manual_seed(0)
-    layer = GatedLinearAttention(d_model=32, heads=2, head_dim=32, key_dim=16, gate_rank=8, chunk=16)
-    x = torch.randn(2, 27, 32)
+    layer = GatedLinearAttention(d_model=32, heads=2, head_dim=32, key_dim=16, gate_rank=8, chunk=16).to(DEVICE)
+    x = torch.randn(2, 27, 32).to(DEVICE)
     outputs, grads = [], []
     for backend in ("reference", "triton"):
         layer.backend = backend
@@ -191,7 +195,7 @@ def test_the_layer_on_the_kernels_equals_it_on_the_reference_forward_backward_an
         states = []
         for backend in ("reference", "triton"):
             layer.backend = backend
-            cache = {"state": torch.randn(2, 2, 16, 32, generator=torch.Generator().manual_seed(1))}
+            cache = {"state": torch.randn(2, 2, 16, 32, generator=torch.Generator().manual_seed(1)).to(DEVICE)}
             outputs.append(layer(x, cache, Everything()))
             states.append(cache["state"])
     torch.testing.assert_close(outputs[3], outputs[2], rtol=1e-4, atol=1e-5)
@@ -317,6 +321,7 @@ def test_the_step_kernel_is_the_reference_step_in_place(b, H, K, V, dtype):
     v = torch.randn(b, H, V, generator=generator).to(dtype)
     log_a = -30 * torch.rand(b, H, K, generator=generator)
     state = torch.randn(b, H, K, V, generator=generator)
+    q, k, v, log_a, state = (t.to(DEVICE) for t in (q, k, v, log_a, state))
     want_o, want_state = gla_step(state.double(), q.double(), k.double(), v.double(), log_a.double())
     o = gla_step_triton(state, q, k, v, log_a)
     assert o.dtype == dtype and relative_error(o, want_o) < (1e-5 if dtype == torch.float32 else 2e-3)
@@ -328,6 +333,7 @@ def test_the_step_op_passes_opcheck_and_compiles():
     q, k, log_a = (torch.randn(2, 2, 16, generator=generator) for _ in range(3))
     v, state = torch.randn(2, 2, 32, generator=generator), torch.randn(2, 2, 16, 32, generator=generator)
     log_a = -log_a.abs()
+    q, k, v, log_a, state = (t.to(DEVICE) for t in (q, k, v, log_a, state))
     plan = plan_for(q[:, None], v[:, None], 16)
     torch.library.opcheck(torch.ops.composer.gla_step.default, (state.clone(), q, k, v, log_a, plan.key))
     eager_state, compiled_state = state.clone(), state.clone()
@@ -351,16 +357,16 @@ def test_a_model_prefills_and_decodes_on_the_kernels_as_its_reference_forward(mo
     spec = composer.loads("model m {\n d_model = 32\n vocab = 40\n max_len = 64\n dtype = fp32\n"
                           " block a {\n mixer = gla(head_dim = 32, chunk = 16)\n channel = none\n }\n layers = [a]\n}")
     torch.manual_seed(0)
-    model = composer.build(spec, backend="reference").eval()
+    model = composer.build(spec, backend="reference").eval().to(DEVICE)
     for p in model.parameters():
         p.add_(0.05 * torch.randn_like(p))
-    tokens = torch.randint(0, 40, (2, 24))
+    tokens = torch.randint(0, 40, (2, 24)).to(DEVICE)
     full = model(tokens)
     for layer in model.modules():
         if hasattr(layer, "backend"):
             layer.backend = "triton"
     cache = model.allocate_cache(2, 24)
-    mask = torch.ones(2, 19, dtype=torch.long)
+    mask = torch.ones(2, 19, dtype=torch.long, device=DEVICE)
     mask[1, :6] = 0  # row 1: a prompt of 13 tokens, left-padded
     prefill = model(tokens[:, :19], cache=cache, attention_mask=mask)
     torch.testing.assert_close(prefill[0], full[0, :19], rtol=1e-4, atol=1e-4)
