@@ -6,6 +6,7 @@ import torch
 
 import composer
 from composer.grammar.errors import SpecError
+from composer.kernels.plan import Target
 from composer.search.train import train_mqar
 
 SPEC = """
@@ -32,7 +33,9 @@ def test_sizes_derive_and_the_plan_counts_what_build_makes():
     cache = model.allocate_cache(3, 40)
     assert sum(t.numel() * t.element_size() for layer in cache.layers for t in layer.values()) == \
         3 * plan.total("state_bytes")
-    assert plan.layers[0].kernels.path == "generated"
+    assert composer.plan(spec, Target()).layers[0].kernels.path == "generated"  # the interpreter
+    on_gpu = plan.layers[0].kernels  # the default target, a GPU, where the kernels have not yet run (GPU_READY)
+    assert on_gpu.path == "reference" and "not yet checked on a GPU" in on_gpu.reason
 
 
 @pytest.mark.parametrize("mixer,message,where", [
