@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
+import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +27,9 @@ from triton.testing import do_bench
 
 from composer.kernels.delta.chunk import delta_rule_chunked_triton
 from composer.kernels.delta.reference import delta_rule_chunked
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
+from peers import time_limit  # noqa: E402
 
 CHUNK = 64
 NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
@@ -61,19 +63,6 @@ def peer(x, initial=True, final=True):
     log_gate = x["log_gate"] if x["log_gate"] is not None else x["v"].new_zeros(b, L, H)
     return chunk_gated_delta_rule(x["q"], x["k"], x["v"], log_gate, x["beta"],
                                   initial_state=x["state0"] if initial else None, output_final_state=final)
-
-
-@contextmanager
-def time_limit(seconds: int):
-    def expire(signum, frame):
-        raise TimeoutError(f"no result within {seconds} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def outputs_and_grads(fn, x, seed):

@@ -34,16 +34,17 @@ import inspect
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
+from peers import time_limit  # noqa: E402
 
 CHUNK = 64
 NAMES = ["o", "final", "dq", "dk", "dv", "dlog_a", "dstate0"]
@@ -67,23 +68,6 @@ class Budget:
 
     def left(self) -> bool:
         return time.time() < self.end
-
-
-@contextmanager
-def time_limit(seconds: int):
-    """TimeoutError after `seconds` (0: no limit); Python code only, as an autotuner's loop over compiles."""
-    def expire(signum, frame):
-        raise TimeoutError(f"no result within {seconds} s")
-    if not seconds:
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_section(name: str, results: dict, run) -> None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-from contextlib import contextmanager
+import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +26,9 @@ from triton.testing import do_bench
 from composer.kernels.lowrank.chunk import linear_attention_chunked_triton
 from composer.kernels.lowrank.reference import feature_map, linear_attention_chunked
 from composer.kinds.lowrank.layer import retnet_log_decay
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
+from peers import time_limit  # noqa: E402
 
 CHUNK = 64  # fla's chunk for simple_gla; ours takes the same
 
@@ -61,21 +63,6 @@ def rel_err(out, ref) -> float:
     if not torch.isfinite(out).all():
         return float("nan")
     return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-
-
-@contextmanager
-def time_limit(seconds: int):
-    """Raise TimeoutError in this (main) thread after `seconds`: once the running call returns to Python,
-    e.g. between the kernels a stalled compile is building. 0: no limit."""
-    def expire(signum, frame):
-        raise TimeoutError(f"no result within {seconds} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def forward_and_grads(fn, tensors, gamma, dy):

@@ -10,8 +10,10 @@ their small utils are executed.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 from triton.runtime.autotuner import Autotuner
@@ -82,3 +84,22 @@ def mamba2_module():
     _namespace("mamba_ssm.distributed", root / "distributed")
     mamba2 = importlib.import_module("mamba_ssm.modules.mamba2")
     return mamba2.Mamba2, importlib.import_module("mamba_ssm.ops.triton.layer_norm").layer_norm_fn
+
+
+@contextmanager
+def time_limit(seconds: int):
+    """Raise TimeoutError in this (main) thread after `seconds`, once the running call returns to Python (e.g.
+    between the kernels a stalled autotune is building): a peer that stalls is a result, not a hung run.
+    0: no limit."""
+    def expire(signum, frame):
+        raise TimeoutError(f"no result within {seconds} s")
+    if not seconds:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
