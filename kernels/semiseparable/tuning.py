@@ -198,22 +198,27 @@ def state_pieces(programs: int, segments: int, seq_len: int, chunk_len: int, mul
 # (results/ssd_h200_2026-12-01_af622cc_groups_probe.log). In segments it runs twice (each segment's gradient
 # arriving from zero, then the walk from the arriving gradients a combine gives), so it pays only where its
 # programs number at most half the multiprocessors: then segments double while the programs stay under
-# BACKWARD_PROGRAMS_PER_MULTIPROCESSOR, each segment of whole chunks, SEGMENT_MIN_CHUNKS or more: three, as many as
-# fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a thread at 4 warps;
-# results/ssd_resources_sm90a_2026-12-02_35eca88.log), so the segments run in one wave. Unmeasured on the GPU.
+# BACKWARD_PROGRAMS_PER_MULTIPROCESSOR, each segment of whole chunks, BACKWARD_SEGMENT_MIN_CHUNKS or more:
+# three programs, as many as fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a
+# thread at 4 warps; results/ssd_resources_sm90a_2026-12-02_35eca88.log), so the segments run in one wave.
 BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 3
+# Each backward segment keeps BACKWARD_SEGMENT_MIN_CHUNKS chunks or more: on the H200 (b=1, H=32, P=64, N=128,
+# chunk 256; results/long_prefill_h200_2026-12-02_922bc7b.log) four segments of 8 chunks (L=8192) made
+# forward+backward 2.468 ms against 1.958 with the whole backward (and a split forward 0.15 ms slower), while
+# four of 32 chunks (L=32768) gave 2.303 against 3.205 and of 128 (L=131072) 7.333 against 11.058.
+BACKWARD_SEGMENT_MIN_CHUNKS = 32
 
 
 def backward_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:
     """Segments of the sequence the backward's state passing walks side by side (a power of two): one where
     `programs` (its programs per sequence times the batch) number more than half the multiprocessors, else
     doubled while programs times segments stay under BACKWARD_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor and
-    each segment keeps whole chunks, SEGMENT_MIN_CHUNKS or more. Without multiprocessors, one."""
+    each segment keeps whole chunks, BACKWARD_SEGMENT_MIN_CHUNKS or more. Without multiprocessors, one."""
     if multiprocessors is None or 2 * programs > multiprocessors:
         return 1
     segments = 1
     while (programs * segments * 2 <= BACKWARD_PROGRAMS_PER_MULTIPROCESSOR * multiprocessors
            and seq_len % (2 * segments * chunk_len) == 0
-           and seq_len // (2 * segments * chunk_len) >= SEGMENT_MIN_CHUNKS):
+           and seq_len // (2 * segments * chunk_len) >= BACKWARD_SEGMENT_MIN_CHUNKS):
         segments *= 2
     return segments

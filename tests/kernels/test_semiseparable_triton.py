@@ -742,7 +742,8 @@ def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_le
     # backward: 2 state tiles a head, H=32: b=1 (64 programs) takes 4 segments at 32k, b=2 (128) one
     assert tuning.backward_segments(64, 32768, 256, 132) == 4
     assert tuning.backward_segments(128, 32768, 256, 132) == 1
-    assert tuning.backward_segments(64, 2048, 256, 132) == 2  # segments of 4 chunks at least
+    assert tuning.backward_segments(64, 2048, 256, 132) == 1  # 8 chunks: segments of 32 chunks at least
+    assert tuning.backward_segments(64, 8192, 256, 132) == 1 and tuning.backward_segments(64, 16384, 256, 132) == 2
     assert tuning.backward_segments(64, 32768 + 256, 256, 132) == 1 and tuning.backward_segments(64, 32768, 256, None) == 1
     sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
     variant = plan_scan(sizes, 132).select("bf16", True, 1)
