@@ -12,6 +12,12 @@ from typing import Any
 
 PRECISIONS = ("fp32", "bf16")
 MODES = ("train", "inference")
+# A family's 16-bit inputs multiply as fp32 where one of the sizes its product tiles span (head dims, state,
+# chunk) is below this: on the H200 the SSD backward's 16-bit products at 16-wide tiles gave a wrong dx
+# (relative error 1.4 at P = N = chunk = 16 in tests/kernels/test_semiseparable_triton.py's bf16 segmented-paths
+# check, 2026-12-02), while every SSD path at production sizes passed in bf16
+# (results/long_prefill_h200_2026-12-02_*.log). Such layers are small; fp32 products cost them little.
+SMALLEST_16BIT_SIZE = 32
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import ast
 import dataclasses
 from dataclasses import dataclass
 
-from composer.kernels.plan import KernelCall
+from composer.kernels.plan import SMALLEST_16BIT_SIZE, KernelCall
 
 FORWARD_TEMPLATE = "gla_forward.py.jinja"
 BACKWARD_TEMPLATE = "gla_backward.py.jinja"
@@ -27,10 +27,6 @@ DIAGONAL_KEYS = 16  # key channels a diagonal block's exact (SUB, SUB, keys) pro
 # precisions (fp32, bf16); fp16 inputs render on demand.
 DOT_OPERANDS = {"fp32": ("fp32", "tf32x3"), "bf16": ("bf16", "none"), "fp16": ("fp16", "none")}
 TARGET_PRECISIONS = ("fp32", "bf16")
-# 16-bit inputs multiply as fp32 where K, V or the chunk is below this (a 16-wide product tile): on the H200 the
-# SSD backward's 16-bit products at 16-wide tiles gave a wrong dx (kernels/semiseparable/plan.py,
-# SMALLEST_16BIT_SIZE, 2026-12-02). Such heads are small; fp32 products cost them little.
-SMALLEST_16BIT_SIZE = 32
 
 
 def misfit(key_dim: int, value_dim: int, chunk: int) -> str | None:

@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from composer.kernels.device import ceil_div
-from composer.kernels.plan import KernelCall
+from composer.kernels.plan import SMALLEST_16BIT_SIZE, KernelCall
 from composer.kernels.semiseparable.tuning import (DEFAULT_TUNING, FP32_TUNING, SSDTuning, backward_segments,
                                                    fused_programs_per_head, fused_segments, state_pieces,
                                                    state_programs_per_head)
 from composer.kernels.semiseparable.tuning_table import TRAINING_BUSY, lookup
 
 OPERANDS = ("fp32", "bf16", "fp16")  # the inputs' dtype; mixed inputs multiply as fp32
-# 16-bit inputs multiply as fp32 where the head dim, the state or the chunk is below this: on the H200 the
-# backward's 16-bit products at 16-wide tiles gave a wrong dx (relative error 1.4 at P = N = chunk = 16 in
-# tests/kernels/test_semiseparable_triton.py's bf16 segmented-paths check, H200, 2026-12-02), while every
-# path at production sizes passed in bf16 (results/long_prefill_h200_2026-12-02_*.log). Such scans are small;
-# fp32 products cost them little. A tuning that names its operand keeps it.
-SMALLEST_16BIT_SIZE = 32
 
 # The split kernels' tiles, which the fused forward has no kernel to read (it saves no scores: the backward
 # forms them, FORMS_SCORES; the fused walk covers one head per program).
@@ -392,6 +386,7 @@ def direction_constants(sizes: ScanSizes, operand: str, tuning: SSDTuning, reade
     dx_block_q = min(tuning.dx_block_q or block_q, chunk_len) if fused is None else block_q
     score_block = min(max(tuning.block_s or block_q, block_q, dx_block_q, readers_block_q), chunk_len)
     operand = tuning.operand or operand
+    # kernels/plan.py's SMALLEST_16BIT_SIZE; a tuning that names its operand keeps it
     if operand != "fp32" and tuning.operand is None and min(head_dim, state_size, chunk_len) < SMALLEST_16BIT_SIZE:
         operand = "fp32"
     if not all(is_tile_size(block) for block in (block_p, block_q, block_n, score_block, state_block_q,

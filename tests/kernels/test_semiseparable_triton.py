@@ -784,9 +784,9 @@ def test_segmented_paths_in_bf16_match_reference_to_its_precision():
 
 
 def test_16bit_inputs_at_sizes_below_32_multiply_as_fp32():
-    """plan.SMALLEST_16BIT_SIZE: bf16 products at 16-wide tiles failed the backward's check on the H200, so the
-    plan gives such scans fp32 operands (both directions alike: the backward reads what the forward saved in
-    the operand type); at production sizes, and where a tuning names its operand, 16-bit operands stay."""
+    """SMALLEST_16BIT_SIZE (kernels/plan.py): bf16 products at 16-wide tiles failed the backward's check on the
+    H200, so the plan gives such scans fp32 operands (both directions alike: the backward reads what the forward
+    saved in the operand type); at production sizes, and where a tuning names its operand, 16-bit operands stay."""
     from composer.kernels.semiseparable.plan import ScanSizes, plan_scan
 
     def operands(P, N, Q, tuning=None):
