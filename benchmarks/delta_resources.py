@@ -11,57 +11,34 @@ at most 227 KB of shared memory; a kernel past that does not launch.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 import os
-import re
-import subprocess
-import tempfile
+import sys
 from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # this compiles: it runs in its own process
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # kernel_resources.py beside this script
+from kernel_resources import jit_functions, sm90_report  # noqa: E402
 
 from composer.codegen.render import render_kernel  # noqa: E402
 from composer.kernels.delta.plan import (BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, DeltaSizes,  # noqa: E402
                                          plan_delta)
 
-HOPPER = GPUTarget("cuda", 90, 32)
 INPUTS = {"q", "k", "v", "beta", "log_gate", "y", "dy"}  # pointers in the inputs' dtype; the rest are fp32
 SIZES = {"seq_len", "n_heads"}
 
 
 def kernels(source: str) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
-        file.write(source)
-    spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {name: value for name, value in vars(module).items()
-            if isinstance(value, triton.runtime.jit.JITFunction) and name.startswith("delta_")}
+    return {name: value for name, value in jit_functions(source).items() if name.startswith("delta_")}
 
 
 def resources(kernel, dtype: str, num_warps: int, num_stages: int) -> dict:
     arguments = list(inspect.signature(kernel.fn).parameters)
     signature = {a: "i32" if a in SIZES else "fp32" if a == "scale" else
                  f"*{dtype}" if a.removesuffix("_ptr") in INPUTS else "*fp32" for a in arguments}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(arguments) if a.endswith("_ptr")}
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
-        file.write(compiled.asm["ptx"])
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", file.name + ".cubin"],
-                            capture_output=True, text=True, check=True).stderr
-
-    def number(pattern: str) -> int:
-        found = re.search(pattern, report)
-        return int(found.group(1)) if found else 0
-    return dict(registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
-                spill_loads=number(r"(\d+) bytes spill loads"), shared=compiled.metadata.shared)
+    return sm90_report(kernel, signature, [a for a in arguments if a.endswith("_ptr")],
+                       dict(num_warps=num_warps, num_stages=num_stages))
 
 
 def main(argv=None) -> int:

@@ -29,14 +29,11 @@ fla gets the same q, k, v, log decays (its g) and scale 1 (our q comes scaled, a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 import json
 import os
-import re
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -93,9 +90,7 @@ def resources(dtype: str, key_dim: int = SIZES_340M["K"], value_dim: int = SIZES
     """ptxas's report for every kernel the plan renders (at GLA 340M's heads unless told), from an initial
     state, with a final state's gradient (the kernels with the most arguments)."""
     os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not interpreter functions
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from kernel_resources import jit_functions, sm90_report
 
     from composer.codegen.render import render_kernel
     from composer.kernels.gla.plan import BACKWARD_TEMPLATE, FORWARD_TEMPLATE, STEP_TEMPLATE, GLASizes, plan_gla
@@ -106,34 +101,17 @@ def resources(dtype: str, key_dim: int = SIZES_340M["K"], value_dim: int = SIZES
                                 (BACKWARD_TEMPLATE, plan.backward_constants(dtype, True, True)),
                                 (STEP_TEMPLATE, dict(plan.step_constants(), NUM_STAGES=1))):
         source = render_kernel(template, constants, {"spec": "benchmarks/gla.py resources"})
-        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
-            file.write(source)
-        spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for name, kernel in vars(module).items():
-            if not (isinstance(kernel, triton.runtime.jit.JITFunction) and name.startswith("gla_")):
+        for name, kernel in jit_functions(source).items():
+            if not name.startswith("gla_"):
                 continue
             arguments = list(inspect.signature(kernel.fn).parameters)
             signature = {a: "i32" if not a.endswith("_ptr") else
                          f"*{dtype}" if a.removesuffix("_ptr") in INPUT_POINTERS else "*fp32" for a in arguments}
-            attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(arguments) if a.endswith("_ptr")}
-            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs),
-                                      target=GPUTarget("cuda", 90, 32),
-                                      options=dict(num_warps=constants["NUM_WARPS"],
-                                                   num_stages=constants["NUM_STAGES"]))
-            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
-                file.write(compiled.asm["ptx"])
-            ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-            report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", file.name, "-o", file.name + ".cubin"],
-                                    capture_output=True, text=True, check=True).stderr
-
-            def number(pattern: str) -> int:
-                found = re.search(pattern, report)
-                return int(found.group(1)) if found else 0
+            report = sm90_report(kernel, signature, [a for a in arguments if a.endswith("_ptr")],
+                                 dict(num_warps=constants["NUM_WARPS"], num_stages=constants["NUM_STAGES"]))
             row = dict(kernel=name, dtype=dtype, K=key_dim, V=value_dim, chunk=chunk, warps=constants["NUM_WARPS"],
-                       registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
-                       spill_loads=number(r"(\d+) bytes spill loads"), shared_kb=compiled.metadata.shared // 1024)
+                       registers=report["registers"], spill_stores=report["spill_stores"],
+                       spill_loads=report["spill_loads"], shared_kb=report["shared"] // 1024)
             rows.append(row)
             say(f"  {name:18s} {dtype} {row['registers']:3d} registers, spills {row['spill_stores']:5d} B stored / "
                 f"{row['spill_loads']:5d} B loaded, shared {row['shared_kb']:3d} KB, {row['warps']} warps")

@@ -61,30 +61,33 @@ def modules(P: int, N: int, dtype: torch.dtype, tuning: SSDTuning, needs_grad: b
     return sources
 
 
-def launched_kernels(source: str, constants: dict) -> dict:
-    """The module's kernels (not its helpers), jit functions taking only pointers and run-time sizes, each
-    with its arguments and the launcher's options for it (`launch_options`)."""
+def jit_functions(source: str) -> dict:
+    """The rendered module's jit functions by name, loaded from a temporary file (what triton.compile takes)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
         file.write(source)
     spec = importlib.util.spec_from_file_location(Path(file.name).stem, file.name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return {name: value for name, value in vars(module).items() if isinstance(value, triton.runtime.jit.JITFunction)}
+
+
+def launched_kernels(source: str, constants: dict) -> dict:
+    """The module's kernels (not its helpers), jit functions taking only pointers and run-time sizes, each
+    with its arguments and the launcher's options for it (`launch_options`)."""
     kernels = {}
-    for name, value in vars(module).items():
-        if isinstance(value, triton.runtime.jit.JITFunction):
-            arguments = list(inspect.signature(value.fn).parameters)
-            if any(a.endswith("_ptr") for a in arguments) and all(
-                    a.endswith("_ptr") or a in SIZE_ARGUMENTS for a in arguments):
-                kernels[name] = (value, arguments, launch_options(constants, name.startswith("state_passing")))
+    for name, value in jit_functions(source).items():
+        arguments = list(inspect.signature(value.fn).parameters)
+        if any(a.endswith("_ptr") for a in arguments) and all(
+                a.endswith("_ptr") or a in SIZE_ARGUMENTS for a in arguments):
+            kernels[name] = (value, arguments, launch_options(constants, name.startswith("state_passing")))
     return kernels
 
 
-def resources(kernel, arguments: list[str], dtype: torch.dtype, options: dict) -> dict:
-    """ptxas's report for one kernel: registers, spill bytes, stack frame, and Triton's shared memory."""
-    signature = {a: "i32" if a in SIZE_ARGUMENTS else
-                 "*fp32" if a.removesuffix("_ptr") in FP32_POINTERS else f"*{TRITON_TYPES[dtype]}"
-                 for a in arguments}
-    attrs = {(i,): [["tt.divisibility", 16]] for i in range(len(arguments))}
+def sm90_report(kernel, signature: dict, divisible, options: dict, sass: bool = False) -> dict:
+    """Compile `kernel` for sm_90a with `signature` (argument -> Triton type), the arguments named in `divisible`
+    taken as multiples of 16, and read ptxas's report: registers, stack frame, spill bytes, Triton's shared
+    memory and, with `sass`, the instruction count of its hottest loop (nvdisasm)."""
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(signature) if a in divisible}
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
                               options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
@@ -93,14 +96,27 @@ def resources(kernel, arguments: list[str], dtype: torch.dtype, options: dict) -
     cubin = file.name.removesuffix(".ptx") + ".cubin"
     report = subprocess.run([str(tools / "ptxas"), "-v", "--gpu-name=sm_90a", file.name, "-o", cubin],
                             capture_output=True, text=True, check=True).stderr
-    sass = subprocess.run([str(tools / "nvdisasm"), "-c", cubin], capture_output=True, text=True, check=True).stdout
 
     def number(pattern: str) -> int:
         found = re.search(pattern, report)
         return int(found.group(1)) if found else 0
-    return dict(registers=number(r"Used (\d+) registers"), stack=number(r"(\d+) bytes stack frame"),
-                spill_stores=number(r"(\d+) bytes spill stores"), spill_loads=number(r"(\d+) bytes spill loads"),
-                shared=compiled.metadata.shared, loop=hottest_loop(sass))
+    found = dict(registers=number(r"Used (\d+) registers"), stack=number(r"(\d+) bytes stack frame"),
+                 spill_stores=number(r"(\d+) bytes spill stores"), spill_loads=number(r"(\d+) bytes spill loads"),
+                 shared=compiled.metadata.shared)
+    if sass:
+        disassembly = subprocess.run([str(tools / "nvdisasm"), "-c", cubin], capture_output=True, text=True,
+                                     check=True).stdout
+        found["loop"] = hottest_loop(disassembly)
+    return found
+
+
+def resources(kernel, arguments: list[str], dtype: torch.dtype, options: dict) -> dict:
+    """ptxas's report for one SSD kernel: registers, spill bytes, stack frame, Triton's shared memory and the
+    hottest loop's instructions."""
+    signature = {a: "i32" if a in SIZE_ARGUMENTS else
+                 "*fp32" if a.removesuffix("_ptr") in FP32_POINTERS else f"*{TRITON_TYPES[dtype]}"
+                 for a in arguments}
+    return sm90_report(kernel, signature, arguments, options, sass=True)
 
 
 SASS_INSTRUCTION = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(.*);")
