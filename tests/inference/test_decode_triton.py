@@ -18,36 +18,45 @@ def set_backend(model, backend: str) -> None:
             layer.backend = backend
 
 
-@pytest.mark.parametrize("decay", sorted(SSD))
-@torch.no_grad()
-def test_generated_step_and_prefill_match_the_reference_forward(decay, monkeypatch):
+def record_calls(monkeypatch, module, names) -> list:
+    """The names of `module`'s functions `names` in the order they are called (each still runs)."""
     calls = []
-    for module, name in ((step_kernel, "ssd_step_triton"), (step_kernel, "ssd_decode_step_triton"),
-                         (chunk, "ssd_chunked_triton")):
+    for name in names:
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
-    model = build(spec_of(SSD[decay], channel="none", layers=1))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device)
+    return calls
+
+
+def check_cached_kernels_match_reference(model, device) -> None:
+    """Two rows on the generated kernels, row 1 a prompt of 13 tokens left-padded to 19, prefilled through the
+    cache and then decoded five steps: row 0's logits are the reference's full forward's, row 1's prefill its
+    own unpadded forward's (1e-4)."""
     tokens = torch.randint(0, 40, (2, 24), device=device)
     set_backend(model, "reference")
     full = model(tokens)
     set_backend(model, "triton")
     cache = model.allocate_cache(2, 24)
     mask = torch.ones(2, 19, dtype=torch.long, device=device)
-    mask[1, :6] = 0  # row 1: a prompt of 13 tokens, left-padded
+    mask[1, :6] = 0
     prefill = model(tokens[:, :19], cache=cache, attention_mask=mask)
     torch.testing.assert_close(prefill[0], full[0, :19], rtol=1e-4, atol=1e-4)
-    alone = model.to(device)(tokens[1:, 6:19])
-    torch.testing.assert_close(prefill[1, 6:], alone[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prefill[1, 6:], model(tokens[1:, 6:19])[0], rtol=1e-4, atol=1e-4)
     for t in range(19, 24):
         step = model(tokens[:, t:t + 1], cache=cache)
         torch.testing.assert_close(step[0, 0], full[0, t], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("decay", sorted(SSD))
+@torch.no_grad()
+def test_generated_step_and_prefill_match_the_reference_forward(decay, monkeypatch):
+    calls = record_calls(monkeypatch, step_kernel, ("ssd_step_triton", "ssd_decode_step_triton"))
+    chunk_calls = record_calls(monkeypatch, chunk, ("ssd_chunked_triton",))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_cached_kernels_match_reference(build(spec_of(SSD[decay], channel="none", layers=1)).to(device), device)
     # with a short conv (decay data here) a step runs the fused decoding step, without one the step kernel
     fused = decay == "data"
     assert calls.count("ssd_decode_step_triton" if fused else "ssd_step_triton") == 5
-    assert calls.count("ssd_step_triton" if fused else "ssd_decode_step_triton") == 0 and "ssd_chunked_triton" in calls
-
+    assert calls.count("ssd_step_triton" if fused else "ssd_decode_step_triton") == 0 and "ssd_chunked_triton" in chunk_calls
 
 
 DELTA = {"gated": "delta(head_dim = 32, heads = 4, key_dim = 16, key_heads = 2, chunk = 16)",
@@ -59,24 +68,7 @@ DELTA = {"gated": "delta(head_dim = 32, heads = 4, key_dim = 16, key_heads = 2, 
 def test_generated_delta_step_and_prefill_match_the_reference_forward(kind, monkeypatch):
     from composer.kernels.delta import chunk as delta_chunk
 
-    calls = []
-    for name in ("delta_step_triton", "delta_rule_chunked_triton"):
-        original = getattr(delta_chunk, name)
-        monkeypatch.setattr(delta_chunk, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
-    model = build(spec_of(DELTA[kind], channel="none", layers=1))
+    calls = record_calls(monkeypatch, delta_chunk, ("delta_step_triton", "delta_rule_chunked_triton"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device)
-    tokens = torch.randint(0, 40, (2, 24), device=device)
-    set_backend(model, "reference")
-    full = model(tokens)
-    set_backend(model, "triton")
-    cache = model.allocate_cache(2, 24)
-    mask = torch.ones(2, 19, dtype=torch.long, device=device)
-    mask[1, :6] = 0  # row 1: a prompt of 13 tokens, left-padded
-    prefill = model(tokens[:, :19], cache=cache, attention_mask=mask)
-    torch.testing.assert_close(prefill[0], full[0, :19], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(prefill[1, 6:], model(tokens[1:, 6:19])[0], rtol=1e-4, atol=1e-4)
-    for t in range(19, 24):
-        step = model(tokens[:, t:t + 1], cache=cache)
-        torch.testing.assert_close(step[0, 0], full[0, t], rtol=1e-4, atol=1e-4)
+    check_cached_kernels_match_reference(build(spec_of(DELTA[kind], channel="none", layers=1)).to(device), device)
     assert calls.count("delta_step_triton") == 5 and "delta_rule_chunked_triton" in calls

@@ -23,6 +23,9 @@ from composer.kernels.gla.step import gla_step_triton
 from composer.kernels.plan import Target
 from composer.kinds.gla.layer import GatedLinearAttention
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inference.test_decode_triton import check_cached_kernels_match_reference  # noqa: E402
+
 # The interpreter on a CPU (tests/conftest.py), or with TRITON_INTERPRET=0 the compiled kernels on a GPU
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
 
@@ -360,18 +363,6 @@ def test_a_model_prefills_and_decodes_on_the_kernels_as_its_reference_forward(mo
     model = composer.build(spec, backend="reference").eval().to(DEVICE)
     for p in model.parameters():
         p.add_(0.05 * torch.randn_like(p))
-    tokens = torch.randint(0, 40, (2, 24)).to(DEVICE)
-    full = model(tokens)
-    for layer in model.modules():
-        if hasattr(layer, "backend"):
-            layer.backend = "triton"
-    cache = model.allocate_cache(2, 24)
-    mask = torch.ones(2, 19, dtype=torch.long, device=DEVICE)
-    mask[1, :6] = 0  # row 1: a prompt of 13 tokens, left-padded
-    prefill = model(tokens[:, :19], cache=cache, attention_mask=mask)
-    torch.testing.assert_close(prefill[0], full[0, :19], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(prefill[1, 6:], model(tokens[1:, 6:19])[0], rtol=1e-4, atol=1e-4)
-    for t in range(19, 24):
-        torch.testing.assert_close(model(tokens[:, t:t + 1], cache=cache)[0, 0], full[0, t], rtol=1e-4, atol=1e-4)
+    check_cached_kernels_match_reference(model, DEVICE)
     listed = {(call.template, call.constants) for call in model.layers[0].mixer.plan.loadable()}
     assert STEP_TEMPLATE in {template for template, _ in loaded} and set(loaded) <= listed, set(loaded) - listed
