@@ -197,12 +197,12 @@ def traced_plan_key(x_facts: tuple, B_facts: tuple, decays: bool, chunk_len: int
     return plan.select(operand_of(x, B), needs_grad, x.shape[0]).key
 
 
-def _facts(t: Tensor, *free_dims: int) -> tuple:
-    """`TensorFacts` of t with the sizes no constant depends on (dims free_dims) as 1, so that they may be dynamic
-    under torch.compile (automatic dynamic shapes): the length of a scan, the batch of a step. Another dynamic
-    size, such as a scan's batch, which picks the forward's variant on CUDA, cannot be passed as a constant, and
-    Dynamo says so: a layer's handed plan (`planned_key`) takes a dynamic batch."""
-    shape = tuple(1 if dim in free_dims else size for dim, size in enumerate(t.shape))
+def _facts(t: Tensor, length_dim: int) -> tuple:
+    """`TensorFacts` of t with the length (dim length_dim) as 1: no constant depends on it, so a dynamic length
+    (torch.compile's automatic dynamic shapes) traces. Another dynamic size, such as the batch, which picks the
+    forward's variant on CUDA, cannot be passed as a constant, and Dynamo says so: a layer's handed plan
+    (`planned_key`) takes a dynamic batch."""
+    shape = tuple(1 if dim == length_dim else size for dim, size in enumerate(t.shape))
     return shape, t.dtype, t.device
 
 
