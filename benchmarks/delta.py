@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -88,10 +90,56 @@ def check(label, fn, shape, gate, dtype, limit_s, seed=1):
         x = inputs(*shape, gate=gate, seed=seed, dtype=dtype)
         with time_limit(limit_s):
             got = outputs_and_grads(fn, x, seed)
+            torch.cuda.synchronize()
         want = outputs_and_grads(reference, x, seed)
         return {n: rel_err(a, b) for n, a, b in zip(NAMES, got, want)}
     except Exception as exc:  # noqa: BLE001  (a failing peer is a result)
-        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": frames[-4:]}
+
+
+# (impl, shape (b, L, H, Hk, K, V), gate, dtype): small fp32 first, then the Qwen3-Next-like heads, then the
+# sizes between them, so a failure names what it needs (K, L a multiple of the chunk or not, dtype, heads).
+CHECKS = [("composer", (2, 333, 4, 2, 64, 64), True, "float32"),
+          ("composer", (2, 333, 4, 2, 64, 64), False, "float32"),
+          ("composer", (1, 777, 32, 16, 128, 128), True, "float32"),
+          ("composer", (1, 777, 32, 16, 128, 128), True, "bfloat16"),
+          ("composer", (1, 768, 32, 16, 128, 128), True, "bfloat16"),
+          ("composer", (2, 333, 4, 2, 128, 128), True, "bfloat16"),
+          ("composer", (2, 333, 4, 2, 64, 64), True, "bfloat16"),
+          ("composer", (1, 777, 32, 16, 64, 64), True, "bfloat16"),
+          ("composer", (1, 777, 32, 16, 128, 128), False, "bfloat16"),
+          ("fla", (1, 777, 32, 16, 128, 128), True, "bfloat16")]
+
+
+def run_one_check(index: int, peer_limit_s: int) -> dict:
+    """One check of CHECKS, in this process: what a child prints for `run_checks`."""
+    label, shape, gate, dtype = CHECKS[index]
+    errors = check(label, {"composer": ours, "fla": peer}[label], shape, gate, getattr(torch, dtype),
+                   peer_limit_s if label == "fla" else 0)
+    return {"impl": label, "shape": shape, "gate": gate, "dtype": dtype, "errors": errors}
+
+
+def run_checks(deadline: float, timeout_s: int, indices) -> list[dict]:
+    """Each check of CHECKS[indices] in its own process: an illegal memory access spoils its CUDA context for
+    every later call, and a child run with CUDA_LAUNCH_BLOCKING=1 reports the launch that made it."""
+    rows = []
+    for index in indices:
+        if time.time() > deadline:
+            break
+        env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
+        try:
+            child = subprocess.run([sys.executable, __file__, "--check", str(index), "--peer-limit-s",
+                                    str(timeout_s - 60)], env=env, capture_output=True,
+                                   text=True, timeout=timeout_s)
+            lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+            row = json.loads(lines[-1]) if lines else {"case": CHECKS[index], "errors": {
+                "error": f"exit {child.returncode}: {child.stderr[-400:]}"}}
+        except subprocess.TimeoutExpired:
+            row = {"case": CHECKS[index], "errors": {"error": f"no result in {timeout_s} s"}}
+        rows.append(row)
+        print("check", json.dumps(row), flush=True)
+    return rows
 
 
 def time_call(fn, x, backward: bool) -> float:
@@ -110,28 +158,26 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--deadline-s", type=float, default=200)
     parser.add_argument("--peer-limit-s", type=int, default=60)
+    parser.add_argument("--check", type=int, help="run only CHECKS[i], in this process, and print its row")
+    parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
     args = parser.parse_args()
+    if args.check is not None:
+        print(json.dumps(run_one_check(args.check, args.peer_limit_s)), flush=True)
+        return
     start = time.time()
     results = {"env": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                        "triton": triton.__version__}, "checks": [], "timings": []}
     print(results["env"], flush=True)
     out = Path(args.out, "delta_results.json")
-    failed = set()
-    checks = [("composer", ours, (2, 333, 4, 2, 64, 64), True, torch.float32),
-              ("composer", ours, (1, 777, 32, 16, 128, 128), True, torch.bfloat16),
-              ("fla", peer, (1, 777, 32, 16, 128, 128), True, torch.bfloat16),
-              ("composer", ours, (2, 333, 4, 2, 64, 64), False, torch.float32),
-              ("composer", ours, (1, 777, 32, 16, 128, 128), True, torch.float32)]
-    for label, fn, shape, gate, dtype in checks:
-        if time.time() - start > args.deadline_s or label in failed:
-            continue
-        errors = check(label, fn, shape, gate, dtype, args.peer_limit_s if label == "fla" else 0)
-        if "error" in errors:
-            failed.add(label)
-        row = {"impl": label, "shape": shape, "gate": gate, "dtype": str(dtype).split(".")[-1], "errors": errors}
-        results["checks"].append(row)
-        print("check", json.dumps(row), flush=True)
-        out.write_text(json.dumps(results, indent=2))
+    indices = range(len(CHECKS)) if args.checks is None else [int(i) for i in args.checks.split(",")]
+    results["checks"] = run_checks(start + args.deadline_s, args.peer_limit_s + 60, indices)
+    out.write_text(json.dumps(results, indent=2))
+    # an implementation is timed where it passed at the timed heads in bf16; one that refuses only its backward
+    # (fla's gated backward on Triton 3.4-3.7.0 on Hopper, fla#640) still has its forward timed
+    failing = [row for row in results["checks"] if "error" in row["errors"]
+               and row.get("shape", [0])[-1] == 128 and row.get("dtype") == "bfloat16"]
+    failed = {row.get("impl") for row in failing if "#640" not in row["errors"]["error"]}
+    forward_only = {row.get("impl") for row in failing} - failed
     for shape in [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]:
         if time.time() - start > args.deadline_s:
             print("deadline: timings from here skipped", flush=True)
@@ -141,7 +187,7 @@ def main():
         for label, fn in (("composer", ours), ("fla", peer)):
             if label in failed:
                 continue
-            for backward in (False, True):
+            for backward in (False, True) if label not in forward_only else (False,):
                 key = f"{label}_{'fwdbwd' if backward else 'fwd'}_ms"
                 try:
                     with time_limit(args.peer_limit_s):

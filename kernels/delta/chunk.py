@@ -22,7 +22,16 @@ PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp1
 
 def plan_for(q, v, log_gate, chunk: int) -> DeltaPlan:
     """A plan from the tensors' sizes, for a call made without a layer's plan (tests, direct use)."""
-    return plan_delta(DeltaSizes(q.shape[-1], v.shape[-1], chunk, v.shape[2], q.shape[2], log_gate is not None))
+    return plan_delta(DeltaSizes(q.shape[-1], v.shape[-1], chunk, v.shape[2], q.shape[2], log_gate is not None),
+                      gpu=q.is_cuda)
+
+
+def gate_for(plan: DeltaPlan, log_gate, shape, device):
+    """The log gates a call passes: zeros (a gate of one) where the plan's kernels take a gate and the layer has
+    none (plan_delta's GATE)."""
+    if log_gate is None and dict(plan.shared)["GATE"]:
+        return torch.zeros(shape, device=device, dtype=torch.float32)
+    return log_gate
 
 
 def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: DeltaPlan, saves: bool):
@@ -102,10 +111,14 @@ def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, sca
     q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
     log_gate = None if log_gate is None else log_gate.contiguous()
     initial_state = None if initial_state is None else initial_state.float().contiguous()
+    if plan is not None:
+        log_gate = gate_for(plan, log_gate, beta.shape, beta.device)
     if torch.compiler.is_compiling():  # the custom ops, which torch.compile and torch.export see whole
         from composer.kernels.delta.ops import delta_rule_chunked_op
         return delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale, plan, chunk)
-    plan = plan or plan_for(q, v, log_gate, chunk)
+    if plan is None:
+        plan = plan_for(q, v, log_gate, chunk)
+        log_gate = gate_for(plan, log_gate, beta.shape, beta.device)
     # saved for a backward only where one can run (grad mode on, an input that needs a gradient)
     saves = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                             for t in (q, k, v, beta, log_gate, initial_state))
@@ -116,7 +129,8 @@ def delta_step_triton(state, q, k, v, beta, log_gate=None, scale: float | None =
     """As `reference.delta_rule_step`: (y (b, H, V) fp32, the new state (b, H, K, V) fp32), one token.
     state (b, H, K, V); q, k (b, Hk, K); v (b, H, V); beta, log_gate (b, H)."""
     b, H, V = v.shape
-    plan = plan or plan_delta(DeltaSizes(q.shape[-1], V, 16, H, q.shape[1], log_gate is not None))
+    plan = plan or plan_delta(DeltaSizes(q.shape[-1], V, 16, H, q.shape[1], log_gate is not None), gpu=v.is_cuda)
+    log_gate = gate_for(plan, log_gate, beta.shape, beta.device)
     kernels = load_kernel_once(STEP_TEMPLATE, plan.step_constants(), {"kernels": "delta rule decoding step"})
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     y = torch.empty(b, H, V, device=v.device, dtype=torch.float32)

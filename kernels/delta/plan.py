@@ -25,15 +25,6 @@ def _operands(precision: str) -> dict:
     return {"OPERAND": operand, "DOT_PRECISION": dot_precision}
 
 
-# The generated kernels pass against the reference under the interpreter, and on the H200 in fp32 at K = V = 64
-# (forward and every gradient to 2e-7), but in bf16 at K = V = 128 (32 value heads, 16 key heads, L = 777) they
-# stopped with an illegal memory access (results/delta_h200_2026-12-02_922bc7b.log). Until they pass there, a
-# GPU target keeps delta layers on the reference; backend "triton" still runs the kernels (tests, benchmarks).
-GPU_READY = False
-GPU_NOT_READY = ("the generated delta kernels are not yet checked on a GPU (an illegal memory access in bf16 at "
-                 "K = V = 128 on the H200): the chunked reference runs")
-
-
 def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
     """Why the kernels cannot take these sizes, or None: head dims are register tiles (powers of two from 16)."""
     for name, size, sizes in (("key_dim", key_dim, TILE_SIZES), ("head_dim", value_dim, TILE_SIZES),
@@ -95,17 +86,24 @@ class DeltaPlan:
                 for call in self.calls(precision, mode)]
 
 
-def plan_delta(sizes: DeltaSizes) -> DeltaPlan:
-    """Constants for `sizes` (which must fit). BV: the value columns a state program holds, with the (K, BV)
-    state, the chunk's (Q, K) w, q and k and its (Q, BV) values in registers: wide keys take fewer columns,
-    which also gives more programs (V // BV a head) where heads are few."""
-    value_block = min(sizes.value_dim, 32 if sizes.key_dim <= 64 else 16)
-    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=value_block,
-                  HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate)
+def plan_delta(sizes: DeltaSizes, gpu: bool = False) -> DeltaPlan:
+    """Constants for `sizes` (which must fit), for a GPU with `gpu`.
+    GATE the kernels take a gate: on a GPU also where the layer has none (DeltaNet), which then passes zero log
+         gates: the plain state backward stopped with an illegal memory access on the H200 in bf16 at K = 128
+         where the gated one, the same walk scaled by the gates, passes (results/delta_h200_2026-12-02_3ca6105_
+         variants.log)
+    KB   the state walks hold the (K, BV) state as K // KB blocks of KB = 64 key rows (fla's layout): on the H200 a
+         whole 128-row tile in 16-bit products stopped with illegal memory accesses or NaN at every BV and stage
+         count tried, where 64 rows pass (results/delta_h200_2026-12-02_3ca6105_variants.log)
+    BV   the value columns a state program holds: 32 (V // 32 programs a head), as 16-wide 16-bit tiles went wrong
+         on the H200 (kernels/plan.py's SMALLEST_16BIT_SIZE)."""
+    shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=min(sizes.value_dim, 32),
+                  KB=min(sizes.key_dim, 64), HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate or gpu)
     # 8 warps everywhere: ptxas (benchmarks/delta_resources.py, sm_90a, bf16, K = V = 64 and 128) spills fewer
     # registers there than at 4 in the forward kernels, and fla#984 saw WY-style backward kernels miscompile
     # at chunk 64 with 4 warps on Hopper.
-    # The walks stage their loads: 3 stages of 256-wide keys take 337 KB of shared memory (an H200 gives 227 KB
-    # a program), one takes 74 KB.
+    # The walks stage their loads where the stages fit an H200's 227 KB of shared memory a program: 3 stages of
+    # 128-wide keys in fp32 products asked 254 KB there, one 256-wide stage in 16-bit 74 KB.
+    stages = 3 if sizes.key_dim <= 64 else 1
     return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8,
-                     state_stages=3 if sizes.key_dim <= 128 else 1)
+                     state_stages=stages)

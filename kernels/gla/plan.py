@@ -38,16 +38,17 @@ def misfit(key_dim: int, value_dim: int, chunk: int) -> str | None:
     return None
 
 
-# The generated kernels pass against the fp64 reference under the interpreter (forward and every gradient, and
-# bf16 products emulated) and compile for sm_90a with no spill in bf16, but have not yet run on a GPU. Until they
-# pass there (benchmarks/gla.py), a GPU target keeps gla layers on the reference; backend "triton" still runs the
-# kernels (tests, benchmarks), as it does for the delta kernels.
-GPU_READY = False
-GPU_NOT_READY = "the generated GLA kernels are not yet checked on a GPU (benchmarks/gla.py): the chunked reference runs"
+# On the H200 (triton 3.6.0) key_dim 16 stopped with an illegal memory access in fp32 at either stage count, while
+# 32 and up pass (results/gla_h200_2026-12-02_3ca6105_variants.log); the interpreter runs 16, which the tests use.
+GPU_SMALLEST_KEY_DIM = 32
 
 
-def fits(key_dim: int, value_dim: int, chunk: int) -> str | None:
-    """None when the kernels take these sizes, else why not (for `mixc check`, listings and errors)."""
+def fits(key_dim: int, value_dim: int, chunk: int, gpu: bool = False) -> str | None:
+    """None when the kernels take these sizes (on a GPU, with `gpu`), else why not (for `mixc check`, listings
+    and errors)."""
+    if gpu and key_dim < GPU_SMALLEST_KEY_DIM and misfit(key_dim, value_dim, chunk) is None:
+        return (f"key_dim {key_dim} is below {GPU_SMALLEST_KEY_DIM}, the smallest key tile the generated GLA kernels "
+                f"run on a GPU")
     name = misfit(key_dim, value_dim, chunk)
     if name is None:
         return None
@@ -76,6 +77,9 @@ class GLAPlan:
     forward_warps: int = 8
     backward_warps: int = 8
     stages: int = 2
+    # The backward's loops over value blocks, software-pipelined in 16-bit, gave dq, dk and dlog_a 70-100% off on
+    # the H200 whenever V > BV (results/gla_h200_2026-12-02_3ca6105_variants.log); unpipelined they pass.
+    backward_stages: int = 1
     # `mixc tune` tunes the SSD scans of a generated entry: a GLA layer runs none.
     scans: tuple = ()
     # The plan as the string a custom-op call carries (kernels/gla/ops.py; `plan_of_key` reads it back), made here
@@ -84,7 +88,7 @@ class GLAPlan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", repr((dataclasses.astuple(self.sizes), self.shared, self.forward_warps,
-                                              self.backward_warps, self.stages)))
+                                              self.backward_warps, self.stages, self.backward_stages)))
 
     def operands(self, precision: str) -> dict:
         """OPERAND and DOT_PRECISION for inputs of `precision`: fp32 products for 16-bit inputs at small sizes."""
@@ -101,7 +105,7 @@ class GLAPlan:
     def backward_constants(self, precision: str, initial_state: bool, final_state_grad: bool) -> dict:
         return dict(sorted({**dict(self.shared), **self.operands(precision), "HAS_INITIAL_STATE": initial_state,
                             "HAS_FINAL_STATE_GRAD": final_state_grad, "NUM_WARPS": self.backward_warps,
-                            "NUM_STAGES": self.stages}.items()))
+                            "NUM_STAGES": self.backward_stages}.items()))
 
     def step_constants(self) -> dict:
         """The decoding step's: one (K, BV) tile of a head's fp32 state a program (any inputs' dtype: it reads
@@ -131,8 +135,8 @@ class GLAPlan:
 
 def plan_of_key(key: str) -> GLAPlan:
     """The plan `GLAPlan.key` spelled."""
-    sizes, shared, forward_warps, backward_warps, stages = ast.literal_eval(key)
-    return GLAPlan(GLASizes(*sizes), shared, forward_warps, backward_warps, stages)
+    sizes, shared, forward_warps, backward_warps, stages, backward_stages = ast.literal_eval(key)
+    return GLAPlan(GLASizes(*sizes), shared, forward_warps, backward_warps, stages, backward_stages=backward_stages)
 
 
 def plan_gla(sizes: GLASizes) -> GLAPlan:

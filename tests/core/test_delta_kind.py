@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import composer
+from composer.kernels.delta.plan import DeltaSizes, plan_delta
 from composer.kernels.plan import Target
 from composer.cli import main
 from composer.grammar.errors import SpecError
@@ -146,8 +147,11 @@ def test_the_plan_puts_tile_sizes_on_the_generated_kernels_and_says_which_field_
     spec = spec_with("delta(head_dim = 16, heads = 4, key_dim = 32, key_heads = 2, chunk = 16)")
     on = composer.plan(spec, Target())  # the interpreter
     assert on.layers[0].kernels.path == "generated"
-    gpu = composer.plan(spec, Target("NVIDIA H200", 132)).layers[0].kernels  # not yet passed there: GPU_READY
-    assert gpu.path == "reference" and "not yet checked on a GPU" in gpu.reason
+    gpu = composer.plan(spec, Target("NVIDIA H200", 132)).layers[0].kernels
+    assert gpu.path == "generated"
+    plain = composer.plan(spec_with("delta(head_dim = 16, key_dim = 32, gate = false, chunk = 16)"),
+                          Target("NVIDIA H200", 132)).layers[0].kernels
+    assert dict(plain.entry.shared)["GATE"] and not dict(plan_delta(DeltaSizes(32, 16, 16, 1, 1, False)).shared)["GATE"]
     templates = {call.template for call in on.layers[0].kernels.calls}
     assert templates == {"delta_forward.py.jinja", "delta_backward.py.jinja"}  # training: forward and backward
     off = composer.plan(spec_with("delta(head_dim = 8, key_dim = 16, chunk = 16)")).layers[0].kernels

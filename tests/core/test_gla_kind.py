@@ -34,8 +34,10 @@ def test_sizes_derive_and_the_plan_counts_what_build_makes():
     assert sum(t.numel() * t.element_size() for layer in cache.layers for t in layer.values()) == \
         3 * plan.total("state_bytes")
     assert composer.plan(spec, Target()).layers[0].kernels.path == "generated"  # the interpreter
-    on_gpu = plan.layers[0].kernels  # the default target, a GPU, where the kernels have not yet run (GPU_READY)
-    assert on_gpu.path == "reference" and "not yet checked on a GPU" in on_gpu.reason
+    on_gpu = plan.layers[0].kernels  # the default target, a GPU: key_dim 16 is below the GPU's smallest key tile
+    assert on_gpu.path == "reference" and on_gpu.field == "key_dim" and "below 32" in on_gpu.reason
+    wide = composer.plan(composer.loads(SPEC.replace("head_dim = 32, chunk = 16", "head_dim = 64, chunk = 16")))
+    assert wide.layers[0].kernels.path == "generated"  # key_dim 32 on the GPU
 
 
 @pytest.mark.parametrize("mixer,message,where", [

@@ -23,6 +23,8 @@ CASES = {  # name: (b, L, H, Hk, K, V, chunk, gate, initial state)
     "gated_chunk_64_tail": (1, 70, 2, 1, 16, 16, 64, True, False),
     "plain_with_state_short": (2, 5, 3, 3, 16, 16, 16, False, True),
     "gated_two_value_blocks": (1, 45, 2, 1, 32, 128, 32, True, True),
+    "gated_two_key_blocks": (1, 21, 2, 1, 128, 32, 16, True, True),    # the state walks hold K = 128 as 2 x 64
+    "plain_two_key_blocks": (1, 19, 2, 2, 128, 16, 16, False, True),
 }
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from composer.costs import Op, linear
 from composer.fields import ChunkLength, OptionalPositiveInt, Strict
-from composer.kernels.delta.plan import GPU_NOT_READY, GPU_READY, DeltaSizes, fits, plan_delta
+from composer.kernels.delta.plan import DeltaSizes, fits, plan_delta
 from composer.kernels.plan import LayerKernels
 from composer.kinds.base import Kind, LayerCall
 from composer.problems import Problem
@@ -111,9 +111,7 @@ class Delta(Kind):
         reason = fits(m.key_dim, m.head_dim, m.chunk)
         if reason is not None:
             return LayerKernels.reference(reason, reason.split(" ", 1)[0])
-        if target.on_gpu and not GPU_READY:
-            return LayerKernels.reference(GPU_NOT_READY)
-        plan = plan_delta(DeltaSizes(m.key_dim, m.head_dim, m.chunk, m.heads, m.key_heads, m.gate))
+        plan = plan_delta(DeltaSizes(m.key_dim, m.head_dim, m.chunk, m.heads, m.key_heads, m.gate), gpu=target.on_gpu)
         return LayerKernels("generated", "the generated chunked delta-rule kernels (WY/UT)",
                             tuple(plan.calls(target.precision, target.mode)), plan)
 

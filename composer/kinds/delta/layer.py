@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.kernels.delta.plan import GPU_READY, fits
+from composer.kernels.delta.plan import fits
 from composer.kernels.delta.reference import delta_rule_chunked, delta_rule_step
 from composer.kernels.plan import runs_generated
 from composer.layers.cache import CacheEntry
@@ -70,8 +70,8 @@ class GatedDeltaNet(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(head_dim)) if out_norm else None
         self.o_proj = nn.Linear(self.value_width, d_model, bias=False)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, key_heads=key_heads, key_dim=key_dim, conv=conv)
-        # the sizes the kernels take, on a GPU once they pass there (plan.GPU_READY)
-        self.planned = fits(key_dim, head_dim, chunk) is None and GPU_READY
+        # the sizes the kernels take
+        self.planned = fits(key_dim, head_dim, chunk) is None
 
     def receive_plan(self, entry) -> None:
         self.plan = entry

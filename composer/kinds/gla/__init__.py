@@ -9,7 +9,7 @@ from typing_extensions import Annotated
 
 from composer.costs import Op, linear
 from composer.fields import ChunkLength, Expand, OptionalPositiveInt, PositiveInt, Strict
-from composer.kernels.gla.plan import GPU_NOT_READY, GPU_READY, GLASizes, fits, misfit, plan_gla
+from composer.kernels.gla.plan import GLASizes, fits, misfit, plan_gla
 from composer.kernels.plan import LayerKernels
 from composer.kinds.base import Kind, LayerCall
 from composer.kinds.semiseparable import check_chunk, inner_heads
@@ -70,11 +70,9 @@ class GLA(Kind):
             gate_normalizer=m.gate_normalizer, output_gate=m.output_gate, chunk=m.chunk, eps=model.norm_eps))
 
     def kernels(self, m, target):
-        reason = fits(m.key_dim, m.head_dim, m.chunk)
+        reason = fits(m.key_dim, m.head_dim, m.chunk, gpu=target.on_gpu)
         if reason is not None:
-            return LayerKernels.reference(reason, misfit(m.key_dim, m.head_dim, m.chunk))
-        if target.on_gpu and not GPU_READY:
-            return LayerKernels.reference(GPU_NOT_READY)
+            return LayerKernels.reference(reason, misfit(m.key_dim, m.head_dim, m.chunk) or "key_dim")
         plan = plan_gla(GLASizes(m.key_dim, m.head_dim, m.chunk, m.heads))
         return LayerKernels("generated", "the generated chunked GLA kernels (sub-chunks in log space)",
                             tuple(plan.calls(target.precision, target.mode)), plan)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.kernels.gla.plan import GPU_READY, fits
+from composer.kernels.gla.plan import fits
 from composer.kernels.gla.reference import gla_chunked, gla_step
 from composer.kernels.plan import runs_generated
 from composer.layers.cache import CacheEntry
@@ -40,8 +40,8 @@ class GatedLinearAttention(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(head_dim))
         self.o_proj = nn.Linear(heads * head_dim, d_model, bias=False)
         self.layout_sizes = dict(heads=heads, head_dim=head_dim, key_dim=key_dim)
-        # the sizes the kernels take, on a GPU once they pass there (plan.GPU_READY)
-        self.planned = fits(key_dim, head_dim, chunk) is None and GPU_READY
+        # the sizes the kernels take on a GPU
+        self.planned = fits(key_dim, head_dim, chunk, gpu=True) is None
 
     def receive_plan(self, entry) -> None:
         self.plan = entry
