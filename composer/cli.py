@@ -75,6 +75,28 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_extrapolate(args) -> int:
+    from composer.grammar.writer import to_mix
+    from composer.planner import default_target, plan
+    from composer.report import totals_text
+    from composer.schedule import layer_names
+    from composer.search.extrapolate import extrapolate
+    from composer.search.trial import schedule_text
+    spec = _load(args)
+    if args.depth < 1:
+        errors.print(f"--depth must be at least 1, got {args.depth}")
+        return EXIT_BAD_INPUT
+    larger = extrapolate(spec, args.depth, args.mode, args.d_model)
+    out = Path(args.out) if args.out else Path(args.spec).resolve().with_name(f"{larger.name}.mix")
+    header = (f"{args.mode} of {Path(args.spec).name} ({schedule_text(layer_names(spec))}) to {args.depth} layers"
+              + (f", d_model {args.d_model}" if args.d_model else ""))
+    out.write_text(to_mix(larger, header=header))
+    console.print(f"{larger.name}: {schedule_text(layer_names(larger))}")
+    console.print(totals_text(plan(larger, default_target())))
+    console.print(f"wrote {out}")
+    return 0
+
+
 def cmd_source(args) -> int:
     from composer.build import model_source
     source = model_source(_load(args), origin=str(args.spec))
@@ -310,6 +332,14 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--device", help="torch device for training (default: cuda when present, else cpu)")
     search.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS", help="how often a running "
                         "trial signals it is alive; one silent for 3 beats is put back in the queue")
+    extra = command("extrapolate", "carry a (found) spec's layer pattern to a deeper model: `stack` repeats it, "
+                    "`stretch` widens each layer into a run; writes the spec and prints its plan's totals",
+                    cmd_extrapolate)
+    extra.add_argument("--mode", choices=("stack", "stretch"), default="stack", help="how (default stack)")
+    extra.add_argument("--depth", type=int, required=True, help="the target's layer count")
+    extra.add_argument("--d-model", type=int, help="the target's width (default: the spec's)")
+    extra.add_argument("-o", "--out", metavar="FILE", help="the spec to write (default: NAME_MODEDEPTH.mix beside "
+                       "the spec)")
     kernels = command("kernels", "list the generated kernel specialisations the spec needs", cmd_kernels)
     kernels.add_argument("--emit", metavar="DIR", help="write their rendered source there, for reading")
     kernels.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",

@@ -9,8 +9,10 @@ training, that every written choice gives a valid spec.
 from __future__ import annotations
 
 import copy
+import re
 
 from composer.kinds import kind_of
+from composer.schedule import layer_names
 from composer.spec import RatioSchedule, Spec
 
 # Hyperparameters of training, not of the architecture: a search may vary them,
@@ -18,6 +20,15 @@ from composer.spec import RatioSchedule, Spec
 TRAINING_HOLES = frozenset({"lr", "weight_decay", "batch_size", "steps", "warmup", "seed"})
 SCHEDULE_HOLES = frozenset({"attention_fraction", "placement", "depth"})
 MODEL_HOLES = frozenset({"d_model", "max_len"})
+# `layer_3 in {attn, ssd}`: which block layer 3 is, the per-layer placement a search can make irregular (as
+# Jet-Nemotron's search does); the point is written back as a list schedule, the same syntax a user writes.
+LAYER_HOLE = re.compile(r"layer_([0-9]+)")
+
+
+def layer_hole(path: str) -> int | None:
+    """The layer index a `layer_N` path names, or None for any other path."""
+    match = LAYER_HOLE.fullmatch(path)
+    return int(match.group(1)) if match else None
 
 
 class HoleError(ValueError):
@@ -29,6 +40,7 @@ def hole_paths(spec: Spec) -> list[str]:
     paths = sorted(MODEL_HOLES | TRAINING_HOLES)
     if isinstance(spec.layers, RatioSchedule):
         paths += sorted(SCHEDULE_HOLES)
+    paths += [f"layer_{i}" for i in range(len(layer_names(spec)))]
     for name, block in spec.blocks.items():
         for part in ("mixer", "channel"):
             fields = set(type(getattr(block, part)).model_fields) - {"kind"}
@@ -57,6 +69,18 @@ def _assign_schedule(spec: Spec, data: dict, path: str, value) -> None:
         data["layers"][path] = value
 
 
+def _assign_layer(spec: Spec, data: dict, index: int, value) -> None:
+    """Layer `index` becomes block `value`; a ratio schedule is first written out as its list of layers."""
+    names = layer_names(spec)
+    if index >= len(names):
+        raise HoleError(f"`layer_{index}` names no layer: the schedule has {len(names)} (layer_0 to "
+                        f"layer_{len(names) - 1})")
+    if not isinstance(value, str) or value not in spec.blocks:
+        raise HoleError(f"layer_{index} takes a block name, one of {', '.join(sorted(spec.blocks))}; got {value!r}")
+    names[index] = value
+    data["layers"] = names
+
+
 def assign(spec: Spec, path: str, value) -> dict:
     """The spec's data with `value` put at `path` (to be validated by the caller)."""
     data = spec.model_dump()
@@ -67,6 +91,10 @@ def assign(spec: Spec, path: str, value) -> dict:
         return data
     if path in MODEL_HOLES:
         data[path] = value
+        return data
+    index = layer_hole(path)
+    if index is not None:
+        _assign_layer(spec, data, index, value)
         return data
     parts = path.split(".")
     if len(parts) == 3 and parts[0] in spec.blocks and parts[1] in ("mixer", "channel"):

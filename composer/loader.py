@@ -22,7 +22,7 @@ from composer.grammar.errors import Diagnostic, Span, SpecError, did_you_mean
 from composer.grammar.parser import (ParsedFile, ReadError, SourceMap, parse_file, parse_text, read_text_file,
                                      shown_name)
 from composer.limits import expanded_nodes, limit, nesting_depth, raise_hint
-from composer.holes import HoleError, TRAINING_HOLES, assign, hole_paths
+from composer.holes import SCHEDULE_HOLES, TRAINING_HOLES, HoleError, assign, hole_paths, layer_hole
 from composer.problems import KeyProblem
 from composer.resolve import Problem, Problems, resolve
 from composer.spec import Block, SearchParam, Spec
@@ -136,7 +136,7 @@ def _check_hole(spec: Spec, param: SearchParam, where: tuple, known: list[str]) 
     if param.choices is not None and not param.choices:
         return [Problem(where, "an empty choice set: a search needs at least one value to try",
                         f"e.g. `{param.path} in {{16, 32}}`")]
-    if param.path not in known:
+    if param.path not in known and layer_hole(param.path) is None:  # a layer_N past the last: assign says so
         return [Problem(where + ("path",), f"`{param.path}` is not something a search can vary here",
                         did_you_mean(param.path, known) or "see `mixc check --holes`")]
     if has_range:
@@ -168,6 +168,14 @@ def check_search(spec: Spec) -> list[Problem]:
     problems: list[Problem] = []
     for i, param in enumerate(spec.search.space):
         problems += _check_hole(spec, param, ("search", "space", i), known)
+    # a point's first layer_N writes the ratio out as a list, after which the ratio's holes name nothing
+    per_layer = [i for i, param in enumerate(spec.search.space) if layer_hole(param.path) is not None]
+    ratio = [i for i, param in enumerate(spec.search.space) if param.path in SCHEDULE_HOLES]
+    if per_layer and ratio:
+        problems.append(Problem(("search", "space", ratio[0], "path"),
+                                f"`{spec.search.space[ratio[0]].path}` varies the ratio, and "
+                                f"`{spec.search.space[per_layer[0]].path}` picks layers one by one: a search "
+                                "takes one or the other", "keep the layer_N entries or the ratio's, not both"))
     return problems
 
 

@@ -1,10 +1,13 @@
 """Holes as Optuna suggestions, points as concrete specs, and cheap rejection before training."""
 
+import re
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 import composer
+from composer.grammar.writer import to_mix
 from composer.schedule import layer_names
 from composer.search import trial as trial_module
 from composer.search.settings import read_settings
@@ -109,3 +112,33 @@ def test_completed_trial_keeps_its_spec_measures_and_layers():
 
 def test_schedule_text_folds_runs():
     assert schedule_text(["ssd", "ssd", "ssd", "attn", "ssd"]) == "ssd×3 attn ssd"
+
+
+# SPACE_SPEC's model over 6 layers, searching layers 0 and 4 one by one
+PER_LAYER_SPEC = re.sub(r"search \{.*\n  \}", "search {\n    layer_0 in {attn, ssd}\n    layer_4 in {attn, ssd}\n"
+                        "    task = mqar(seq_len = 16, pairs = 2)\n  }", SPACE_SPEC.replace("* 4", "* 6"), flags=re.S)
+
+
+def test_per_layer_holes_choose_each_layers_block_and_the_point_reads_back_as_a_list_schedule():
+    spec = composer.loads(PER_LAYER_SPEC)
+    assert layer_names(spec).count("attn") == 2  # 1 : 3 over 6 layers rounds the share to 2
+    trial, point = _ask(spec)
+    assert trial.distributions["layer_4"] == CategoricalDistribution(("attn", "ssd"))
+    concrete = SearchSpace(spec).concrete({"layer_0": "attn", "layer_4": "attn"})
+    names = layer_names(concrete)
+    assert names[0] == names[4] == "attn" and names[1:4] == layer_names(spec)[1:4]  # the other layers kept
+    # the same spec syntax expresses the result: written and read back, the layers are the same
+    again = composer.loads(to_mix(concrete))
+    assert layer_names(again) == names
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("layer_6 in {attn, ssd}", "`layer_6` names no layer: the schedule has 6"),
+    ("layer_2 in {attn, mlp}", "layer_2 takes a block name, one of attn, ssd; got 'mlp'"),
+    ("layer_2 in {attn, ssd}\n    placement in {front, back}", "a search takes one or the other"),
+])
+def test_per_layer_holes_that_name_no_layer_or_block_or_mix_with_the_ratios_are_errors(entry, message):
+    text = PER_LAYER_SPEC.replace("layer_0 in {attn, ssd}\n    layer_4 in {attn, ssd}", entry)
+    with pytest.raises(composer.SpecError) as error:
+        composer.loads(text)
+    assert message in error.value.render()
