@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -31,7 +30,7 @@ from composer.kernels.delta.chunk import delta_rule_chunked_triton
 from composer.kernels.delta.reference import delta_rule_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import time_limit  # noqa: E402
+from peers import print_row, run_isolated, time_limit  # noqa: E402
 
 CHUNK = 64
 NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
@@ -121,22 +120,13 @@ def run_one_check(index: int, peer_limit_s: int) -> dict:
 
 
 def run_checks(deadline: float, timeout_s: int, indices) -> list[dict]:
-    """Each check of CHECKS[indices] in its own process: an illegal memory access spoils its CUDA context for
-    every later call, and a child run with CUDA_LAUNCH_BLOCKING=1 reports the launch that made it."""
+    """Each check of CHECKS[indices] in its own process (peers.run_isolated)."""
     rows = []
     for index in indices:
         if time.time() > deadline:
             break
-        env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
-        try:
-            child = subprocess.run([sys.executable, __file__, "--check", str(index), "--peer-limit-s",
-                                    str(timeout_s - 60)], env=env, capture_output=True,
-                                   text=True, timeout=timeout_s)
-            lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-            row = json.loads(lines[-1]) if lines else {"case": CHECKS[index], "errors": {
-                "error": f"exit {child.returncode}: {child.stderr[-400:]}"}}
-        except subprocess.TimeoutExpired:
-            row = {"case": CHECKS[index], "errors": {"error": f"no result in {timeout_s} s"}}
+        row = run_isolated([__file__, "--check", str(index), "--peer-limit-s", str(timeout_s - 60)], timeout_s)
+        row = row if "errors" in row else {"case": CHECKS[index], "errors": row}
         rows.append(row)
         print("check", json.dumps(row), flush=True)
     return rows
@@ -162,7 +152,7 @@ def main():
     parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
     args = parser.parse_args()
     if args.check is not None:
-        print(json.dumps(run_one_check(args.check, args.peer_limit_s)), flush=True)
+        print_row(run_one_check(args.check, args.peer_limit_s))
         return
     start = time.time()
     results = {"env": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

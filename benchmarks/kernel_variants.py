@@ -9,8 +9,6 @@ each run had: results/delta_h200_2026-12-02_3ca6105_variants.log, results/gla_h2
 """
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -56,23 +54,18 @@ def gla_case(i):
 
 
 if __name__ == "__main__":
+    from peers import print_row, run_isolated
     if len(sys.argv) == 3:
         kind, i = sys.argv[1], int(sys.argv[2])
         try:
             out = (delta_case if kind == "delta" else gla_case)(i)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (a failing case is a result)
             frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
             out = {"error": f"{type(exc).__name__}: {str(exc)[:200]}", "where": frames[-3:]}
-        print("ROW", json.dumps(out), flush=True)
+        print_row(out)
         sys.exit(0)
-    env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
     for kind, cases in (("delta", DELTA), ("gla", GLA)):
         for i, case in enumerate(cases):
-            t = time.time()
-            try:
-                p = subprocess.run([sys.executable, __file__, kind, str(i)], env=env, capture_output=True, text=True, timeout=90)
-                rows = [l[4:] for l in p.stdout.splitlines() if l.startswith("ROW ")]
-                res = rows[-1] if rows else f"exit {p.returncode} {p.stderr[-300:]}"
-            except subprocess.TimeoutExpired:
-                res = "timeout"
-            print(kind, case, f"{time.time() - t:.0f}s", res, flush=True)
+            start = time.time()
+            row = run_isolated([__file__, kind, str(i)], 90)
+            print(kind, case, f"{time.time() - start:.0f}s", json.dumps(row), flush=True)

@@ -10,7 +10,10 @@ their small utils are executed.
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import signal
+import subprocess
 import sys
 import types
 from contextlib import contextmanager
@@ -103,3 +106,24 @@ def time_limit(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+ROW = "ROW "  # the prefix of the one line an isolated child prints its result on
+
+
+def print_row(row: dict) -> None:
+    """What a child run by `run_isolated` prints as its result."""
+    print(ROW + json.dumps(row), flush=True)
+
+
+def run_isolated(argv: list[str], timeout_s: float) -> dict:
+    """`python argv` in a child process with CUDA_LAUNCH_BLOCKING=1: the dict its last `print_row` printed, or
+    {"error": ...}. An illegal memory access spoils its CUDA context for every later call, so each case a
+    crash may end runs alone; a blocking launch makes the traceback name the kernel that crashed."""
+    env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
+    try:
+        child = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result in {timeout_s:.0f} s"}
+    rows = [line[len(ROW):] for line in child.stdout.splitlines() if line.startswith(ROW)]
+    return json.loads(rows[-1]) if rows else {"error": f"exit {child.returncode}: {child.stderr[-400:]}"}
