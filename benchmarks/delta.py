@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from composer.kernels.delta.chunk import delta_rule_chunked_triton
 from composer.kernels.delta.reference import delta_rule_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import print_row, run_isolated, time_limit  # noqa: E402
+from peers import failure, print_row, run_isolated, time_limit  # noqa: E402
 
 CHUNK = 64
 NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
@@ -47,9 +46,9 @@ def inputs(b, L, H, Hk, K, V, gate, seed, dtype):
     return {n: None if t is None else (t.to(dtype) if n != "state0" else t) for n, t in x.items()}
 
 
-def ours(x, initial=True, final=True):
+def ours(x, initial=True, final=True, plan=None):
     return delta_rule_chunked_triton(x["q"], x["k"], x["v"], x["beta"], x["log_gate"], CHUNK,
-                                     initial_state=x["state0"] if initial else None)
+                                     initial_state=x["state0"] if initial else None, plan=plan)
 
 
 def reference(x, initial=True, final=True):
@@ -93,8 +92,7 @@ def check(label, fn, shape, gate, dtype, limit_s, seed=1):
         want = outputs_and_grads(reference, x, seed)
         return {n: rel_err(a, b) for n, a, b in zip(NAMES, got, want)}
     except Exception as exc:  # noqa: BLE001  (a failing peer is a result)
-        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
-        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": frames[-4:]}
+        return failure(exc)
 
 
 # (impl, shape (b, L, H, Hk, K, V), gate, dtype): small fp32 first, then the Qwen3-Next-like heads, then the
@@ -111,12 +109,16 @@ CHECKS = [("composer", (2, 333, 4, 2, 64, 64), True, "float32"),
           ("fla", (1, 777, 32, 16, 128, 128), True, "bfloat16")]
 
 
+def check_row(index: int, errors: dict) -> dict:
+    label, shape, gate, dtype = CHECKS[index]
+    return {"impl": label, "shape": shape, "gate": gate, "dtype": dtype, "errors": errors}
+
+
 def run_one_check(index: int, peer_limit_s: int) -> dict:
     """One check of CHECKS, in this process: what a child prints for `run_checks`."""
     label, shape, gate, dtype = CHECKS[index]
-    errors = check(label, {"composer": ours, "fla": peer}[label], shape, gate, getattr(torch, dtype),
-                   peer_limit_s if label == "fla" else 0)
-    return {"impl": label, "shape": shape, "gate": gate, "dtype": dtype, "errors": errors}
+    return check_row(index, check(label, {"composer": ours, "fla": peer}[label], shape, gate, getattr(torch, dtype),
+                                  peer_limit_s if label == "fla" else 0))
 
 
 def run_checks(deadline: float, timeout_s: int, indices) -> list[dict]:
@@ -126,7 +128,7 @@ def run_checks(deadline: float, timeout_s: int, indices) -> list[dict]:
         if time.time() > deadline:
             break
         row = run_isolated([__file__, "--check", str(index), "--peer-limit-s", str(timeout_s - 60)], timeout_s)
-        row = row if "errors" in row else {"case": CHECKS[index], "errors": row}
+        row = row if "errors" in row else check_row(index, row)  # the child crashed or ran out of time
         rows.append(row)
         print("check", json.dumps(row), flush=True)
     return rows
@@ -165,9 +167,9 @@ def main():
     # an implementation is timed where it passed at the timed heads in bf16; one that refuses only its backward
     # (fla's gated backward on Triton 3.4-3.7.0 on Hopper, fla#640) still has its forward timed
     failing = [row for row in results["checks"] if "error" in row["errors"]
-               and row.get("shape", [0])[-1] == 128 and row.get("dtype") == "bfloat16"]
-    failed = {row.get("impl") for row in failing if "#640" not in row["errors"]["error"]}
-    forward_only = {row.get("impl") for row in failing} - failed
+               and row["shape"][-1] == 128 and row["dtype"] == "bfloat16"]
+    failed = {row["impl"] for row in failing if "#640" not in row["errors"]["error"]}
+    forward_only = {row["impl"] for row in failing} - failed
     for shape in [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]:
         if time.time() - start > args.deadline_s:
             print("deadline: timings from here skipped", flush=True)

@@ -229,6 +229,10 @@ def check_runs(device, tiny, with_peer) -> list:
     return runs
 
 
+def failed_check(label, shape, strength, dtype, error: str) -> dict:
+    return {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL", "error": error}
+
+
 def run_one_check(index, device, tiny, with_peer, peer_limit_s) -> dict:
     """check_runs(...)[index] in this process: what a child prints for `run_checks`."""
     label, fn, (seed, (shape, strength, dtype)) = check_runs(device, tiny, with_peer)[index]
@@ -237,8 +241,7 @@ def run_one_check(index, device, tiny, with_peer, peer_limit_s) -> dict:
             return check(label, fn, shape, strength, dtype, seed, device)
     except Exception as exc:  # noqa: BLE001  (a failing case is a result)
         say(traceback.format_exc())
-        return {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL",
-                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return failed_check(label, shape, strength, dtype, f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
@@ -251,8 +254,7 @@ def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
         argv = [__file__, "--check-run", str(index), "--device", device, "--peer-limit-s", str(budget.peer_limit_s)]
         row = run_isolated(argv + ["--tiny"] * tiny + ["--no-peer"] * (not with_peer), budget.peer_limit_s + 120)
         if "verdict" not in row:  # the child itself failed: it crashed or ran out of time
-            row = {"impl": label, "shape": shape, "strength": strength, "dtype": str(dtype), "verdict": "FAIL",
-                   "error": row["error"]}
+            row = failed_check(label, shape, strength, dtype, row["error"])
         if label == "fla" and "error" in row:
             budget.peer_failed = f"fla failed its check: {row['error'][:200]}"
         results["checks"].append(row)

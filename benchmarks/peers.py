@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import traceback
 import types
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +107,12 @@ def time_limit(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def failure(exc: BaseException, frames: int = 4) -> dict:
+    """An exception as a result row's {"error", "where"}: its type and message, and its last `frames` frames."""
+    where = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": where[-frames:]}
 
 
 ROW = "ROW "  # the prefix of the one line an isolated child prints its result on

@@ -111,14 +111,14 @@ def delta_rule_chunked_triton(q, k, v, beta, log_gate=None, chunk: int = 64, sca
     q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
     log_gate = None if log_gate is None else log_gate.contiguous()
     initial_state = None if initial_state is None else initial_state.float().contiguous()
+    compiling = torch.compiler.is_compiling()
+    if plan is None and not compiling:  # a compiled call without a plan leaves it to the op (ops.traced_plan_key)
+        plan = plan_for(q, v, log_gate, chunk)
     if plan is not None:
         log_gate = gate_for(plan, log_gate, beta.shape, beta.device)
-    if torch.compiler.is_compiling():  # the custom ops, which torch.compile and torch.export see whole
+    if compiling:  # the custom ops, which torch.compile and torch.export see whole
         from composer.kernels.delta.ops import delta_rule_chunked_op
         return delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale, plan, chunk)
-    if plan is None:
-        plan = plan_for(q, v, log_gate, chunk)
-        log_gate = gate_for(plan, log_gate, beta.shape, beta.device)
     # saved for a backward only where one can run (grad mode on, an input that needs a gradient)
     saves = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                             for t in (q, k, v, beta, log_gate, initial_state))

@@ -46,11 +46,11 @@ GPU_SMALLEST_KEY_DIM = 32
 def fits(key_dim: int, value_dim: int, chunk: int, gpu: bool = False) -> str | None:
     """None when the kernels take these sizes (on a GPU, with `gpu`), else why not (for `mixc check`, listings
     and errors)."""
-    if gpu and key_dim < GPU_SMALLEST_KEY_DIM and misfit(key_dim, value_dim, chunk) is None:
-        return (f"key_dim {key_dim} is below {GPU_SMALLEST_KEY_DIM}, the smallest key tile the generated GLA kernels "
-                f"run on a GPU")
     name = misfit(key_dim, value_dim, chunk)
     if name is None:
+        if gpu and key_dim < GPU_SMALLEST_KEY_DIM:
+            return (f"key_dim {key_dim} is below {GPU_SMALLEST_KEY_DIM}, the smallest key tile the generated GLA "
+                    f"kernels run on a GPU")
         return None
     size, sizes = dict(key_dim=(key_dim, TILE_SIZES), head_dim=(value_dim, TILE_SIZES),
                        chunk=(chunk, CHUNKS))[name]
