@@ -13,6 +13,7 @@ take each new path (NaN never passes), then each option's do_bench median per mo
   pieces=2, pieces=4   the segments' state passing in that many pieces a segment (the rule: 1 where the walk's
              segments fill the multiprocessors, as at these lengths)
   bwd_whole  the backward's state passing over the whole sequence (the rule segments it at b*H*tiles <= SMs/2)
+  bwd_segments=4   the backward's state passing in that many segments, whatever the rule picks
   segments=8 the walk in 8 segments (the rule: 4 at b=2, 8 at b=1, H=32, P=64)
 mamba_ssm's times at these shapes come from ssd.py in the same call (results/ beside the log).
 """
@@ -55,6 +56,8 @@ def option_tuning(option: str, x, B):
         return dataclasses.replace(default, segments=int(option.split("=")[1]))
     if option == "bwd_whole":
         return dataclasses.replace(default, backward=dataclasses.replace(backward, segments=1))
+    if option.startswith("bwd_segments="):
+        return dataclasses.replace(default, backward=dataclasses.replace(backward, segments=int(option.split("=")[1])))
     raise ValueError(option)
 
 

@@ -207,13 +207,20 @@ BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 3
 # forward+backward 2.468 ms against 1.958 with the whole backward (and a split forward 0.15 ms slower), while
 # four of 32 chunks (L=32768) gave 2.303 against 3.205 and of 128 (L=131072) 7.333 against 11.058.
 BACKWARD_SEGMENT_MIN_CHUNKS = 32
+# ...and there are BACKWARD_SEGMENT_MIN_COUNT segments or none: the segments' own gradient pass
+# (segment_grad_bwd) costs about what two segments save. On the H200 (2026-12-03, 63828df, G=8 as above,
+# results/ssd_h200_2026-12-03_63828df_ab.log) two segments at L=16384 took 0.210 + 0.161 ms where the whole
+# walk takes twice L=8192's 0.193, and forward+backward 2.535 ms against 2.389 whole; four at L=32768 took
+# 0.227 + 0.170 against about 0.77, and forward+backward 2.442 against 2.685.
+BACKWARD_SEGMENT_MIN_COUNT = 4
 
 
 def backward_segments(programs: int, seq_len: int, chunk_len: int, multiprocessors: int | None) -> int:
     """Segments of the sequence the backward's state passing walks side by side (a power of two): one where
     `programs` (its programs per sequence times the batch) number more than half the multiprocessors, else
     doubled while programs times segments stay under BACKWARD_PROGRAMS_PER_MULTIPROCESSOR a multiprocessor and
-    each segment keeps whole chunks, BACKWARD_SEGMENT_MIN_CHUNKS or more. Without multiprocessors, one."""
+    each segment keeps whole chunks, BACKWARD_SEGMENT_MIN_CHUNKS or more; fewer than BACKWARD_SEGMENT_MIN_COUNT
+    segments walk as one. Without multiprocessors, one."""
     if multiprocessors is None or 2 * programs > multiprocessors:
         return 1
     segments = 1
@@ -221,4 +228,4 @@ def backward_segments(programs: int, seq_len: int, chunk_len: int, multiprocesso
            and seq_len % (2 * segments * chunk_len) == 0
            and seq_len // (2 * segments * chunk_len) >= BACKWARD_SEGMENT_MIN_CHUNKS):
         segments *= 2
-    return segments
+    return segments if segments >= BACKWARD_SEGMENT_MIN_COUNT else 1

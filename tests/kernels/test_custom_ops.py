@@ -314,7 +314,7 @@ def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
     compiled = torch.compile(lambda x, log_a, B, C: ssd_chunked_triton(x, log_a, B, C, 16, return_final_state=False,
                                                                         plan=plan)[0],
                              fullgraph=True, backend="aot_eager")
-    inputs = ssd_inputs(1, 1024, 2, 1, dt=False, D=False, h0=False, seed=5)  # 64 chunks: 2 backward segments
+    inputs = ssd_inputs(1, 2048, 2, 1, dt=False, D=False, h0=False, seed=5)  # 128 chunks: 4 backward segments
     leaves = [inputs[name].float().to(DEVICE).requires_grad_() for name in ("x", "log_a", "B", "C")]
     compiled(*leaves).square().sum().backward()
     reference_leaves = [inputs[name].clone().requires_grad_() for name in ("x", "log_a", "B", "C")]
@@ -322,7 +322,7 @@ def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
     for name, got, want in zip(("x", "log_a", "B", "C"), leaves, reference_leaves):
         torch.testing.assert_close(got.grad.cpu().double(), want.grad, rtol=1e-4,
                                    atol=1e-4 * want.grad.pow(2).mean().sqrt().item(), msg=lambda m: f"d{name}: {m}")
-    assert plan.select("fp32", True, 1).backward_launch(1, 1024).segments == 2 and segmented == [2]
+    assert plan.select("fp32", True, 1).backward_launch(1, 2048).segments == 4 and segmented == [4]
     torch._dynamo.reset()
 
 
