@@ -1,8 +1,10 @@
 """What a trial is scored on, and which way is better.
 
-Two kinds of measure: the planned ones (parameters, inference state) are closed-form
+Three kinds of measure: the planned ones (parameters, inference state) are closed-form
 from the spec and cost nothing, so a search on them alone never trains; the trained
-ones (accuracy, throughput, latency) come from training the model on the task.
+ones (accuracy, throughput, latency) come from training the model on the task; and the
+decoding step's time, measured on the built model before any training (weights do not
+change it), so a limit on it rejects a point before it costs a training run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("accuracy", "maximize", True, "held-out accuracy on the task"),
     Objective("tokens_per_second", "maximize", True, "measured training throughput"),
     Objective("latency_ms", "minimize", True, "measured forward time of one task-length sequence, ms"),
+    Objective("decode_ms", "minimize", False, "measured time of one cached decoding step at batch 1 after a "
+                                              "prefill of the task's length, ms (before training)"),
     Objective("params", "minimize", False, "parameter count (planned)"),
     Objective("state_bytes", "minimize", False, "inference state for one sequence at max_len: "
                                                  "fixed state plus KV cache (planned)"),
@@ -36,6 +40,7 @@ FORMATS = {
     "accuracy": lambda v: f"{v:.3f}",
     "tokens_per_second": lambda v: f"{v:,.0f}/s",
     "latency_ms": lambda v: f"{v:.2f} ms",
+    "decode_ms": lambda v: f"{v:.3f} ms",
     "params": lambda v: f"{int(v):,}",
     "state_bytes": human_bytes,
 }

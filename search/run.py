@@ -28,6 +28,7 @@ from rich.console import Console
 
 from composer import SpecError, load
 from composer.grammar.parser import parse_file
+from composer.search.figures import write_figures
 from composer.search.monitor import Monitor
 from composer.search.report import (front_table, importance_table, importances, outcomes, problems_table,
                                     write_best_specs, write_html)
@@ -229,6 +230,11 @@ def report(study: SharedStudy, settings: SearchSettings, out: Path, console: Con
     console.print(f"wrote {out / 'report.html'}")
     for path in write_best_specs(study.study, objectives, _task_data(settings), out / "best"):
         console.print(f"wrote {path}")
+    figures, missing = write_figures(study.study, objectives, out)
+    for path in figures:
+        console.print(f"wrote {path}")
+    if missing:
+        console.print(missing)
 
 
 def _resume_flags(options: SearchOptions) -> str:

@@ -47,6 +47,7 @@ class SearchSettings:
     pruner: str
     max_params: int | None
     max_state_bytes: int | None
+    max_decode_ms: float | None  # a decoding step slower than this rejects the point before training
     train: TrainSettings
 
     @property
@@ -56,6 +57,10 @@ class SearchSettings:
     @property
     def needs_training(self) -> bool:
         return any(o.needs_training for o in self.objectives)
+
+    @property
+    def measures_decoding(self) -> bool:
+        return self.max_decode_ms is not None or any(o.name == "decode_ms" for o in self.objectives)
 
     @property
     def prunes(self) -> bool:
@@ -134,7 +139,8 @@ def _task(settings: dict, spec: Spec) -> Task:
         raise SettingsError(path, str(exc), exc.hint) from None
 
 
-KNOWN = ({"task", "objectives", "trials", "sampler", "population", "pruner", "max_params", "max_state_bytes"}
+KNOWN = ({"task", "objectives", "trials", "sampler", "population", "pruner", "max_params", "max_state_bytes",
+          "max_decode_ms"}
          | {f.name for f in dataclasses.fields(TrainSettings)})
 
 
@@ -156,5 +162,6 @@ def read_settings(spec: Spec) -> SearchSettings:
         pruner=pruner,
         max_params=_whole(settings, "max_params", None, 1),
         max_state_bytes=_whole(settings, "max_state_bytes", None, 1),
+        max_decode_ms=_positive(settings, "max_decode_ms", 0.0) if "max_decode_ms" in settings else None,
         train=_train_settings(settings),
     )

@@ -30,6 +30,8 @@ LATENCY_REPEATS = 5
 HELD_OUT_SEED_OFFSET = 1_000_003
 FINAL_LR_FRACTION = 0.1
 PRECISIONS = ("fp32", "bf16")
+# The progress bar's loss is refreshed every this many steps (reading it synchronises with the GPU).
+PROGRESS_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            progress.update(bar, advance=1, loss=loss.item())
+            # loss.item() waits for the GPU, so the bar's loss is read every PROGRESS_EVERY steps only
+            fresh = step % PROGRESS_EVERY == 0 or step == settings.steps
+            progress.update(bar, advance=1, **({"loss": loss.item()} if fresh else {}))
             if on_eval is not None and settings.eval_every and step % settings.eval_every == 0 \
                     and step < settings.steps:
                 evaluation_start = time.perf_counter()

@@ -2,7 +2,8 @@
 
 The cheap checks come first: the spec must accept the point (composer.validate) and
 the planned parameters and inference state must fit the search's limits, all before a
-model is built. A rejected point ends the trial as pruned, with the reason kept in the
+model is built; then, where the search asks for it, one decoding step is timed on the
+built, untrained model (`max_decode_ms`, the `decode_ms` objective), still before training. A rejected point ends the trial as pruned, with the reason kept in the
 trial's user attribute `rejected`, so the report can say why and the sampler learns to
 avoid the region. Everything a report needs later (the concrete spec, its measures,
 the training settings) is stored on the trial, so a report never re-derives it.
@@ -14,14 +15,20 @@ import dataclasses
 from pathlib import Path
 
 import optuna
+import torch
 
 from composer import plan
+from composer.decoding import DecodeError, decoding_model, time_decode
 from composer.report import human_bytes
 from composer.schedule import layer_names
 from composer.search.settings import SearchSettings
 from composer.search.space import Rejected, SearchSpace
 from composer.search.train import train
 from composer.spec import Spec
+
+
+# A decoding measurement: the median of DECODE_REPEATS runs of DECODE_STEPS greedy steps each.
+DECODE_STEPS, DECODE_REPEATS = 8, 3
 
 
 def schedule_text(names: list[str]) -> str:
@@ -72,7 +79,26 @@ class TrialRunner:
         if limits.max_state_bytes is not None and state_bytes > limits.max_state_bytes:
             raise Rejected(f"inference state {human_bytes(state_bytes)}, over max_state_bytes "
                            f"{human_bytes(limits.max_state_bytes)}")
-        return {"params": params, "state_bytes": state_bytes}
+        measures = {"params": params, "state_bytes": state_bytes}
+        if limits.measures_decoding:
+            measures["decode_ms"] = self._decode_ms(candidate)
+            trial.set_user_attr("decode_ms", measures["decode_ms"])
+            if limits.max_decode_ms is not None and measures["decode_ms"] > limits.max_decode_ms:
+                raise Rejected(f"a decoding step takes {measures['decode_ms']:.3f} ms, over max_decode_ms "
+                               f"{limits.max_decode_ms:g}")
+        return measures
+
+    def _decode_ms(self, candidate: Spec) -> float:
+        """One cached decoding step at batch 1 after a prefill of the task's length (the median of
+        DECODE_REPEATS runs of DECODE_STEPS steps), on the trials' device at their precision."""
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = "bf16" if self.settings.train.precision == "bf16" and device.startswith("cuda") else "fp32"
+        try:
+            model = decoding_model(candidate, device=device, precision=precision)
+        except DecodeError as exc:
+            raise Rejected(str(exc)) from None
+        timing = time_decode(model, 1, self.settings.task.seq_len, DECODE_STEPS, repeats=DECODE_REPEATS)
+        return timing.decode_ms_per_step
 
     def _train(self, trial: optuna.Trial, candidate: Spec, point: dict) -> dict[str, float]:
         settings = self.space.training(point, self.settings.train)

@@ -30,6 +30,8 @@ def test_search_prints_the_front_and_writes_the_report_and_best_specs(tmp_path, 
                   "parallel coordinates: state_bytes"):
         assert f"<h2>{title}</h2><div style=" in html  # a figure, not "not available"
 
+    for name in ("recall.csv", "recall_vs_attention.png", "recall_vs_state.png"):  # the known-results figures
+        assert f"wrote {tmp_path / 'tiny.search' / name}" in out.replace("\n", "")
     best = sorted((tmp_path / "tiny.search" / "best").glob("*.mix"))
     assert best
     for path in best:
