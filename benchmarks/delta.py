@@ -1,6 +1,9 @@
 """Check and time the generated chunked (gated) delta-rule kernels against fla's chunk_gated_delta_rule on one GPU.
 
-    . benchmarks/device_setup.sh && python3 benchmarks/delta.py [--out DIR] [--deadline-s 200]
+    . benchmarks/device_setup.sh && python3 benchmarks/delta.py [--out DIR] [--deadline-s 200] [--warm 14]
+
+--warm N first compiles fla's autotuning configurations in N processes at once, each its share
+(peers.warm_compile_cache), so fla's own autotuning later only benchmarks them.
 
 Checks: ours in fp32 and bf16, and fla in bf16, against our fp32 reference (kernels/delta/reference.py) at
 odd lengths from an initial state (y, the final state and every gradient: q, k, v, beta, log_gate and the
@@ -29,7 +32,8 @@ from composer.kernels.delta.chunk import delta_rule_chunked_triton
 from composer.kernels.delta.reference import delta_rule_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import failure, print_row, run_isolated, time_limit  # noqa: E402
+from peers import (failure, keep_config_share, parse_share, print_row, run_isolated, time_limit,  # noqa: E402
+                   warmed)
 
 CHUNK = 64
 NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
@@ -145,6 +149,27 @@ def time_call(fn, x, backward: bool) -> float:
                     grad_to_none=[t for t in leaves.values() if t is not None], return_mode="median")
 
 
+TIMED_SHAPES = [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]
+
+
+def warm_share(share: str) -> dict:
+    """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run on fla's
+    check case (forward and backward, which may refuse: fla#640) and forward alone at every timed shape."""
+    import importlib
+    importlib.import_module("fla.ops.gated_delta_rule")  # loads its autotuners
+    index, count = parse_share(share)
+    kept = keep_config_share("fla", index, count)
+    _, shape, gate, dtype = CHECKS[-1]
+    try:
+        outputs_and_grads(peer, inputs(*shape, gate=gate, seed=1, dtype=getattr(torch, dtype)), 1)
+    except Exception as exc:  # noqa: BLE001  (its refused backward still compiled its forward)
+        print(f"warm {share}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+    for shape in TIMED_SHAPES:
+        with torch.no_grad():
+            peer(inputs(*shape, gate=True, seed=0, dtype=torch.bfloat16), initial=False, final=False)
+    return {"share": share, "configs": kept}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -152,7 +177,13 @@ def main():
     parser.add_argument("--peer-limit-s", type=int, default=60)
     parser.add_argument("--check", type=int, help="run only CHECKS[i], in this process, and print its row")
     parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
+    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
+                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
+    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
     args = parser.parse_args()
+    if args.warm_share:
+        print_row(warm_share(args.warm_share))
+        return
     if args.check is not None:
         print_row(run_one_check(args.check, args.peer_limit_s))
         return
@@ -160,6 +191,8 @@ def main():
     results = {"env": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                        "triton": triton.__version__}, "checks": [], "timings": []}
     print(results["env"], flush=True)
+    if args.warm:
+        results["warm"] = warmed([__file__], args.warm, args.deadline_s)
     out = Path(args.out, "delta_results.json")
     indices = range(len(CHECKS)) if args.checks is None else [int(i) for i in args.checks.split(",")]
     results["checks"] = run_checks(start + args.deadline_s, args.peer_limit_s + 60, indices)
@@ -170,7 +203,7 @@ def main():
                and row["shape"][-1] == 128 and row["dtype"] == "bfloat16"]
     failed = {row["impl"] for row in failing if "#640" not in row["errors"]["error"]}
     forward_only = {row["impl"] for row in failing} - failed
-    for shape in [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]:
+    for shape in TIMED_SHAPES:
         if time.time() - start > args.deadline_s:
             print("deadline: timings from here skipped", flush=True)
             break

@@ -6,6 +6,9 @@
 
 Sections in this order, each failing softly (its traceback printed, the next one run; past --deadline-s the
 rest is skipped):
+  warm       with --warm N: N processes at once each compile their share of fla's autotuning configurations at
+             every shape fla meets below (peers.warm_compile_cache), so fla's own autotuning, later and alone on
+             the GPU, only benchmarks them; its seconds are reported
   resources  every kernel of the plan at GLA 340M's heads (K=128, V=256, chunk 64), bf16 and fp32, compiled for
              sm_90a by the Triton wheel's ptxas: registers, spilled bytes, shared memory (an H200 gives a program
              at most 227 KB). With --resources alone (no GPU needed), or first with --with-resources.
@@ -41,7 +44,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import print_row, run_isolated, time_limit  # noqa: E402
+from peers import (keep_config_share, parse_share, print_row, run_isolated, time_limit,  # noqa: E402
+                   warmed)
 
 CHUNK = 64
 NAMES = ["o", "final", "dq", "dk", "dv", "dlog_a", "dstate0"]
@@ -261,6 +265,26 @@ def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
         worst = {n: f"{e['max']:.1e}/{e['norm']:.1e}" for n, e in row.get("errors", {}).items()}
         say(f"  {row['verdict']} {label:8s} {row['dtype']} shape(b,L,H,K,V)={tuple(shape)} log_a>={-strength:g} "
             f"max/norm: {worst or row.get('error')}")
+
+
+def warm_share(share: str, device: str) -> dict:
+    """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run once on
+    every input the checks and timings will give it (the autotune keys they meet), forward and backward."""
+    import importlib
+    importlib.import_module("fla.ops.gla")  # loads its autotuners
+    index, count = parse_share(share)
+    kept = keep_config_share("fla", index, count)
+    cases = [case for _, _, (_, case) in check_runs(device, False, True)[-3:]]  # fla's bf16 check cases
+    cases += [((b, L, SIZES_340M["H"], SIZES_340M["K"], SIZES_340M["V"]), 1.0 / 16, dtype)
+              for index_, (b, L) in enumerate(TIMED)
+              for dtype in ((torch.bfloat16, torch.float32) if index_ == 0 else (torch.bfloat16,))]
+    for shape, strength, dtype in cases:
+        x = inputs(*shape, strength, 0, dtype, device)
+        outputs_and_grads(peer, x, 0)
+        with torch.no_grad():
+            peer(x, initial=False, final=False)
+        del x
+    return {"share": share, "configs": kept, "cases": len(cases)}
 
 
 # ---- timings --------------------------------------------------------------------------------------------------
@@ -497,7 +521,13 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-limit-s", type=int, default=90, help="the most one fla call may take")
     parser.add_argument("--skip", default="", help="sections to leave out, comma-separated (e.g. profile,variants)")
     parser.add_argument("--check-run", type=int, help=argparse.SUPPRESS)  # one check, in a child of run_checks
+    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
+                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
+    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
     args = parser.parse_args(argv)
+    if args.warm_share:
+        print_row(warm_share(args.warm_share, args.device))
+        return 0
     if args.check_run is not None:
         print_row(run_one_check(args.check_run, args.device, args.tiny, not args.no_peer and not args.tiny,
                                 args.peer_limit_s))
@@ -537,6 +567,10 @@ def main(argv=None) -> int:
             [sys.executable, __file__, "--resources", "--out", str(out.with_suffix(".resources.json"))], check=True))
     with_peer = not args.no_peer and not args.tiny
     budget = Budget(args.deadline_s, args.peer_limit_s)
+    if with_peer and args.warm:
+        def warm():
+            results["warm"] = warmed([__file__, "--device", args.device], args.warm, budget.end - time.time())
+        section("warm", results, warm)
     section("checks", results, lambda: run_checks(results, args.device, args.tiny, with_peer, budget))
     write()
     section("layer", results, lambda: run_layer(results, args.device, args.tiny, budget))

@@ -1,6 +1,9 @@
 """Check and time linear attention on composer's SSD kernels against flash-linear-attention on one GPU.
 
-    . benchmarks/device_setup.sh && python3 benchmarks/lowrank.py [--no-decay] [--out DIR]
+    . benchmarks/device_setup.sh && python3 benchmarks/lowrank.py [--no-decay] [--warm 14] [--out DIR]
+
+--warm N first compiles fla's autotuning configurations in N processes at once, each its share
+(peers.warm_compile_cache): fla 0.6.0 compiling them one by one as it tunes ran past a device call's limit.
 
 The peer is fla's `chunk_simple_gla` (fla-core 0.6.0, carried as a wheel): RetNet's fixed decay
 per head as `g_gamma`, or no decay when it is left out. Ours is `linear_attention_chunked_triton`
@@ -28,7 +31,7 @@ from composer.kernels.lowrank.reference import feature_map, linear_attention_chu
 from composer.kinds.lowrank.layer import retnet_log_decay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import time_limit  # noqa: E402
+from peers import keep_config_share, parse_share, print_row, time_limit, warmed  # noqa: E402
 
 CHUNK = 64  # fla's chunk for simple_gla; ours takes the same
 
@@ -97,6 +100,27 @@ def time_call(fn, tensors, gamma, backward: bool) -> float:
                     return_mode="median")
 
 
+WARM_LIMIT_S = 600  # the most a warming child may take (a device call's limit)
+CHECK_SHAPES = [(2, 1000, 4, 64, 64), (1, 777, 8, 128, 128)]
+TIMED_SHAPES = [(8, 4096, 16, 128, 128), (8, 4096, 32, 64, 64), (8, 8192, 16, 128, 128)]
+
+
+def warm_share(share: str, decays) -> dict:
+    """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run forward
+    and backward on every shape and decay below (the autotune keys the checks and timings meet)."""
+    import importlib
+    importlib.import_module("fla.ops.simple_gla")  # loads its autotuners
+    index, count = parse_share(share)
+    kept = keep_config_share("fla", index, count)
+    for gamma_on in decays:
+        for shape in CHECK_SHAPES + TIMED_SHAPES:
+            tensors = inputs(*shape, dtype=torch.bfloat16, seed=0)
+            gamma = retnet_log_decay(shape[2]).cuda() if gamma_on else None
+            forward_and_grads(peer, tensors, gamma, torch.randn_like(tensors[2]))
+            del tensors
+    return {"share": share, "configs": kept}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -105,15 +129,24 @@ def main():
                              "recorded as failed and not timed (0: no limit)")
     parser.add_argument("--no-decay", action="store_true", help="only the decay-free comparison (fla's decayed "
                         "path has stalled compiling on Triton 3.6 / Hopper)")
+    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
+                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
+    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
     args = parser.parse_args()
+    decays = (False,) if args.no_decay else (False, True)
+    if args.warm_share:
+        print_row(warm_share(args.warm_share, decays))
+        return
     results = {"env": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                        "triton": triton.__version__}, "checks": [], "timings": []}
     print(results["env"], flush=True)
+    if args.warm:
+        results["warm"] = warmed([__file__] + ["--no-decay"] * args.no_decay, args.warm, WARM_LIMIT_S)
     # Without decay first: fla's decayed (g_gamma) path has stalled compiling on Triton 3.6 / Hopper, and
     # results are written as they come, so a stall there loses nothing measured before it.
-    for gamma_on in (False,) if args.no_decay else (False, True):
+    for gamma_on in decays:
         failed = set()  # implementations whose check failed or timed out at this decay: not timed
-        for shape in [(2, 1000, 4, 64, 64), (1, 777, 8, 128, 128)]:
+        for shape in CHECK_SHAPES:
             for label, fn in (("composer", ours), ("fla", peer)):
                 if label in failed:
                     continue
@@ -124,7 +157,7 @@ def main():
                 results["checks"].append({"impl": label, "shape": shape, "decay": gamma_on, "errors": errors})
                 print(f"check {label:8s} {shape} decay={gamma_on} y/dq/dk/dv " + " ".join(f"{e:.1e}" for e in errors),
                       flush=True)
-        for shape in [(8, 4096, 16, 128, 128), (8, 4096, 32, 64, 64), (8, 8192, 16, 128, 128)]:
+        for shape in TIMED_SHAPES:
             tensors = inputs(*shape, dtype=torch.bfloat16, seed=0)
             gamma = retnet_log_decay(shape[2]).cuda() if gamma_on else None
             row = {"shape": shape, "decay": gamma_on}

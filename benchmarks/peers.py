@@ -53,16 +53,66 @@ def mamba_rmsnorm_gated():
     return _mamba_triton("layernorm_gated", "rmsnorm_fn")
 
 
+def autotuners(package: str) -> list[Autotuner]:
+    """Every Triton autotuner in `package`'s loaded modules, once each."""
+    tuners = {id(value): value for name, module in list(sys.modules.items())
+              if name == package or name.startswith(package + ".")
+              for value in vars(module).values() if isinstance(value, Autotuner)}
+    return list(tuners.values())
+
+
 def forget_autotuning(package: str = "mamba_ssm") -> int:
     """Clear the picks of every Triton autotuner in `package`'s loaded modules, so the next call tunes
     again. mamba_ssm's kernels tune on their first call in a process, and their times swing between
     processes (up to 2x on the H200) with what that one tuning picked. Returns how many were cleared."""
-    tuners = {id(value): value for name, module in list(sys.modules.items())
-              if name == package or name.startswith(package + ".")
-              for value in vars(module).values() if isinstance(value, Autotuner)}
-    for tuner in tuners.values():
+    tuners = autotuners(package)
+    for tuner in tuners:
         tuner.cache.clear()
     return len(tuners)
+
+
+def keep_config_share(package: str, index: int, count: int) -> int:
+    """Leave each autotuner of `package` (loaded) only its share `index` of `count` of its configurations
+    (every count-th from index; a tuner with fewer than `count` keeps configs[index % len]): what one
+    `warm_compile_cache` child compiles. Returns the configurations kept in all."""
+    kept = 0
+    for tuner in autotuners(package):
+        share = tuner.configs[index::count] or [tuner.configs[index % len(tuner.configs)]]
+        tuner.configs, kept = share, kept + len(share)
+    return kept
+
+
+def warm_compile_cache(argv: list[str], count: int, timeout_s: float) -> list[dict]:
+    """Run `python argv --warm-share I/count` for I = 0..count-1 at once, and wait for them.
+
+    fla autotunes every kernel over up to 36 configurations at each new key, compiling each one in turn (on
+    the H200 one chunk_gla forward+backward took more than 240 s). A child given a share (keep_config_share)
+    compiles only that share into Triton's on-disk cache and exits; the process that times fla afterwards then
+    autotunes over all the configurations alone on the GPU, finding every kernel compiled, so its picks are
+    its own and only the benchmarking of each configuration remains. Returns each child's row (run_isolated)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda i: run_isolated(argv + ["--warm-share", f"{i}/{count}"], timeout_s),
+                             range(count)))
+
+
+def warmed(argv: list[str], count: int, timeout_s: float) -> dict:
+    """warm_compile_cache, timed and said: the row a results file keeps under "warm"."""
+    import time
+    started = time.time()
+    rows = warm_compile_cache(argv, count, timeout_s)
+    seconds = round(time.time() - started, 1)
+    print(f"{count} processes compiled their shares of fla's configurations in {seconds} s: "
+          + ", ".join(str(row.get("configs", row.get("error", "?"))) for row in rows), flush=True)
+    return {"processes": count, "seconds": seconds, "rows": rows}
+
+
+def parse_share(text: str) -> tuple[int, int]:
+    """'3/14' -> (3, 14), a --warm-share argument."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--warm-share takes I/N with 0 <= I < N, got {text!r}")
+    return int(index), int(count)
 
 
 def _stand_in_hub() -> None:
