@@ -21,7 +21,7 @@ from typing import Any
 from composer.grammar.errors import did_you_mean
 from composer.search.objectives import OBJECTIVES, Objective
 from composer.search.tasks import Task, TaskError, make_task
-from composer.search.train import PRECISIONS, TrainSettings
+from composer.search.train import COMPILE_MODES, PRECISIONS, TrainSettings
 from composer.spec import Spec
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -128,6 +128,7 @@ def _train_settings(settings: dict) -> TrainSettings:
         eval_batches=_whole(settings, "eval_batches", defaults.eval_batches, 1),
         eval_every=_whole(settings, "eval_every", max(1, steps // 10), 0),
         precision=_one_of(settings, "precision", defaults.precision, PRECISIONS),
+        compile=_one_of(settings, "compile", defaults.compile, tuple(COMPILE_MODES)),
     )
 
 

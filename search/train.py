@@ -31,6 +31,9 @@ LATENCY_REPEATS = 5
 HELD_OUT_SEED_OFFSET = 1_000_003
 FINAL_LR_FRACTION = 0.1
 PRECISIONS = ("fp32", "bf16")
+# `compile` settings -> torch.compile's mode (None: its default). reduce_overhead replays each step's kernels
+# as CUDA graphs: a small model's step is mostly launches, thousands a step through eager PyTorch.
+COMPILE_MODES = {"none": None, "default": None, "reduce_overhead": "reduce-overhead", "max_autotune": "max-autotune"}
 # The progress bar's loss is refreshed every this many steps (reading it synchronises with the GPU).
 PROGRESS_EVERY = 25
 
@@ -51,10 +54,15 @@ class TrainSettings:
     # "bf16": forward passes under bf16 autocast (the SSD kernels then multiply bf16 operands on the
     # tensor cores, accumulating in fp32); "fp32": none. Weights and optimizer state stay fp32.
     precision: str = "fp32"
+    # "none": eager; else the training step's loss (forward and loss, and so its backward) runs through
+    # torch.compile in that mode (COMPILE_MODES), compiled once a trial at its fixed batch and length.
+    compile: str = "none"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
 
     def warmup_steps(self) -> int:
         return self.steps // 10 if self.warmup is None else min(self.warmup, self.steps)
@@ -142,6 +150,13 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, settings))
     generator = torch.Generator().manual_seed(settings.seed)
+
+    def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with autocast(device, settings):
+            logits = model(inputs)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+    if settings.compile != "none":
+        loss_of = torch.compile(loss_of, mode=COMPILE_MODES[settings.compile], dynamic=False)
     loss = torch.tensor(float("nan"))
     start, evaluating_s = time.perf_counter(), 0.0
     # The next batch is made on the host in a thread while this step runs (the one generator, in order, so
@@ -153,9 +168,7 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
             inputs, targets = (t.to(device) for t in upcoming.result())
             if step < settings.steps:
                 upcoming = maker.submit(task.batch, settings.batch_size, generator)
-            with autocast(device, settings):
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+            loss = loss_of(inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

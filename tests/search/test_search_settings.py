@@ -42,6 +42,8 @@ def test_training_settings_reach_the_trainer():
     assert (settings.train.steps, settings.train.lr, settings.train.warmup) == (40, 0.002, 5)
     assert settings.train.precision == "fp32"
     assert _settings("    task = mqar(seq_len = 16, pairs = 2)\n    precision = bf16").train.precision == "bf16"
+    assert settings.train.compile == "none"
+    assert _settings(TASK + "    compile = reduce_overhead").train.compile == "reduce_overhead"
 
 
 @pytest.mark.parametrize("lines, path, words", [
@@ -53,6 +55,8 @@ def test_training_settings_reach_the_trainer():
     (TASK + "    steps = 0", ("steps",), "whole number >= 1"),
     (TASK + "    lr = -1", ("lr",), "number > 0"),
     (TASK + "    precision = bf61", ("precision",), "did you mean `bf16`?"),
+    (TASK + "    compile = reduce_overhed", ("compile",), "did you mean `reduce_overhead`?"),
+    (TASK + "    max_decode_ms = 0", ("max_decode_ms",), "number > 0"),
 ])
 def test_bad_setting_names_its_path_and_hint(lines, path, words):
     with pytest.raises(SettingsError) as caught:

@@ -75,3 +75,36 @@ def test_readme_one_minute_run_recalls_well_above_chance():
     spec = composer.load(Path(__file__).parents[2] / "examples" / "tiny_mqar.mix")
     result = train_mqar(spec, steps=600, device="cpu")
     assert result.accuracy > 0.9
+
+
+def test_a_compiled_step_traces_the_loss_once_and_trains_as_eager(monkeypatch):
+    """`compile` puts the step's forward and loss through torch.compile in its mode, once a trial; traced
+    (the eager backend, which keeps the test fast) it trains to eager's loss."""
+    modes, real_compile = [], torch.compile
+
+    def recording(fn, mode=None, dynamic=None):
+        modes.append(mode)
+        return real_compile(fn, backend="eager", dynamic=dynamic)
+    monkeypatch.setattr(torch, "compile", recording)
+    torch._dynamo.reset()
+    settings = TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5)
+    eager = train(TINY, TASK, settings, device="cpu")
+    compiled = train(TINY, TASK, TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5,
+                                               compile="reduce_overhead"), device="cpu")
+    torch._dynamo.reset()
+    assert modes == ["reduce-overhead"]
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-5) and compiled.accuracy == eager.accuracy
+    with pytest.raises(ValueError, match="compile must be one of none, default, reduce_overhead, max_autotune"):
+        TrainSettings(compile="reduce-overhead")
+
+
+@pytest.mark.slow
+def test_inductor_compiled_training_matches_eager():
+    """The real compiler (Inductor, CPU): about a minute to compile the tiny model."""
+    torch._dynamo.reset()
+    settings = TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5)
+    eager = train(TINY, TASK, settings, device="cpu")
+    compiled = train(TINY, TASK, TrainSettings(steps=3, batch_size=4, eval_batches=1, seed=5, compile="default"),
+                     device="cpu")
+    torch._dynamo.reset()
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-5)
