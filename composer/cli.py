@@ -188,6 +188,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _workers(text: str) -> int | str:
+    """--workers: a count of at least 1, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers or auto, got {text!r}") from None
+
+
 def cmd_search(args) -> int:
     from composer.search.run import SearchOptions, run_search
     from composer.search.study import StudyError
@@ -319,7 +329,8 @@ def parser() -> argparse.ArgumentParser:
                      "report and the best specs as .mix files", cmd_search)
     search.add_argument("--trials", type=int, help="trials the study should have in all (default: the spec's "
                         "`trials` setting, else 32); with --resume, more are queued up to this count")
-    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    search.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default 1), "
+                        "or auto: as many as the planned memory of a trial and the cores allow (at most 8 a GPU)")
     search.add_argument("--storage", metavar="URL", help="where the study lives: a SQLite file path, an Optuna "
                         "RDB URL (postgresql://...) or journal:PATH; default OUT/study.db")
     search.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the model's)")

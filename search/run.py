@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from rich.console import Console
 
 from composer import SpecError, load
 from composer.grammar.parser import parse_file
+from composer.search.capacity import auto_workers, trial_bytes
 from composer.search.figures import write_figures
 from composer.search.monitor import Monitor
 from composer.search.report import (front_table, importance_table, importances, outcomes, problems_table,
@@ -35,7 +37,7 @@ from composer.search.report import (front_table, importance_table, importances, 
 from composer.search.settings import SearchSettings, SettingsError, read_settings
 from composer.search.study import (SharedStudy, StudyConfig, StudyError, counted_trials, create_study,
                                    load_study, storage_faults, storage_url_for)
-from composer.search.threads import cpu_threads
+from composer.search.threads import available_cores, cpu_threads
 from composer.search.trial import TrialRunner
 from composer.spec import Spec
 
@@ -48,7 +50,7 @@ class SearchOptions:
     spec_path: Path
     model: str | None = None
     trials: int | None = None          # None: the spec's `trials` setting
-    workers: int = 1
+    workers: int | str = 1             # or "auto": search/capacity.py decides
     storage: str | None = None         # None: a SQLite file in `out`
     study_name: str | None = None      # None: the model's name
     out: Path | None = None            # None: <model>.search/ beside the spec
@@ -86,6 +88,16 @@ def _located(exc: SettingsError, spec_path: Path, model: str) -> SpecError:
     source_map = parse_file(spec_path).source_map
     span = source_map.span_at((model, "search", "settings") + exc.path) or source_map.span_at((model, "search"))
     return SpecError.single(str(exc), span, exc.hint, source_map.sources)
+
+
+def _machine(requested: str | None) -> str:
+    """Where the workers train, for the trials-an-hour line."""
+    if requested is not None:
+        return requested
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count} GPU{'s' if count > 1 else ''} ({torch.cuda.get_device_name(0)})"
+    return "cpu"
 
 
 def _device(requested: str | None, worker_index: int) -> str:
@@ -245,9 +257,15 @@ def _resume_flags(options: SearchOptions) -> str:
 
 def run_search(options: SearchOptions, console: Console) -> int:
     """The whole command; returns its exit code (SpecError and StudyError go up to the CLI)."""
-    if options.workers < 1:
+    if options.workers != "auto" and options.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {options.workers}")
     spec, settings = load_search(options.spec_path, options.model)
+    if options.workers == "auto":
+        on_gpu = torch.cuda.is_available() and (options.device or "cuda").startswith("cuda")
+        free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())] if on_gpu else []
+        count, why = auto_workers(trial_bytes(spec, settings), free, available_cores())
+        console.print(f"--workers auto: {why}")
+        options = dataclasses.replace(options, workers=count)
     out = _out_dir(spec, options)
     config = StudyConfig(storage_url_for(options.storage or str(out / "study.db")),
                          options.study_name or spec.name, options.heartbeat_s)
@@ -262,6 +280,7 @@ def run_search(options: SearchOptions, console: Console) -> int:
     if spec.search is None or not spec.search.space:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
+    started = time.monotonic()
     try:
         with _interrupt_once_handler(), monitor.live(), storage_faults(config.storage_url):
             workers_ran = _run_workers(study, spec, settings, options)
@@ -269,7 +288,11 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print(f"interrupted: {outcomes(study.study)}; the study is saved in {config.storage_url}.\n"
                       f"Continue it with: mixc search {options.spec_path} --resume" + _resume_flags(options))
         return EXIT_INTERRUPTED
-    console.print(f"this run's workers ran {workers_ran.trials} trial{'s' if workers_ran.trials != 1 else ''}")
+    elapsed = time.monotonic() - started
+    console.print(f"this run's workers ran {workers_ran.trials} trial{'s' if workers_ran.trials != 1 else ''} in "
+                  f"{elapsed:.0f} s: {workers_ran.trials * 3600 / max(elapsed, 1e-9):.0f} trials an hour with "
+                  f"{options.workers} worker{'s' if options.workers > 1 else ''} on {_machine(options.device)}"
+                  + (" (rejected and pruned trials count)" if workers_ran.trials else ""))
     if workers_ran.died:
         died = ", ".join(f"{name} (exit code {code})" for name, code in workers_ran.died)
         left = unfinished(study)
