@@ -45,3 +45,19 @@ def write_spec(directory: Path, settings: str = PLANNED, name: str = "tiny.mix")
 
 def trained(steps: int = 4) -> str:
     return TRAINED.format(steps=steps)
+
+
+def run_study(directory: Path, settings: str, trials: int):
+    """A finished study of TINY_SPEC with these settings lines, its trials run on the CPU in this process:
+    (the optuna study, its SearchSettings)."""
+    import composer
+    from composer.search.settings import read_settings
+    from composer.search.study import StudyConfig, create_study, storage_url_for
+    from composer.search.trial import TrialRunner
+
+    spec = composer.loads(TINY_SPEC.format(settings=settings))
+    search_settings = read_settings(spec)
+    study = create_study(StudyConfig(storage_url_for(str(directory / "study.db")), "tiny"), search_settings)
+    study.fill_queue(trials)
+    study.run_worker(TrialRunner(spec, search_settings, "cpu"))
+    return study.study, search_settings

@@ -5,22 +5,11 @@ import pytest
 
 import composer
 from composer.search.settings import SettingsError, read_settings
-from composer.search.study import StudyConfig, create_study, storage_url_for
-from composer.search.trial import TrialRunner
-from search_specs import TINY_SPEC, trained
-
-
-def _run(tmp_path, settings_lines, trials=3):
-    spec = composer.loads(TINY_SPEC.format(settings=settings_lines))
-    settings = read_settings(spec)
-    study = create_study(StudyConfig(storage_url_for(str(tmp_path / "study.db")), "tiny"), settings)
-    study.fill_queue(trials)
-    study.run_worker(TrialRunner(spec, settings, "cpu"))
-    return study.study
+from search_specs import TINY_SPEC, run_study, trained
 
 
 def test_decode_ms_is_measured_without_training(tmp_path):
-    study = _run(tmp_path, "    objectives = [decode_ms, params]\n    task = mqar(seq_len = 16, pairs = 2)")
+    study, _ = run_study(tmp_path, "    objectives = [decode_ms, params]\n    task = mqar(seq_len = 16, pairs = 2)", trials=3)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3
     for trial in complete:
@@ -29,7 +18,7 @@ def test_decode_ms_is_measured_without_training(tmp_path):
 
 
 def test_a_point_over_max_decode_ms_is_rejected_before_training(tmp_path):
-    study = _run(tmp_path, trained(steps=2) + "\n    max_decode_ms = 0.000001", trials=2)
+    study, _ = run_study(tmp_path, trained(steps=2) + "\n    max_decode_ms = 0.000001", trials=2)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     for trial in study.trials:
         assert trial.user_attrs["rejected"].startswith("a decoding step takes ")

@@ -5,19 +5,7 @@ import csv
 
 import composer
 from composer.search.figures import attention_fraction, recall_points, write_figures
-from composer.search.settings import read_settings
-from composer.search.study import StudyConfig, create_study, storage_url_for
-from composer.search.trial import TrialRunner
-from search_specs import TINY_SPEC, PLANNED, trained
-
-
-def _study(tmp_path, settings_lines, trials):
-    spec = composer.loads(TINY_SPEC.format(settings=settings_lines))
-    settings = read_settings(spec)
-    study = create_study(StudyConfig(storage_url_for(str(tmp_path / "study.db")), "tiny"), settings)
-    study.fill_queue(trials)
-    study.run_worker(TrialRunner(spec, settings, "cpu"))
-    return study.study, settings
+from search_specs import TINY_SPEC, PLANNED, run_study, trained
 
 
 def test_attention_fraction_counts_attention_layers():
@@ -30,7 +18,7 @@ def test_attention_fraction_counts_attention_layers():
 
 
 def test_recall_rows_are_the_trials_own_and_the_pngs_are_drawn(tmp_path):
-    study, settings = _study(tmp_path, trained(steps=2), trials=5)
+    study, settings = run_study(tmp_path, trained(steps=2), trials=5)
     points = recall_points(study, settings.objectives)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert [p.trial for p in points] == [t.number for t in complete] and points
@@ -51,6 +39,6 @@ def test_recall_rows_are_the_trials_own_and_the_pngs_are_drawn(tmp_path):
 
 
 def test_a_search_without_accuracy_draws_no_recall_figures(tmp_path):
-    study, settings = _study(tmp_path, PLANNED, trials=2)
+    study, settings = run_study(tmp_path, PLANNED, trials=2)
     assert recall_points(study, settings.objectives) == []
     assert write_figures(study, settings.objectives, tmp_path / "out") == ([], None)

@@ -2,10 +2,7 @@
 
 import composer
 from composer.search.report import front, front_table, importances, outcomes, problems_table, write_best_specs
-from composer.search.settings import read_settings
-from composer.search.study import StudyConfig, create_study, storage_url_for
-from composer.search.trial import TrialRunner
-from search_specs import TINY_SPEC, PLANNED
+from search_specs import PLANNED, run_study
 from rich.console import Console
 
 # Pure-SSM points plan over 4,000 parameters; with max_params 4,000 they are rejected before anything else.
@@ -13,12 +10,7 @@ LIMITED = PLANNED + "\n    max_params = 4000"
 
 
 def _finished_study(tmp_path, settings_lines=LIMITED, trials=12):
-    spec = composer.loads(TINY_SPEC.format(settings=settings_lines))
-    settings = read_settings(spec)
-    study = create_study(StudyConfig(storage_url_for(str(tmp_path / "study.db")), "tiny"), settings)
-    study.fill_queue(trials)
-    study.run_worker(TrialRunner(spec, settings, "cpu"))
-    return study.study, settings
+    return run_study(tmp_path, settings_lines, trials)
 
 
 def _text(renderable) -> str:

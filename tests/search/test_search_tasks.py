@@ -124,3 +124,29 @@ def test_mqar_vocab_defaults_to_the_models_and_others_keep_their_own():
     assert make_task("mqar", model_vocab=96, max_len=64).vocab == 96
     assert make_task("induction", model_vocab=96, max_len=64).vocab == 16
     assert make_task({"kind": "permutation", "degree": 4}, model_vocab=96, max_len=64).vocab == 24
+
+
+def test_a_mixed_mqar_batch_holds_every_length_each_a_whole_example_then_padding():
+    task = MQAR(seq_len=128, pairs=16, vocab=256, mixed=True)
+    assert task.configurations() == [(32, 4), (64, 8), (128, 16)]
+    inputs, targets = _batch(task, size=96)
+    lengths = []
+    for row in range(len(inputs)):
+        queries = (targets[row] != IGNORE).nonzero().flatten()
+        pairs = len(queries)
+        length = dict((p, l) for l, p in task.configurations())[pairs]  # the pairs name the kind of example
+        lengths.append(length)
+        assert queries.max() < length and (inputs[row, length:] == 0).all()  # padded after its end, no targets
+        context = inputs[row, :2 * pairs].tolist()
+        values = dict(zip(context[0::2], context[1::2]))
+        assert len(values) == pairs
+        for q in queries.tolist():
+            assert targets[row, q].item() == values[inputs[row, q].item()]
+    assert set(lengths) == {32, 64, 128}  # all three kinds in one batch of 96
+
+
+def test_a_mixed_mqar_too_short_for_its_quarter_says_how_long_it_must_be():
+    with pytest.raises(TaskError, match=r"examples of 11 tokens \(seq_len 44 x 0.25\) hold 2 pairs") as caught:
+        MQAR(seq_len=44, pairs=11, vocab=64, mixed=True)
+    assert caught.value.hint == "use a seq_len that is a multiple of 8"
+    assert MQAR(seq_len=44, pairs=11, vocab=64).configurations() == [(44, 11)]
