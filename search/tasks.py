@@ -39,10 +39,12 @@ class TaskError(ValueError):
 
 
 def _distinct(size: int, population: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """(size, count) draws without replacement from range(population), in random order: the positions of each
-    row's `count` largest uniform draws (topk, a partial sort: 4.5x faster than a full argsort at MQAR's 64 x 4095,
-    and a trial makes every batch on the host between its steps)."""
-    return torch.rand(size, population, generator=generator).topk(count, dim=1).indices
+    """(size, count) draws without replacement from range(population), in random order."""
+    return torch.argsort(torch.rand(size, population, generator=generator), dim=1)[:, :count]
+
+
+# The lengths of a mixed MQAR batch's examples, as fractions of its seq_len (Zoology's mixture of 64 to 256 tokens).
+MIXED_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class MQAR:
     exponent `power_a` (so most queries come soon after it, a few far away). At a query
     the model must predict the key's value. With `noise`, every other position holds a
     random token, as Zoology's `random_non_queries`; without, token 0.
+
+    With `mixed`, one batch mixes lengths, as Zoology trains on several (length, pairs)
+    configurations at once: each example is `seq_len` / 4, / 2 or whole (MIXED_FRACTIONS,
+    drawn evenly), with its pairs scaled alike (at least one), and is padded after its end
+    with token 0 and no targets.
     """
 
     kind: ClassVar[str] = "mqar"
@@ -63,6 +70,7 @@ class MQAR:
     vocab: int = 128
     power_a: float = 0.01
     noise: bool = True
+    mixed: bool = False
 
     def __post_init__(self) -> None:
         if self.seq_len % 2:
@@ -79,8 +87,21 @@ class MQAR:
         if not 0 < self.power_a <= 1:
             raise TaskError(f"power_a is the exponent of the gap distribution, in (0, 1], got {self.power_a}",
                             "power_a")
+        for length, pairs in self.configurations()[:-1]:
+            if length % 2 or length < 4 * pairs:
+                raise TaskError(f"mixed mqar's examples of {length} tokens (seq_len {self.seq_len} x "
+                                f"{length / self.seq_len:g}) hold {pairs} pairs: they need an even length of at "
+                                f"least {4 * pairs}", "seq_len", "use a seq_len that is a multiple of 8")
+
+    def configurations(self) -> list[tuple[int, int]]:
+        """(length, pairs) of each kind of example a batch holds: one, or MIXED_FRACTIONS' with `mixed`."""
+        if not self.mixed:
+            return [(self.seq_len, self.pairs)]
+        return [(int(self.seq_len * fraction), max(1, int(self.pairs * fraction))) for fraction in MIXED_FRACTIONS]
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixed:
+            return self._mixed_batch(size, generator)
         half, context = self.vocab // 2, 2 * self.pairs
         keys = _distinct(size, half - 1, self.pairs, generator) + 1
         values = _distinct(size, self.vocab - half, self.pairs, generator) + half
@@ -97,6 +118,18 @@ class MQAR:
         rows, positions = torch.arange(size)[:, None], context + 2 * gaps
         inputs[rows, positions] = keys
         targets[rows, positions] = values
+        return inputs, targets
+
+    def _mixed_batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        configurations = self.configurations()
+        kinds = torch.randint(0, len(configurations), (size,), generator=generator)
+        inputs = torch.zeros(size, self.seq_len, dtype=torch.long)
+        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long)
+        for kind, (length, pairs) in enumerate(configurations):
+            rows = (kinds == kind).nonzero().flatten()
+            if len(rows):
+                part = dataclasses.replace(self, seq_len=length, pairs=pairs, mixed=False)
+                inputs[rows, :length], targets[rows, :length] = part.batch(len(rows), generator)
         return inputs, targets
 
 
