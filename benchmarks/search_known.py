@@ -5,8 +5,9 @@
 1. probe: the spec's own point (as written) trains under each --compile-modes mode in this process, for
    --probe-warmup steps and again for --probe-steps more: a step's seconds and the start-up (building,
    compiling, autotuning) pick the trials' `compile` setting (the shortest trial, start-up included).
-2. search: `mixc search` on a copy of the spec with that setting, --trials and --workers, stopped (SIGINT: the
-   study is kept) when the budget is spent, less --report-s.
+2. search: `mixc search` on a copy of the spec with that setting, --trials and --workers, starting no trial
+   once one would no longer fit the budget less --report-s (`--time-limit`), and stopped (SIGINT: the study is
+   kept) if a trial still overruns it.
 3. report: the search's report from the stored study (HTML, best specs, recall.csv and the two PNGs), then the
    known-results table: the best accuracy at each attention fraction, and the pure SSM's at each state.
 Everything lands under --out: probe.json, the search's folder, summary.json.
@@ -118,9 +119,13 @@ def main() -> int:
     spec_copy = args.out / args.spec.name
     spec_copy.write_text(with_compile(text, summary["compile"]))
     search_out = args.out / "search"
-    command = [sys.executable, "-m", "composer.cli", "search", str(spec_copy), "--trials", str(args.trials),
-               "--workers", args.workers, "--out", str(search_out)] + (["--device", args.device] * bool(args.device))
     left = args.budget_s - args.report_s - (time.time() - started)
+    picked = summary["probe"].get(summary["compile"], {})
+    one_trial_s = picked.get("start_s", 0) + trial_steps * picked.get("step_ms", 0) / 1e3
+    # no trial starts once a whole one would no longer fit (--time-limit); SIGINT below only if one overruns
+    command = [sys.executable, "-m", "composer.cli", "search", str(spec_copy), "--trials", str(args.trials),
+               "--workers", args.workers, "--out", str(search_out),
+               "--time-limit", f"{max(1.0, left - one_trial_s):.0f}"] + (["--device", args.device] * bool(args.device))
     search = subprocess.Popen(command)
     try:
         search.wait(timeout=max(1.0, left))

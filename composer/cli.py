@@ -204,7 +204,7 @@ def cmd_search(args) -> int:
     options = SearchOptions(Path(args.spec), model=args.model, trials=args.trials, workers=args.workers,
                             storage=args.storage, study_name=args.study, out=Path(args.out) if args.out else None,
                             resume=args.resume, device=args.device, heartbeat_s=args.heartbeat,
-                            save_weights=args.save_weights)
+                            save_weights=args.save_weights, time_limit_s=args.time_limit)
     try:
         return run_search(options, console)
     except StudyError as exc:
@@ -331,6 +331,8 @@ def parser() -> argparse.ArgumentParser:
                         "`trials` setting, else 32); with --resume, more are queued up to this count")
     search.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default 1), "
                         "or auto: as many as the planned memory of a trial and the cores allow (at most 8 a GPU)")
+    search.add_argument("--time-limit", type=float, metavar="SECONDS", help="start no trial after this many "
+                        "seconds; the running ones finish, the rest stay queued for --resume, and the report is written")
     search.add_argument("--storage", metavar="URL", help="where the study lives: a SQLite file path, an Optuna "
                         "RDB URL (postgresql://...) or journal:PATH; default OUT/study.db")
     search.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the model's)")

@@ -58,6 +58,7 @@ class SearchOptions:
     device: str | None = None          # None: cuda when there is one, else cpu
     heartbeat_s: float = 10.0
     save_weights: bool = False         # each trial's trained weights to OUT/weights, the best beside their specs
+    time_limit_s: float | None = None  # no trial starts after this many seconds; the rest stay queued
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class WorkerJob:
     device: str
     threads: int
     weights_dir: Path | None = None
+    deadline: float | None = None      # time.time() after which the worker starts no trial
 
 
 def load_search(spec_path: Path, model: str | None) -> tuple[Spec, SearchSettings]:
@@ -155,7 +157,7 @@ def worker_main(job: WorkerJob, ran=None, stop=None) -> None:
     spec, settings = load_search(job.spec_path, job.model)
     study = load_study(job.config, settings)
     try:
-        count = study.run_worker(TrialRunner(spec, settings, job.device, job.weights_dir))
+        count = study.run_worker(TrialRunner(spec, settings, job.device, job.weights_dir), job.deadline)
     except KeyboardInterrupt:
         return
     if ran is not None:
@@ -184,15 +186,18 @@ def _out_dir(spec: Spec, options: SearchOptions) -> Path:
     return options.out or Path(options.spec_path).parent / f"{spec.name}.search"
 
 
-def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions) -> WorkersRan:
+def _run_workers(study: SharedStudy, spec: Spec, settings: SearchSettings, options: SearchOptions,
+                 deadline: float | None = None) -> WorkersRan:
     weights_dir = _weights_dir(spec, options)
     if options.workers == 1:
-        return WorkersRan(study.run_worker(TrialRunner(spec, settings, _device(options.device, 0), weights_dir)), [])
+        runner = TrialRunner(spec, settings, _device(options.device, 0), weights_dir)
+        return WorkersRan(study.run_worker(runner, deadline), [])
     threads = cpu_threads(options.workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or DB state
     ran, stop = context.Value("i", 0), context.Event()
     processes = [context.Process(target=worker_main, name=f"search-worker-{i}", args=(WorkerJob(
-        options.spec_path, options.model, study.config, _device(options.device, i), threads, weights_dir), ran, stop))
+        options.spec_path, options.model, study.config, _device(options.device, i), threads, weights_dir, deadline),
+        ran, stop))
         for i in range(options.workers)]
     # A child inherits an ignored SIGINT through exec, and Python then installs no handler of its own.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -259,6 +264,8 @@ def run_search(options: SearchOptions, console: Console) -> int:
     """The whole command; returns its exit code (SpecError and StudyError go up to the CLI)."""
     if options.workers != "auto" and options.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {options.workers}")
+    if options.time_limit_s is not None and options.time_limit_s <= 0:
+        raise StudyError(f"--time-limit must be a number of seconds above 0, got {options.time_limit_s:g}")
     spec, settings = load_search(options.spec_path, options.model)
     if options.workers == "auto":
         on_gpu = torch.cuda.is_available() and (options.device or "cuda").startswith("cuda")
@@ -281,9 +288,10 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
     started = time.monotonic()
+    deadline = None if options.time_limit_s is None else time.time() + options.time_limit_s
     try:
         with _interrupt_once_handler(), monitor.live(), storage_faults(config.storage_url):
-            workers_ran = _run_workers(study, spec, settings, options)
+            workers_ran = _run_workers(study, spec, settings, options, deadline)
     except KeyboardInterrupt:
         console.print(f"interrupted: {outcomes(study.study)}; the study is saved in {config.storage_url}.\n"
                       f"Continue it with: mixc search {options.spec_path} --resume" + _resume_flags(options))
@@ -302,6 +310,11 @@ def run_search(options: SearchOptions, console: Console) -> int:
                           + _resume_flags(options))
             return EXIT_WORKER_DIED
         console.print(f"warning: {died} died; its trial was retried and finished by another worker")
+    queued = study.trials(TrialState.WAITING)
+    if deadline is not None and queued:
+        console.print(f"time limit: {len(queued)} trial{'s' if len(queued) > 1 else ''} still queued after "
+                      f"{options.time_limit_s:g} s. Continue the study with: mixc search {options.spec_path} "
+                      f"--resume" + _resume_flags(options))
     with storage_faults(config.storage_url):
         report(study, settings, out, console)
     return 0

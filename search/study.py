@@ -293,10 +293,13 @@ class SharedStudy:
             else:
                 self._tell(trial, values)
 
-    def run_worker(self, objective: Callable[[optuna.Trial], list[float]]) -> int:
-        """Run waiting trials until none are waiting or running; returns how many this worker ran."""
+    def run_worker(self, objective: Callable[[optuna.Trial], list[float]], deadline: float | None = None) -> int:
+        """Run waiting trials until none are waiting or running, or (`deadline`, a time.time()) until the
+        deadline has passed, which starts no further trial; returns how many this worker ran."""
         worker, ran = f"{socket.gethostname()}:{os.getpid()}", 0
         while True:
+            if deadline is not None and time.time() >= deadline:
+                return ran  # the queued trials stay queued for a --resume
             self.requeue_lost()
             trial = self.take_waiting(worker)
             if trial is not None:

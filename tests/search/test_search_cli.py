@@ -126,3 +126,15 @@ def test_save_weights_writes_each_best_specs_weights_beside_it(tmp_path, capsys)
     for path in best:
         model = composer.build(composer.load(path))
         composer.load_weights(model, path.with_suffix(".safetensors"))  # names and shapes fit that spec
+
+
+def test_a_time_limit_starts_no_trial_after_it_keeps_the_rest_queued_and_resume_runs_them(tmp_path, capsys):
+    spec = write_spec(tmp_path, trained(steps=2))
+    assert main(["search", str(spec), "--trials", "3", "--time-limit", "0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "time limit: 3 trials still queued after 0.001 s" in out and "--resume" in out
+    assert "this run's workers ran 0 trials" in out
+    assert main(["search", str(spec), "--resume"]) == 0
+    assert "3 complete" in capsys.readouterr().out
+    assert main(["search", str(spec), "--trials", "4", "--time-limit", "0"]) == 2  # a StudyError, said plainly
+    assert "--time-limit must be a number of seconds above 0, got 0" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def test_a_dead_worker_whose_trial_was_finished_by_another_still_succeeds(tmp_pa
     spec = write_spec(tmp_path)
     from composer.search.trial import TrialRunner
 
-    def one_dies_others_finish(study, spec_, settings, options):
+    def one_dies_others_finish(study, spec_, settings, options, deadline=None):
         ran = study.run_worker(TrialRunner(spec_, settings, "cpu"))
         return WorkersRan(ran, [("search-worker-1", -9)])
 
