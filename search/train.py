@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -159,15 +158,10 @@ def train(spec: Spec, task: Task, settings: TrainSettings, device: str | None = 
         loss_of = torch.compile(loss_of, mode=COMPILE_MODES[settings.compile], dynamic=False)
     loss = torch.tensor(float("nan"))
     start, evaluating_s = time.perf_counter(), 0.0
-    # The next batch is made on the host in a thread while this step runs (the one generator, in order, so
-    # the stream is the same as made inline): at Zoology's sizes a batch costs milliseconds of host time.
-    with _progress(console) as progress, ThreadPoolExecutor(1) as maker:
+    with _progress(console) as progress:
         bar = progress.add_task("train", total=settings.steps, name=spec.name, loss=float("nan"))
-        upcoming = maker.submit(task.batch, settings.batch_size, generator)
         for step in range(1, settings.steps + 1):
-            inputs, targets = (t.to(device) for t in upcoming.result())
-            if step < settings.steps:
-                upcoming = maker.submit(task.batch, settings.batch_size, generator)
+            inputs, targets = (t.to(device) for t in task.batch(settings.batch_size, generator))
             loss = loss_of(inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
