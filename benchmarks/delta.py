@@ -32,8 +32,8 @@ from composer.kernels.delta.chunk import delta_rule_chunked_triton
 from composer.kernels.delta.reference import delta_rule_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import (failure, keep_config_share, parse_share, print_row, run_isolated, time_limit,  # noqa: E402
-                   warmed)
+from peers import (add_warm_arguments, failure, print_row, run_isolated, take_share,  # noqa: E402
+                   time_limit, warmed)
 
 CHUNK = 64
 NAMES = ["y", "final", "dq", "dk", "dv", "dbeta", "dlog_gate", "dstate0"]
@@ -155,10 +155,7 @@ TIMED_SHAPES = [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16
 def warm_share(share: str) -> dict:
     """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run on fla's
     check case (forward and backward, which may refuse: fla#640) and forward alone at every timed shape."""
-    import importlib
-    importlib.import_module("fla.ops.gated_delta_rule")  # loads its autotuners
-    index, count = parse_share(share)
-    kept = keep_config_share("fla", index, count)
+    kept = take_share("fla.ops.gated_delta_rule", share)
     _, shape, gate, dtype = CHECKS[-1]
     try:
         outputs_and_grads(peer, inputs(*shape, gate=gate, seed=1, dtype=getattr(torch, dtype)), 1)
@@ -177,9 +174,7 @@ def main():
     parser.add_argument("--peer-limit-s", type=int, default=60)
     parser.add_argument("--check", type=int, help="run only CHECKS[i], in this process, and print its row")
     parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
-    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
-                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
-    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
+    add_warm_arguments(parser)
     args = parser.parse_args()
     if args.warm_share:
         print_row(warm_share(args.warm_share))

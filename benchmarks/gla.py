@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import (keep_config_share, parse_share, print_row, run_isolated, time_limit,  # noqa: E402
+from peers import (add_warm_arguments, print_row, run_isolated, take_share, time_limit,  # noqa: E402
                    warmed)
 
 CHUNK = 64
@@ -270,11 +270,8 @@ def run_checks(results, device, tiny, with_peer, budget: Budget) -> None:
 def warm_share(share: str, device: str) -> dict:
     """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run once on
     every input the checks and timings will give it (the autotune keys they meet), forward and backward."""
-    import importlib
-    importlib.import_module("fla.ops.gla")  # loads its autotuners
-    index, count = parse_share(share)
-    kept = keep_config_share("fla", index, count)
-    cases = [case for _, _, (_, case) in check_runs(device, False, True)[-3:]]  # fla's bf16 check cases
+    kept = take_share("fla.ops.gla", share)
+    cases = [case for label, _, (_, case) in check_runs(device, False, True) if label == "fla"]
     cases += [((b, L, SIZES_340M["H"], SIZES_340M["K"], SIZES_340M["V"]), 1.0 / 16, dtype)
               for index_, (b, L) in enumerate(TIMED)
               for dtype in ((torch.bfloat16, torch.float32) if index_ == 0 else (torch.bfloat16,))]
@@ -521,9 +518,7 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-limit-s", type=int, default=90, help="the most one fla call may take")
     parser.add_argument("--skip", default="", help="sections to leave out, comma-separated (e.g. profile,variants)")
     parser.add_argument("--check-run", type=int, help=argparse.SUPPRESS)  # one check, in a child of run_checks
-    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
-                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
-    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
+    add_warm_arguments(parser)
     args = parser.parse_args(argv)
     if args.warm_share:
         print_row(warm_share(args.warm_share, args.device))

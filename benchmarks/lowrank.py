@@ -31,7 +31,7 @@ from composer.kernels.lowrank.reference import feature_map, linear_attention_chu
 from composer.kinds.lowrank.layer import retnet_log_decay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py beside this script
-from peers import keep_config_share, parse_share, print_row, time_limit, warmed  # noqa: E402
+from peers import add_warm_arguments, print_row, take_share, time_limit, warmed  # noqa: E402
 
 CHUNK = 64  # fla's chunk for simple_gla; ours takes the same
 
@@ -108,10 +108,7 @@ TIMED_SHAPES = [(8, 4096, 16, 128, 128), (8, 4096, 32, 64, 64), (8, 8192, 16, 12
 def warm_share(share: str, decays) -> dict:
     """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run forward
     and backward on every shape and decay below (the autotune keys the checks and timings meet)."""
-    import importlib
-    importlib.import_module("fla.ops.simple_gla")  # loads its autotuners
-    index, count = parse_share(share)
-    kept = keep_config_share("fla", index, count)
+    kept = take_share("fla.ops.simple_gla", share)
     for gamma_on in decays:
         for shape in CHECK_SHAPES + TIMED_SHAPES:
             tensors = inputs(*shape, dtype=torch.bfloat16, seed=0)
@@ -129,9 +126,7 @@ def main():
                              "recorded as failed and not timed (0: no limit)")
     parser.add_argument("--no-decay", action="store_true", help="only the decay-free comparison (fla's decayed "
                         "path has stalled compiling on Triton 3.6 / Hopper)")
-    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
-                        "many processes at once, each its share (peers.warm_compile_cache); 0: fla compiles as it tunes")
-    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
+    add_warm_arguments(parser)
     args = parser.parse_args()
     decays = (False,) if args.no_decay else (False, True)
     if args.warm_share:

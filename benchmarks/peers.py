@@ -9,6 +9,7 @@ their small utils are executed.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -105,6 +106,20 @@ def warmed(argv: list[str], count: int, timeout_s: float) -> dict:
     print(f"{count} processes compiled their shares of fla's configurations in {seconds} s: "
           + ", ".join(str(row.get("configs", row.get("error", "?"))) for row in rows), flush=True)
     return {"processes": count, "seconds": seconds, "rows": rows}
+
+
+def add_warm_arguments(parser) -> None:
+    """--warm N (the parent) and --warm-share I/N (its children), as every fla benchmark takes them."""
+    parser.add_argument("--warm", type=int, default=0, help="compile fla's autotuning configurations first in this "
+                        "many processes at once, each its share (warm_compile_cache); 0: fla compiles as it tunes")
+    parser.add_argument("--warm-share", help=argparse.SUPPRESS)  # a child of --warm: its share I/N
+
+
+def take_share(module: str, share: str) -> int:
+    """A --warm-share child's start: import `module` (which builds fla's autotuners) and keep only this
+    share I/N of their configurations (keep_config_share); returns the configurations kept."""
+    importlib.import_module(module)
+    return keep_config_share("fla", *parse_share(share))
 
 
 def parse_share(text: str) -> tuple[int, int]:

@@ -16,7 +16,6 @@ Everything lands under --out: probe.json, the search's folder, summary.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import re
@@ -77,14 +76,15 @@ def with_compile(text: str, mode: str) -> str:
     return re.sub(r"^(\s*search\s*\{\n)", rf"\g<1>    compile = {mode}\n", text, count=1, flags=re.M)
 
 
-def known_results(recall_csv: Path) -> dict:
-    """The best accuracy at each attention fraction, and the pure SSM's best at each state."""
+def known_results(points) -> dict:
+    """The best accuracy at each attention fraction, and the pure SSM's best at each state, of the search's
+    recall points (search/figures.py: what recall.csv and the PNGs hold)."""
     by_fraction, pure_by_state = defaultdict(float), defaultdict(float)
-    for row in csv.DictReader(recall_csv.open()):
-        fraction, accuracy = round(float(row["attention_fraction"]), 3), float(row["accuracy"])
-        by_fraction[fraction] = max(by_fraction[fraction], accuracy)
-        if fraction == 0 and row["state"]:
-            pure_by_state[int(row["state"])] = max(pure_by_state[int(row["state"])], accuracy)
+    for point in points:
+        fraction = round(point.attention_fraction, 3)
+        by_fraction[fraction] = max(by_fraction[fraction], point.accuracy)
+        if fraction == 0 and point.state is not None:
+            pure_by_state[point.state] = max(pure_by_state[point.state], point.accuracy)
     return {"best_by_attention_fraction": dict(sorted(by_fraction.items())),
             "pure_ssm_best_by_state": dict(sorted(pure_by_state.items()))}
 
@@ -109,8 +109,9 @@ def main() -> int:
     summary: dict = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                      "argv": sys.argv[1:]}
 
+    from composer.search.run import load_search
     text = args.spec.read_text()
-    trial_steps = int(re.search(r"^\s*steps\s*=\s*(\d+)", text, re.M).group(1))
+    trial_steps = load_search(args.spec, None)[1].train.steps
     summary["probe"] = probe(args.spec, args.compile_modes.split(","), args.probe_steps, args.probe_warmup, device)
     summary["compile"] = pick(summary["probe"], trial_steps)
     (args.out / "probe.json").write_text(json.dumps(summary["probe"], indent=1))
@@ -137,7 +138,8 @@ def main() -> int:
 
     from rich.console import Console
 
-    from composer.search.run import load_search, report
+    from composer.search.figures import recall_points
+    from composer.search.run import report
     from composer.search.study import StudyConfig, counted_trials, load_study, storage_url_for
     spec, settings = load_search(spec_copy, None)
     study = load_study(StudyConfig(storage_url_for(str(search_out / "study.db")), spec.name), settings)
@@ -146,8 +148,7 @@ def main() -> int:
     finished = [t for t in counted_trials(study.trials()) if t.state.is_finished()]
     summary["trials_finished"] = len(finished)
     summary["trials_an_hour"] = round(len(finished) * 3600 / max(summary["search_s"], 1e-9), 1)
-    if (search_out / "recall.csv").exists():
-        summary.update(known_results(search_out / "recall.csv"))
+    summary.update(known_results(recall_points(study.study, settings.objectives)))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1), flush=True)
     return 0

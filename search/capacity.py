@@ -1,8 +1,8 @@
 """How many trials one machine trains at once: `mixc search --workers auto`.
 
 On a GPU the count comes from the planned memory of one trial against the memory free on each GPU, and
-from the cores (each worker process wants two: one launching kernels, one making batches); on a CPU from
-the cores alone. The planned figure is the spec as written, not its largest point, so it is a guide, and it
+from the cores (two a worker process: its intra-op threads on a CPU, its launching and data on a GPU); on
+a CPU from the cores alone. The planned figure is the spec as written, not its largest point, so it is a guide, and it
 is said with the count.
 """
 

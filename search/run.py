@@ -310,8 +310,8 @@ def run_search(options: SearchOptions, console: Console) -> int:
                           + _resume_flags(options))
             return EXIT_WORKER_DIED
         console.print(f"warning: {died} died; its trial was retried and finished by another worker")
-    queued = study.trials(TrialState.WAITING)
-    if deadline is not None and queued:
+    queued = study.trials(TrialState.WAITING) if deadline is not None else []
+    if queued:
         console.print(f"time limit: {len(queued)} trial{'s' if len(queued) > 1 else ''} still queued after "
                       f"{options.time_limit_s:g} s. Continue the study with: mixc search {options.spec_path} "
                       f"--resume" + _resume_flags(options))

@@ -3,7 +3,8 @@
 The cheap checks come first: the spec must accept the point (composer.validate) and
 the planned parameters and inference state must fit the search's limits, all before a
 model is built; then, where the search asks for it, one decoding step is timed on the
-built, untrained model (`max_decode_ms`, the `decode_ms` objective), still before training. A rejected point ends the trial as pruned, with the reason kept in the
+built, untrained model (`max_decode_ms`, the `decode_ms` objective), still before
+training. A rejected point ends the trial as pruned, with the reason kept in the
 trial's user attribute `rejected`, so the report can say why and the sampler learns to
 avoid the region. Everything a report needs later (the concrete spec, its measures,
 the training settings) is stored on the trial, so a report never re-derives it.
