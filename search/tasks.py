@@ -1,6 +1,7 @@
 """Synthetic sequence tasks, generated on the fly from a seed, each scored on a held-out stream.
 
-Every task gives (inputs, targets) batches of shape (batch, seq_len), int64; targets are
+Every task gives (inputs, targets) batches of shape (batch, seq_len), int64, drawn on the
+generator's device (a GPU trial's batches then cost no CPU time and no copy); targets are
 IGNORE (-100) except where the model must answer, and `accuracy` is the share of those
 positions it gets right. Each probes one ability a mixer may or may not have:
 
@@ -40,7 +41,7 @@ class TaskError(ValueError):
 
 def _distinct(size: int, population: int, count: int, generator: torch.Generator) -> torch.Tensor:
     """(size, count) draws without replacement from range(population), in random order."""
-    return torch.argsort(torch.rand(size, population, generator=generator), dim=1)[:, :count]
+    return torch.argsort(torch.rand(size, population, generator=generator, device=generator.device), dim=1)[:, :count]
 
 
 # The lengths of a mixed MQAR batch's examples, as fractions of its seq_len (Zoology's mixture of 64 to 256 tokens).
@@ -102,34 +103,45 @@ class MQAR:
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mixed:
             return self._mixed_batch(size, generator)
-        half, context = self.vocab // 2, 2 * self.pairs
+        half, context, device = self.vocab // 2, 2 * self.pairs, generator.device
         keys = _distinct(size, half - 1, self.pairs, generator) + 1
         values = _distinct(size, self.vocab - half, self.pairs, generator) + half
         space = (self.seq_len - context) // 2
-        gap_weights = self.power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (self.power_a - 1)
+        gap_weights = self.power_a * torch.arange(1, space + 1, dtype=torch.float64, device=device) ** (self.power_a - 1)
         gaps = torch.multinomial(gap_weights.expand(size, space), self.pairs, replacement=False,
                                  generator=generator)
         if self.noise:
-            inputs = torch.randint(0, self.vocab, (size, self.seq_len), generator=generator)
+            inputs = torch.randint(0, self.vocab, (size, self.seq_len), generator=generator,
+                                   device=device)
         else:
-            inputs = torch.zeros(size, self.seq_len, dtype=torch.long)
-        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long)
+            inputs = torch.zeros(size, self.seq_len, dtype=torch.long, device=device)
+        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long, device=device)
         inputs[:, 0:context:2], inputs[:, 1:context:2] = keys, values
-        rows, positions = torch.arange(size)[:, None], context + 2 * gaps
+        rows, positions = torch.arange(size, device=device)[:, None], context + 2 * gaps
         inputs[rows, positions] = keys
         targets[rows, positions] = values
         return inputs, targets
 
-    def _mixed_batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        configurations = self.configurations()
-        kinds = torch.randint(0, len(configurations), (size,), generator=generator)
-        inputs = torch.zeros(size, self.seq_len, dtype=torch.long)
-        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long)
+    def _mixed_batch(self, size: int, generator: torch.Generator,
+                     every_row: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """every_row: draw each kind for every row and keep each row's own (default: off the CPU, where
+        counting a kind's rows would wait on the device every step); else draw only each kind's rows."""
+        configurations, device = self.configurations(), generator.device
+        every_row = device.type != "cpu" if every_row is None else every_row
+        kinds = torch.randint(0, len(configurations), (size, 1), generator=generator, device=device)
+        inputs = torch.zeros(size, self.seq_len, dtype=torch.long, device=device)
+        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long, device=device)
         for kind, (length, pairs) in enumerate(configurations):
-            rows = (kinds == kind).nonzero().flatten()
-            if len(rows):
-                part = dataclasses.replace(self, seq_len=length, pairs=pairs, mixed=False)
-                inputs[rows, :length], targets[rows, :length] = part.batch(len(rows), generator)
+            part = dataclasses.replace(self, seq_len=length, pairs=pairs, mixed=False)
+            mine = kinds == kind
+            if every_row:
+                part_inputs, part_targets = part.batch(size, generator)
+                inputs[:, :length] = torch.where(mine, part_inputs, inputs[:, :length])
+                targets[:, :length] = torch.where(mine, part_targets, targets[:, :length])
+            else:
+                rows = mine.flatten().nonzero().flatten()
+                if len(rows):
+                    inputs[rows, :length], targets[rows, :length] = part.batch(len(rows), generator)
         return inputs, targets
 
 
@@ -153,13 +165,13 @@ class SelectiveCopy:
             raise TaskError("selective_copy needs vocab >= 3: noise, the marker and one data token", "vocab")
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        body = self.seq_len - self.tokens
-        data = torch.randint(2, self.vocab, (size, self.tokens), generator=generator)
+        body, device = self.seq_len - self.tokens, generator.device
+        data = torch.randint(2, self.vocab, (size, self.tokens), generator=generator, device=device)
         positions = torch.sort(_distinct(size, body, self.tokens, generator), dim=1).values
-        inputs = torch.zeros(size, self.seq_len, dtype=torch.long)
-        inputs[torch.arange(size)[:, None], positions] = data
+        inputs = torch.zeros(size, self.seq_len, dtype=torch.long, device=device)
+        inputs[torch.arange(size, device=device)[:, None], positions] = data
         inputs[:, body:] = 1
-        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long)
+        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long, device=device)
         targets[:, body:] = data
         return inputs, targets
 
@@ -181,12 +193,13 @@ class Induction:
             raise TaskError("induction needs vocab >= 3: the trigger and two other tokens", "vocab")
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = torch.randint(2, self.vocab, (size, self.seq_len), generator=generator)
-        trigger = torch.randint(0, self.seq_len - 2, (size,), generator=generator)
-        rows = torch.arange(size)
+        device = generator.device
+        inputs = torch.randint(2, self.vocab, (size, self.seq_len), generator=generator, device=device)
+        trigger = torch.randint(0, self.seq_len - 2, (size,), generator=generator, device=device)
+        rows = torch.arange(size, device=device)
         inputs[rows, trigger] = 1
         inputs[:, -1] = 1
-        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long)
+        targets = torch.full((size, self.seq_len), IGNORE, dtype=torch.long, device=device)
         targets[:, -1] = inputs[rows, trigger + 1]
         return inputs, targets
 
@@ -219,10 +232,10 @@ class Permutation:
         return torch.tensor([[index[tuple(a[i] for i in b)] for b in perms] for a in perms])
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        table = self.composition_table()
-        inputs = torch.randint(0, len(table), (size, self.seq_len), generator=generator)
+        table = self.composition_table().to(generator.device)
+        inputs = torch.randint(0, len(table), (size, self.seq_len), generator=generator, device=generator.device)
         targets = torch.empty_like(inputs)
-        state = torch.zeros(size, dtype=torch.long)  # the identity is permutation 0
+        state = torch.zeros(size, dtype=torch.long, device=generator.device)  # the identity is permutation 0
         for t in range(self.seq_len):
             state = table[state, inputs[:, t]]
             targets[:, t] = state

@@ -126,10 +126,11 @@ def test_mqar_vocab_defaults_to_the_models_and_others_keep_their_own():
     assert make_task({"kind": "permutation", "degree": 4}, model_vocab=96, max_len=64).vocab == 24
 
 
-def test_a_mixed_mqar_batch_holds_every_length_each_a_whole_example_then_padding():
+@pytest.mark.parametrize("every_row", [False, True], ids=["rows_of_each_kind", "every_row_as_on_a_gpu"])
+def test_a_mixed_mqar_batch_holds_every_length_each_a_whole_example_then_padding(every_row):
     task = MQAR(seq_len=128, pairs=16, vocab=256, mixed=True)
     assert task.configurations() == [(32, 4), (64, 8), (128, 16)]
-    inputs, targets = _batch(task, size=96)
+    inputs, targets = task._mixed_batch(96, torch.Generator().manual_seed(0), every_row=every_row)
     lengths = []
     for row in range(len(inputs)):
         queries = (targets[row] != IGNORE).nonzero().flatten()
