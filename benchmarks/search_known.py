@@ -11,6 +11,11 @@
 3. report: the search's report from the stored study (HTML, best specs, recall.csv and the two PNGs), then the
    known-results table: the best accuracy at each attention fraction, and the pure SSM's at each state.
 Everything lands under --out: probe.json, the search's folder, summary.json.
+
+    ... search_known.py --out $OUT --resume EARLIER_OUT [--trials 60]
+
+continues the study an earlier call left in EARLIER_OUT (a search sized to two GPU leases): no probe (the earlier
+pick stands), more trials queued up to --trials, and trials an hour counted over both calls' search seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,8 +37,10 @@ SPEC = Path(__file__).resolve().parent / "search_known.mix"
 
 def probe(spec_path: Path, modes: list[str], steps: int, warmup: int, device: str) -> dict:
     """Each mode's seconds a step of the spec's own point, and its start-up: the point trained for `warmup`
-    steps and for `warmup + steps`, fresh each time (the difference is `steps` steady steps; the rest of the
-    shorter run, less its steps, is the start-up: building, compiling, autotuning)."""
+    steps, again for `warmup` and for `warmup + steps`, fresh each time. The last two differ by `steps` steady
+    steps; the first run, less its steps, is the start-up a worker process pays once (CUDA context, the
+    kernels' compiling and autotuning, torch.compile's graphs). The first run is not one of the two differenced:
+    its one-time costs made a 50-step difference come out negative on one H200."""
     import torch
 
     from composer import load
@@ -45,7 +53,7 @@ def probe(spec_path: Path, modes: list[str], steps: int, warmup: int, device: st
     for mode in modes:
         seconds = []
         try:
-            for count in (warmup, warmup + steps):
+            for count in (warmup, warmup, warmup + steps):
                 torch._dynamo.reset()
                 begin = time.perf_counter()
                 train(spec, settings.task, dataclasses.replace(settings.train, steps=count, compile=mode,
@@ -55,7 +63,7 @@ def probe(spec_path: Path, modes: list[str], steps: int, warmup: int, device: st
             rows[mode] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             print(f"probe {mode}: {rows[mode]['error']}", flush=True)
             continue
-        step_s = (seconds[1] - seconds[0]) / steps
+        step_s = (seconds[2] - seconds[1]) / steps
         rows[mode] = {"step_ms": round(1e3 * step_s, 2), "start_s": round(seconds[0] - warmup * step_s, 2)}
         print(f"probe {mode}: {rows[mode]}", flush=True)
     return rows
@@ -101,6 +109,8 @@ def main() -> int:
     parser.add_argument("--compile-modes", default="none,reduce_overhead")
     parser.add_argument("--probe-steps", type=int, default=60)
     parser.add_argument("--probe-warmup", type=int, default=20)
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="an earlier call's --out: continue its study (no probe; its pick stands)")
     args = parser.parse_args()
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,21 +122,32 @@ def main() -> int:
     from composer.search.run import load_search
     text = args.spec.read_text()
     trial_steps = load_search(args.spec, None)[1].train.steps
-    summary["probe"] = probe(args.spec, args.compile_modes.split(","), args.probe_steps, args.probe_warmup, device)
-    summary["compile"] = pick(summary["probe"], trial_steps)
-    (args.out / "probe.json").write_text(json.dumps(summary["probe"], indent=1))
+    search_out = args.out / "search"
+    earlier: dict = {}
+    if args.resume:
+        earlier = json.loads((args.resume / "summary.json").read_text())
+        search_out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.resume / "search" / "study.db", search_out / "study.db")
+        summary["probe"], summary["compile"] = earlier["probe"], earlier["compile"]
+        summary["resumed_from"] = {key: earlier[key] for key in ("search_s", "trials_finished") if key in earlier}
+    else:
+        summary["probe"] = probe(args.spec, args.compile_modes.split(","), args.probe_steps, args.probe_warmup,
+                                 device)
+        summary["compile"] = pick(summary["probe"], trial_steps)
+        (args.out / "probe.json").write_text(json.dumps(summary["probe"], indent=1))
     print(f"trials compile = {summary['compile']}", flush=True)
 
     spec_copy = args.out / args.spec.name
     spec_copy.write_text(with_compile(text, summary["compile"]))
-    search_out = args.out / "search"
     left = args.budget_s - args.report_s - (time.time() - started)
     picked = summary["probe"].get(summary["compile"], {})
     one_trial_s = picked.get("start_s", 0) + trial_steps * picked.get("step_ms", 0) / 1e3
     # no trial starts once a whole one would no longer fit (--time-limit); SIGINT below only if one overruns
     command = [sys.executable, "-m", "composer.cli", "search", str(spec_copy), "--trials", str(args.trials),
                "--workers", args.workers, "--out", str(search_out),
-               "--time-limit", f"{max(1.0, left - one_trial_s):.0f}"] + (["--device", args.device] * bool(args.device))
+               "--time-limit", f"{max(1.0, left - one_trial_s):.0f}"] \
+        + ["--device", args.device] * bool(args.device) + ["--resume"] * bool(args.resume)
+    search_start = time.time()
     search = subprocess.Popen(command)
     try:
         search.wait(timeout=max(1.0, left))
@@ -134,7 +155,8 @@ def main() -> int:
         search.send_signal(signal.SIGINT)  # the workers put their trials back; the study is kept
         search.wait(timeout=args.report_s / 2)
         summary["stopped"] = f"the budget ran out after {left:.0f} s of search"
-    summary["search_s"] = round(time.time() - started, 1)
+    # the search's own seconds (this call's and any earlier call's), what trials an hour counts over
+    summary["search_s"] = round(time.time() - search_start + earlier.get("search_s", 0), 1)
 
     from rich.console import Console
 

@@ -24,6 +24,16 @@ def test_the_driver_probes_searches_and_reports(load_benchmark, tmp_path, monkey
     for name in ("report.html", "recall.csv", "recall_vs_attention.png", "recall_vs_state.png"):
         assert (out / "search" / name).exists()
 
+    # a second call continues the stored study: no probe, more trials, seconds counted over both calls
+    again = tmp_path / "again"
+    monkeypatch.setattr(sys, "argv", ["search_known.py", "--spec", str(spec), "--out", str(again), "--trials", "5",
+                                      "--workers", "1", "--device", "cpu", "--resume", str(out), "--budget-s", "300"])
+    assert driver.main() == 0
+    resumed = json.loads((again / "summary.json").read_text())
+    assert resumed["trials_finished"] == 5 and resumed["probe"] == summary["probe"]
+    assert resumed["resumed_from"] == {"search_s": summary["search_s"], "trials_finished": 3}
+    assert resumed["search_s"] > summary["search_s"] and not (again / "probe.json").exists()
+
 
 def test_with_compile_sets_or_adds_the_setting(load_benchmark):
     driver = load_benchmark("search_known.py", "search_known_under_test")
