@@ -58,7 +58,8 @@ def child(args) -> int:
     layers, state, lr = CONFIGS[args.config]
     spec = composer.loads(SPEC.format(name=args.config.replace("-", "_").replace(".", "_"), vocab=args.vocab,
                                       seq_len=args.seq_len, state=state, layers=layers))
-    task = make_task({"kind": "mqar", "seq_len": args.seq_len, "pairs": args.pairs}, spec.vocab, spec.max_len)
+    task = make_task({"kind": "mqar", "seq_len": args.seq_len, "pairs": args.pairs, "mixed": args.mixed,
+                      "noise": args.noise}, spec.vocab, spec.max_len)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=lr, precision="bf16",
                              eval_every=args.eval_every, eval_batches=4)
     start = time.time()
@@ -84,6 +85,10 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=False,
+                        help="MQAR batches mixing a quarter, half and all of --seq-len (the task's mixed = true)")
+    parser.add_argument("--noise", action=argparse.BooleanOptionalAction, default=True,
+                        help="random tokens between the pairs and the queries (the task's noise)")
     parser.add_argument("--device", default="cuda", help="cpu: the script's own smoke run")
     parser.add_argument("--limit-s", type=int, default=420, help="a configuration still training then is stopped")
     parser.add_argument("--config", help=argparse.SUPPRESS)  # a child: train this one
@@ -93,6 +98,7 @@ def main() -> int:
     sink = Path(args.out, "search_pilot.jsonl").open("a")
     passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
               if k in ("steps", "eval_every", "batch_size", "seq_len", "pairs", "vocab", "device")]
+    passed += [f"--{'' if getattr(args, flag) else 'no-'}{flag}" for flag in ("mixed", "noise")]
 
     def run(config: str) -> dict:
         begin, last = time.time(), {"config": config, "accuracy": float("nan")}

@@ -13,9 +13,10 @@ from composer.report import human_bytes
 from composer.search.settings import SearchSettings
 from composer.spec import Spec
 
-# At most this many workers a GPU: on one H200 eight trial processes side by side each ran 2.2 steps a second
-# (benchmarks/results/search_pilot_h200_2026-12-03_13c9e09.log), so more would only slice the GPU finer.
-MAX_WORKERS_PER_GPU = 8
+# At most this many workers a GPU: a trial's step is launch-bound (a 4-layer d_model 128 hybrid kept one H200 busy
+# about a third of its step), so side by side processes fill the gaps until the GPU is busy: 1, 2, 4 and 8 of them
+# made 44, 87, 107 and 109 steps a second in all (benchmarks/results/search_workers_h200_2026-12-04_5b8b5c0.log).
+MAX_WORKERS_PER_GPU = 4
 # The share of a GPU's free memory the workers may plan to fill (allocator caches and CUDA contexts take the rest).
 MEMORY_SHARE = 0.8
 CORES_PER_WORKER = 2

@@ -19,14 +19,14 @@ def test_trial_bytes_counts_weights_optimizer_activations_and_logits():
 
 
 def test_memory_cores_and_the_per_gpu_cap_each_bound_the_count():
-    assert auto_workers(10 * GIB, [100 * GIB], cores=64)[0] == 8       # memory: 0.8 x 100 / 10
+    assert auto_workers(25 * GIB, [100 * GIB], cores=64)[0] == 3       # memory: 0.8 x 100 / 25
     assert auto_workers(30 * GIB, [100 * GIB], cores=64)[0] == 2
     assert auto_workers(1 * GIB, [100 * GIB], cores=64)[0] == MAX_WORKERS_PER_GPU  # the cap
     assert auto_workers(1 * GIB, [100 * GIB], cores=6)[0] == 3         # the cores: two a worker
     assert auto_workers(1 * GIB, [100 * GIB, 100 * GIB], cores=64)[0] == 2 * MAX_WORKERS_PER_GPU
     assert auto_workers(200 * GIB, [100 * GIB], cores=64)[0] == 1      # never none
-    count, why = auto_workers(10 * GIB, [100 * GIB], cores=64)
-    assert why == "8: 10 GiB planned a trial against 100 GiB free on 1 GPU (at most 8 a GPU), and 64 cores (2 a worker)"
+    count, why = auto_workers(25 * GIB, [100 * GIB], cores=64)
+    assert why == "3: 25 GiB planned a trial against 100 GiB free on 1 GPU (at most 4 a GPU), and 64 cores (2 a worker)"
     assert auto_workers(1, [], cores=5) == (2, "2 on 5 cores (2 a worker)")  # a CPU: the cores alone
 
 
