@@ -86,7 +86,8 @@ def with_compile(text: str, mode: str) -> str:
 
 def known_results(points) -> dict:
     """The best accuracy at each attention fraction, and the pure SSM's best at each state, of the search's
-    recall points (search/figures.py: what recall.csv and the PNGs hold)."""
+    recall points (search/figures.py: what recall.csv and the PNGs hold; a trial Hyperband stopped early counts
+    at its last evaluation, as most pure-SSM points are stopped early)."""
     by_fraction, pure_by_state = defaultdict(float), defaultdict(float)
     for point in points:
         fraction = round(point.attention_fraction, 3)

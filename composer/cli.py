@@ -204,7 +204,8 @@ def cmd_search(args) -> int:
     options = SearchOptions(Path(args.spec), model=args.model, trials=args.trials, workers=args.workers,
                             storage=args.storage, study_name=args.study, out=Path(args.out) if args.out else None,
                             resume=args.resume, device=args.device, heartbeat_s=args.heartbeat,
-                            save_weights=args.save_weights, time_limit_s=args.time_limit)
+                            save_weights=args.save_weights, time_limit_s=args.time_limit,
+                            report_only=args.report_only)
     try:
         return run_search(options, console)
     except StudyError as exc:
@@ -330,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="trials the study should have in all (default: the spec's "
                         "`trials` setting, else 32); with --resume, more are queued up to this count")
     search.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default 1), "
-                        "or auto: as many as the planned memory of a trial and the cores allow (at most 8 a GPU)")
+                        "or auto: as many as the planned memory of a trial and the cores allow (at most 4 a GPU)")
     search.add_argument("--time-limit", type=float, metavar="SECONDS", help="start no trial after this many "
                         "seconds; the running ones finish, the rest stay queued for --resume, and the report is written")
     search.add_argument("--storage", metavar="URL", help="where the study lives: a SQLite file path, an Optuna "
@@ -340,6 +341,8 @@ def parser() -> argparse.ArgumentParser:
                         "(default: MODEL.search/ beside the spec)")
     search.add_argument("--resume", action="store_true", help="continue the stored study, or join it as one "
                         "more worker from another process or machine")
+    search.add_argument("--report-only", action="store_true", help="train nothing: write the report (tables, "
+                        "report.html, best specs, recall figures) from the stored study as it stands")
     search.add_argument("--save-weights", action="store_true", help="keep each trial's trained weights "
                         "(OUT/weights) and write the Pareto-optimal ones beside their best specs")
     search.add_argument("--device", help="torch device for training (default: cuda when present, else cpu)")

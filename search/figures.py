@@ -3,7 +3,9 @@
 What the field reports about hybrids is read off these two: recall improves as linear:full attention drops
 (2507.06457), and a pure SSM's recall rises with its state (Zoology). The rows come from the study alone (each
 complete trial's stored spec, hole values and accuracy), so they can be drawn again from the storage at any
-time. They are always written as `recall.csv`; the PNGs need matplotlib (`pip install "composer[report]"`).
+time (`mixc search SPEC --report-only`). A trial the pruner stopped early is a row too, with the accuracy of its
+last evaluation and the step it stopped at: under Hyperband most weak points stop early, and those are the very
+points (a pure SSM at small state) the known results speak of. They are always written as `recall.csv`; the PNGs need matplotlib (`pip install "composer[report]"`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class RecallPoint:
     state: int | None  # the trial's value of a `*.state` hole (e.g. ssd.mixer.state); None without one
     state_bytes: int   # planned inference state for one sequence at max_len
     layers: str
+    stopped_at: int | None = None  # the step a pruned trial stopped at (its accuracy is that evaluation's)
 
 
 def attention_fraction(spec: Spec) -> float:
@@ -39,18 +42,27 @@ def attention_fraction(spec: Spec) -> float:
 
 
 def recall_points(study: optuna.Study, objectives: tuple[Objective, ...]) -> list[RecallPoint]:
-    """One point a complete trial, in trial order; none when accuracy is not an objective."""
+    """One point a complete or pruned trial, in trial order; none when accuracy is not an objective. A pruned
+    trial's accuracy is its last reported one (search/trial.py reports the held-out accuracy at each
+    evaluation); one stopped before its first evaluation has no point."""
     names = [objective.name for objective in objectives]
     if "accuracy" not in names:
         return []
     index = names.index("accuracy")
     points = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if trial.state == TrialState.COMPLETE:
+            accuracy, stopped_at = trial.values[index], None
+        elif trial.intermediate_values:
+            stopped_at = max(trial.intermediate_values)
+            accuracy = trial.intermediate_values[stopped_at]
+        else:
+            continue
         spec = Spec.model_validate(trial.user_attrs["spec"])
         states = [value for name, value in sorted(trial.params.items()) if name.split(".")[-1] == "state"]
-        points.append(RecallPoint(trial.number, trial.values[index], attention_fraction(spec),
+        points.append(RecallPoint(trial.number, accuracy, attention_fraction(spec),
                                   int(states[0]) if states else None, int(trial.user_attrs["state_bytes"]),
-                                  trial.user_attrs.get("layers", "")))
+                                  trial.user_attrs.get("layers", ""), stopped_at))
     return points
 
 
@@ -71,6 +83,11 @@ def _groups(points: list[RecallPoint]) -> list[tuple[str, list[RecallPoint]]]:
     return [(label, group) for label, group in groups if group]
 
 
+# How a point is drawn: complete trials as dots, early-stopped ones as crosses (their last evaluation's accuracy).
+MARKERS = (("complete", "o", lambda p: p.stopped_at is None),
+           ("stopped early (last evaluation)", "x", lambda p: p.stopped_at is not None))
+
+
 def write_pngs(points: list[RecallPoint], out_dir: Path) -> list[Path]:
     """recall_vs_attention.png and recall_vs_state.png; ImportError without matplotlib."""
     import matplotlib
@@ -82,9 +99,16 @@ def write_pngs(points: list[RecallPoint], out_dir: Path) -> list[Path]:
     written = []
     figure, axes = plt.subplots(figsize=(6, 4))
     colours = [p.state if by_hole else p.state_bytes for p in points]
-    drawn = axes.scatter([p.attention_fraction for p in points], [p.accuracy for p in points], c=colours,
-                         cmap="viridis", norm=matplotlib.colors.LogNorm() if len(set(colours)) > 1 else None)
+    norm = (matplotlib.colors.LogNorm(min(colours), max(colours)) if len(set(colours)) > 1
+            else matplotlib.colors.Normalize(colours[0] - 1, colours[0] + 1))
+    for label, marker, keep in MARKERS:
+        kept = [p for p in points if keep(p)]
+        if kept:
+            drawn = axes.scatter([p.attention_fraction for p in kept], [p.accuracy for p in kept], marker=marker,
+                                 c=[p.state if by_hole else p.state_bytes for p in kept], cmap="viridis", norm=norm,
+                                 label=label)
     figure.colorbar(drawn, ax=axes, label="state (hole value)" if by_hole else "inference state bytes")
+    axes.legend()
     axes.set(xlabel="attention fraction (attention layers / layers)", ylabel="held-out accuracy",
              title="recall against attention fraction", ylim=(-0.02, 1.02))
     figure.tight_layout()
@@ -93,13 +117,16 @@ def write_pngs(points: list[RecallPoint], out_dir: Path) -> list[Path]:
     plt.close(figure)
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for label, group in _groups(points):
-        axes.scatter([p.state if by_hole else p.state_bytes for p in group], [p.accuracy for p in group],
-                     label=label)
+    for colour, (label, group) in enumerate(_groups(points)):
+        for how, marker, keep in MARKERS:
+            kept = [p for p in group if keep(p)]
+            if kept:
+                axes.scatter([p.state if by_hole else p.state_bytes for p in kept], [p.accuracy for p in kept],
+                             marker=marker, color=f"C{colour}", label=f"{label}, {how}")
     axes.set_xscale("log", base=2)
     axes.set(xlabel="state (hole value)" if by_hole else "inference state bytes (planned, at max_len)",
              ylabel="held-out accuracy", title="recall against state size", ylim=(-0.02, 1.02))
-    axes.legend()
+    axes.legend(fontsize="small", framealpha=0.6)
     figure.tight_layout()
     written.append(out_dir / "recall_vs_state.png")
     figure.savefig(written[-1], dpi=120)

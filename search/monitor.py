@@ -48,7 +48,10 @@ def outcome_text(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> str:
         return f"rejected: {attrs['rejected']}"
     if trial.state == TrialState.PRUNED:
         step = trial.last_step
-        return f"stopped early at step {step}" if step is not None else "pruned"
+        if step is None:
+            return "pruned"
+        # the pruned trial's last evaluation: its held-out accuracy (search/trial.py reports that), and its layers
+        return f"stopped early at step {step}: accuracy {trial.intermediate_values[step]:.3f}  ·  {attrs.get('layers', '')}"
     for key in ("error", "lost"):
         if key in attrs:
             return f"{key}: {attrs[key]}"

@@ -59,6 +59,7 @@ class SearchOptions:
     heartbeat_s: float = 10.0
     save_weights: bool = False         # each trial's trained weights to OUT/weights, the best beside their specs
     time_limit_s: float | None = None  # no trial starts after this many seconds; the rest stay queued
+    report_only: bool = False          # train nothing: the report drawn again from the stored study
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,28 @@ def _resume_flags(options: SearchOptions) -> str:
     return "".join(f" {flag} {value}" for flag, value in flags if value is not None)
 
 
+def _out_and_config(spec: Spec, options: SearchOptions) -> tuple[Path, StudyConfig]:
+    out = _out_dir(spec, options)
+    config = StudyConfig(storage_url_for(options.storage or str(out / "study.db")),
+                         options.study_name or spec.name, options.heartbeat_s)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return out, config
+
+
+def _report_only(spec: Spec, settings: SearchSettings, options: SearchOptions, console: Console) -> int:
+    """The report of the stored study as it stands (a search cut short, or one finished elsewhere): nothing
+    is queued or trained, and trials still queued stay so for --resume."""
+    out, config = _out_and_config(spec, options)
+    stored = config.storage_url.removeprefix("sqlite:///") if config.storage_url.startswith("sqlite:///") else None
+    if stored is not None and not Path(stored).is_file():  # opening it would create an empty one
+        raise StudyError(f"no stored study at {stored}: --report-only draws the report of a search that ran; "
+                         "point --out (or --storage) at that search's folder")
+    study = load_study(config, settings)
+    with storage_faults(config.storage_url):
+        report(study, settings, out, console)
+    return 0
+
+
 def run_search(options: SearchOptions, console: Console) -> int:
     """The whole command; returns its exit code (SpecError and StudyError go up to the CLI)."""
     if options.workers != "auto" and options.workers < 1:
@@ -267,16 +290,15 @@ def run_search(options: SearchOptions, console: Console) -> int:
     if options.time_limit_s is not None and options.time_limit_s <= 0:
         raise StudyError(f"--time-limit must be a number of seconds above 0, got {options.time_limit_s:g}")
     spec, settings = load_search(options.spec_path, options.model)
+    if options.report_only:
+        return _report_only(spec, settings, options, console)
     if options.workers == "auto":
         on_gpu = torch.cuda.is_available() and (options.device or "cuda").startswith("cuda")
         free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())] if on_gpu else []
         count, why = auto_workers(trial_bytes(spec, settings), free, available_cores())
         console.print(f"--workers auto: {why}")
         options = dataclasses.replace(options, workers=count)
-    out = _out_dir(spec, options)
-    config = StudyConfig(storage_url_for(options.storage or str(out / "study.db")),
-                         options.study_name or spec.name, options.heartbeat_s)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out, config = _out_and_config(spec, options)
     study = load_study(config, settings) if options.resume else create_study(config, settings)
     target = options.trials or study.target or settings.trials
     with storage_faults(config.storage_url):

@@ -139,3 +139,23 @@ def test_a_time_limit_starts_no_trial_after_it_keeps_the_rest_queued_and_resume_
     assert "3 complete" in capsys.readouterr().out
     assert main(["search", str(spec), "--trials", "4", "--time-limit", "0"]) == 2  # a StudyError, said plainly
     assert "--time-limit must be a number of seconds above 0, got 0" in capsys.readouterr().err
+
+
+def test_report_only_redraws_the_report_from_storage_and_trains_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path, trained(steps=2))
+    assert main(["search", str(spec), "--report-only"]) == 2  # nothing stored yet: said plainly, no file made
+    assert "no stored study at" in capsys.readouterr().err and not (tmp_path / "tiny.search").exists()
+    assert main(["search", str(spec), "--trials", "2"]) == 0
+    assert main(["search", str(spec), "--resume", "--trials", "4", "--time-limit", "0.001"]) == 0  # 2 more queued
+    out_dir = tmp_path / "tiny.search"
+    for name in ("report.html", "recall.csv"):
+        (out_dir / name).unlink()
+    storage = f"sqlite:///{out_dir / 'study.db'}"
+    before = [(t.number, t.state) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    capsys.readouterr()
+    assert main(["search", str(spec), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "this run's workers" not in out and f"wrote {out_dir / 'report.html'}" in out.replace("\n", "")
+    assert (out_dir / "report.html").stat().st_size > 0 and (out_dir / "recall.csv").is_file()
+    assert [(t.number, t.state) for t in optuna.load_study(study_name="tiny", storage=storage).trials] == before
+    assert [state for _, state in before] == [TrialState.COMPLETE] * 2 + [TrialState.WAITING] * 2  # still queued
