@@ -128,7 +128,11 @@ def main() -> int:
     if args.resume:
         earlier = json.loads((args.resume / "summary.json").read_text())
         search_out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.resume / "search" / "study.db", search_out / "study.db")
+        # an earlier call's --out holds search/study.db; a committed result folder (benchmarks/results/...) study.db
+        stored = [path for path in (args.resume / "search" / "study.db", args.resume / "study.db") if path.is_file()]
+        if not stored:
+            parser.error(f"--resume {args.resume}: no search/study.db or study.db there")
+        shutil.copyfile(stored[0], search_out / "study.db")
         summary["probe"], summary["compile"] = earlier["probe"], earlier["compile"]
         summary["resumed_from"] = {key: earlier[key] for key in ("search_s", "trials_finished") if key in earlier}
     else:
