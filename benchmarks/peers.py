@@ -83,6 +83,24 @@ def keep_config_share(package: str, index: int, count: int) -> int:
     return kept
 
 
+def _run_once(kernel_call, quantiles) -> list[float]:
+    kernel_call()
+    return [1.0] * len(quantiles)
+
+
+def compile_only(package: str) -> int:
+    """Make every autotuner of `package` (loaded) run each configuration once instead of timing it, and store no
+    timings: a warming child then only compiles (into Triton's on-disk cache) and its picks, all ties, go nowhere.
+    Timing in the children is what sank the first warm run on the H200: fourteen of them each benchmarking their
+    shares at every shape, time-sliced on one GPU, gave no result in 545 s. (Triton 3.6.0's Autotuner keeps its
+    benchmark function in `_do_bench`, and fla passes `cache_results=True`, which would store the ties on disk
+    for the timing process to find.) Returns how many autotuners it changed."""
+    tuners = autotuners(package)
+    for tuner in tuners:
+        tuner._do_bench, tuner.cache_results = _run_once, False
+    return len(tuners)
+
+
 def warm_compile_cache(argv: list[str], count: int, timeout_s: float) -> list[dict]:
     """Run `python argv --warm-share I/count` for I = 0..count-1 at once, and wait for them.
 
@@ -90,7 +108,8 @@ def warm_compile_cache(argv: list[str], count: int, timeout_s: float) -> list[di
     the H200 one chunk_gla forward+backward took more than 240 s). A child given a share (keep_config_share)
     compiles only that share into Triton's on-disk cache and exits; the process that times fla afterwards then
     autotunes over all the configurations alone on the GPU, finding every kernel compiled, so its picks are
-    its own and only the benchmarking of each configuration remains. Returns each child's row (run_isolated)."""
+    its own and only the benchmarking of each configuration remains. The children time nothing (compile_only).
+    Returns each child's row (run_isolated)."""
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(lambda i: run_isolated(argv + ["--warm-share", f"{i}/{count}"], timeout_s),
@@ -116,10 +135,13 @@ def add_warm_arguments(parser) -> None:
 
 
 def take_share(module: str, share: str) -> int:
-    """A --warm-share child's start: import `module` (which builds fla's autotuners) and keep only this
-    share I/N of their configurations (keep_config_share); returns the configurations kept."""
+    """A --warm-share child's start: import `module` (which builds fla's autotuners), keep only this share I/N
+    of their configurations (keep_config_share) and make them compile without timing (compile_only); returns
+    the configurations kept."""
     importlib.import_module(module)
-    return keep_config_share("fla", *parse_share(share))
+    kept = keep_config_share("fla", *parse_share(share))
+    compile_only("fla")
+    return kept
 
 
 def parse_share(text: str) -> tuple[int, int]:

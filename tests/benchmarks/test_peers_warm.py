@@ -41,6 +41,24 @@ def test_a_tuner_with_fewer_configurations_than_shares_keeps_one(load_benchmark,
     assert [config.kwargs["BLOCK"] for config in module.kernel.configs] == [32]  # configs[3 % 2]
 
 
+def test_compile_only_runs_each_configuration_once_and_stores_no_timings(load_benchmark, monkeypatch):
+    import torch
+    peers = load_benchmark("peers.py", "peers_under_test")
+
+    @triton.jit
+    def count(counter, n, BLOCK: tl.constexpr):
+        tl.atomic_add(counter, 1)
+    module = types.ModuleType("fake_compile_peer")
+    module.kernel = triton.autotune([triton.Config({"BLOCK": size}) for size in (16, 32, 64)], key=["n"],
+                                    cache_results=True)(count)
+    monkeypatch.setitem(sys.modules, "fake_compile_peer", module)
+    assert peers.compile_only("fake_compile_peer") == 1 and module.kernel.cache_results is False
+    counter = torch.zeros(1, dtype=torch.int32)
+    module.kernel[(1,)](counter, 5)
+    # one run a configuration (the "tuning"), then the call itself: a timed tuning would run each many times
+    assert counter.item() == 3 + 1
+
+
 @pytest.mark.parametrize("text", ["3/3", "1", "a/2", "-1/2"])
 def test_a_share_is_written_i_of_n(load_benchmark, text):
     peers = load_benchmark("peers.py", "peers_under_test")
