@@ -91,7 +91,7 @@ def _run_once(kernel_call, quantiles) -> list[float]:
 def compile_only(package: str) -> int:
     """Make every autotuner of `package` (loaded) run each configuration once instead of timing it, and store no
     timings: a warming child then only compiles (into Triton's on-disk cache) and its picks, all ties, go nowhere.
-    Timing in the children is what sank the first warm run on the H200: fourteen of them each benchmarking their
+    Timing in the children most likely sank the first warm run on the H200: fourteen of them each benchmarking their
     shares at every shape, time-sliced on one GPU, gave no result in 545 s. (Triton 3.6.0's Autotuner keeps its
     benchmark function in `_do_bench`, and fla passes `cache_results=True`, which would store the ties on disk
     for the timing process to find.) Returns how many autotuners it changed."""
