@@ -180,7 +180,7 @@ def mamba(out) -> None:
         peer_out = logits_of_steps(lambda: (peer_graph.replay(), peer_logits)[1], tokens, steps)
         t_peer = triton.testing.do_bench(peer_graph.replay, warmup=50, rep=300)
         peer_cache_bytes = sum(t.numel() * t.element_size() for state in peer.caches for t in state)
-        del peer_graph
+        peer_graph = None  # frees the graph (a del would leave the lambdas above naming nothing)
         results, logits = {}, {}
         for form, state_dtype in (("fp32 state", torch.float32), ("bf16 state", torch.bfloat16)):
             torch.cuda.reset_peak_memory_stats()
@@ -189,7 +189,7 @@ def mamba(out) -> None:
             peak = torch.cuda.max_memory_allocated()
             logits[form] = logits_of_steps(lambda: runner(runner.tokens), runner.tokens, steps)
             results[form] = (triton.testing.do_bench(runner.graph.replay, warmup=50, rep=300), cache.nbytes(), peak)
-            del runner, cache
+            runner = cache = None
         eager = DecodeGraph(ours, ours.allocate_cache(batch, 4096), graph=False)
         t_eager = triton.testing.do_bench(lambda: eager(steps[0]), warmup=5, rep=300)
         t_ours = results["fp32 state"][0]
@@ -208,7 +208,7 @@ def mamba(out) -> None:
         say(out, f"    time_decode b={batch} (greedy loop around the graph): prefill 128 tokens {t.prefill_ms:.2f} ms, "
                  f"{t.decode_ms_per_step:.3f} ms/step, {t.tokens_per_second:,.0f} tokens/s, cache "
                  f"{t.cache_bytes / 2**20:.2f} MiB, peak {t.peak_memory_bytes / 2**20:.0f} MiB")
-        del eager
+        eager = None
         torch.cuda.empty_cache()
 
 

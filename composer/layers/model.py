@@ -20,14 +20,13 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: dict | None = None, where=None) -> torch.Tensor:
         """With `cache` (the mixer's buffers) and `where` (the call's Positions) the mixer continues its cache;
-        a mixer with `adds_residual` takes x and returns x plus its output."""
-        mixed = self.mixer_norm(x)
+        a mixer with `adds_residual` takes x and the norm, and returns x plus its output."""
         if cache is None:
-            x = x + self.mixer(mixed)
-        elif getattr(self.mixer, "adds_residual", False):  # the mixer adds x itself (inside its last GEMM)
-            x = self.mixer(mixed, cache, where, residual=x)
+            x = x + self.mixer(self.mixer_norm(x))
+        elif getattr(self.mixer, "adds_residual", False):  # the mixer norms x and adds it itself (in its kernels)
+            x = self.mixer(x, cache, where, residual=x, norm=self.mixer_norm)
         else:
-            x = x + self.mixer(mixed, cache, where)
+            x = x + self.mixer(self.mixer_norm(x), cache, where)
         if self.channel is not None:
             x = x + self.channel(self.channel_norm(x))
         return x

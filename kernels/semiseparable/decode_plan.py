@@ -13,6 +13,8 @@ DECODE_TEMPLATE = "ssd_decode_step.py.jinja"
 CONV_BLOCK = 256  # channels a conv program takes
 STEP_TILE = 2048  # state elements a step program takes: BLOCK_P rows of N (16 rows at N = 128, as mamba_ssm)
 STEP_WARPS = 4
+GEMM_BLOCK_N = 32  # in_proj's or out_proj's outputs a fused GEMM program takes: at batch 1, in_proj's 3352 outputs
+GEMM_WARPS = 4     # of a Mamba-2 130M layer make 105 programs, each reading 32 rows of the weight
 
 
 def decode_constants(head_dim: int, state: int, heads: int, groups: int, conv: int, gate: bool, decay: str,
@@ -26,7 +28,8 @@ def decode_constants(head_dim: int, state: int, heads: int, groups: int, conv: i
     constants = dict(P=head_dim, N=state, HEADS_PER_GROUP=heads // groups, GROUPS=groups,
                      U_WIDTH=gate_width + channels + (heads if decay == "data" else 0), XBC_OFFSET=gate_width,
                      CHANNELS=channels, WIDTH=conv, BLOCK_C=CONV_BLOCK,
-                     BLOCK_P=min(head_dim, max(1, STEP_TILE // state)), NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip)
+                     BLOCK_P=min(head_dim, max(1, STEP_TILE // state)), NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip,
+                     GEMM_BLOCK_N=GEMM_BLOCK_N, GEMM_WARPS=GEMM_WARPS)
     if decay == "data":
         constants["DT_OFFSET"] = gate_width + channels
     return constants

@@ -107,3 +107,66 @@ def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bia
            A_log_ptr=A_log if constants["DECAY"] != "none" else None, D_ptr=D if constants["HAS_D"] else None,
            state_ptr=state, y_ptr=y)
     return y
+
+
+def _block_k(width: int) -> int | None:
+    """The widest of 128, 64, 32, 16 dividing `width`: a GEMM kernel's K tile (None: none does)."""
+    return next((block for block in (128, 64, 32, 16) if width % block == 0), None)
+
+
+def fused_layer_reason(d_model: int, constants: dict) -> str | None:
+    """Why the three-kernel step (in_proj_conv_fwd, ssd_decode_step_fwd, out_proj_fwd) cannot take a layer of
+    these widths, or None: its GEMMs tile the residual stream and d_inner by 16 at least."""
+    d_inner = constants["HEADS_PER_GROUP"] * constants["GROUPS"] * constants["P"]
+    for name, width in (("d_model", d_model), ("heads x head_dim", d_inner)):
+        if _block_k(width) is None:
+            return f"{name} = {width} is not a multiple of 16"
+    return None
+
+
+def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state, conv_weight, conv_bias, state,
+                            out_proj_weight, *, pre_norm=None, dt_bias=None, A_log=None, D=None, out_norm=None,
+                            residual=None):
+    """A Mamba-2 block's whole decoding step in three kernels: in_proj_conv_fwd (the block's RMSNorm when
+    `pre_norm` = (weight, eps) is given, in_proj, the short conv and its state), ssd_decode_step_fwd, and
+    out_proj_fwd (the gate, the output RMSNorm when `out_norm` = (weight, eps), out_proj, and `residual`'s add).
+    hidden (b, d_model), residual (b, d_model) or None; in_proj and out_proj without biases; both states are
+    updated in place. Returns out (b, d_model) in hidden's dtype: residual + out_proj(...) with a residual."""
+    b, d_model = hidden.shape
+    channels, heads = constants["CHANNELS"], constants["HEADS_PER_GROUP"] * constants["GROUPS"]
+    d_inner = heads * constants["P"]
+    reason = fused_layer_reason(d_model, constants)
+    if reason is not None:
+        raise ValueError(f"the three-kernel decoding step cannot take this layer: {reason}")
+    if (conv_state.shape != (b, channels, constants["WIDTH"] - 1) or state.shape != (b, heads, constants["P"],
+                                                                                      constants["N"])
+            or in_proj_weight.shape != (constants["U_WIDTH"], d_model) or out_proj_weight.shape != (d_model, d_inner)):
+        raise ValueError(f"the decoding step's constants do not fit hidden {tuple(hidden.shape)}, conv state "
+                         f"{tuple(conv_state.shape)}, state {tuple(state.shape)} and the projections "
+                         f"{tuple(in_proj_weight.shape)}, {tuple(out_proj_weight.shape)}")
+    if not (conv_state.is_contiguous() and state.is_contiguous()):
+        raise ValueError("both states must be contiguous: the kernels update them in place")
+    kernels = load_kernel_once(DECODE_TEMPLATE, constants, DECODE_HEADER)
+    hidden = hidden.contiguous()
+    block_m = 16 if b <= 16 else 32 if b <= 32 else 64
+    ieee = in_proj_weight.dtype == torch.float32
+    gemm = dict(num_warps=constants["GEMM_WARPS"])
+    u = torch.empty(b, constants["U_WIDTH"], dtype=hidden.dtype, device=hidden.device)
+    xbc = torch.empty(b, channels, dtype=hidden.dtype, device=hidden.device)
+    kernels.in_proj_conv_fwd[(triton.cdiv(b, block_m), triton.cdiv(constants["U_WIDTH"], constants["GEMM_BLOCK_N"]))](
+        hidden, None if pre_norm is None else pre_norm[0], in_proj_weight.contiguous(), conv_state,
+        conv_weight.contiguous(), conv_bias, u, xbc, b, 0.0 if pre_norm is None else pre_norm[1], D_MODEL=d_model,
+        BLOCK_M=block_m, BLOCK_K=_block_k(d_model), PRE_NORM=pre_norm is not None, IEEE=ieee, **gemm)
+    y = torch.empty(b, d_inner, dtype=hidden.dtype, device=hidden.device)
+    data = constants["DECAY"] == "data"
+    launch(kernels.ssd_decode_step_fwd, (b * heads, constants["P"] // constants["BLOCK_P"]),
+           dict(num_warps=constants["NUM_WARPS"]), xbc_ptr=xbc, u_ptr=u if data else None,
+           dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
+           D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y)
+    out = torch.empty(b, d_model, dtype=hidden.dtype, device=hidden.device)
+    kernels.out_proj_fwd[(triton.cdiv(b, block_m), triton.cdiv(d_model, constants["GEMM_BLOCK_N"]))](
+        y, u, None if out_norm is None else out_norm[0], out_proj_weight.contiguous(),
+        None if residual is None else residual.contiguous(), out, b, 0.0 if out_norm is None else out_norm[1],
+        D_MODEL=d_model, BLOCK_M=block_m, BLOCK_K=_block_k(d_inner), OUT_NORM=out_norm is not None,
+        RESIDUAL=residual is not None, IEEE=ieee, **gemm)
+    return out

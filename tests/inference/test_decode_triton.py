@@ -49,14 +49,23 @@ def check_cached_kernels_match_reference(model, device) -> None:
 @pytest.mark.parametrize("decay", sorted(SSD))
 @torch.no_grad()
 def test_generated_step_and_prefill_match_the_reference_forward(decay, monkeypatch):
-    calls = record_calls(monkeypatch, step_kernel, ("ssd_step_triton", "ssd_decode_step_triton"))
+    names = ("ssd_step_triton", "ssd_decode_step_triton", "ssd_decode_layer_triton")
+    calls = record_calls(monkeypatch, step_kernel, names)
     chunk_calls = record_calls(monkeypatch, chunk, ("ssd_chunked_triton",))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     check_cached_kernels_match_reference(build(spec_of(SSD[decay], channel="none", layers=1)).to(device), device)
-    # with a short conv (decay data here) a step runs the fused decoding step, without one the step kernel
-    fused = decay == "data"
-    assert calls.count("ssd_decode_step_triton" if fused else "ssd_step_triton") == 5
-    assert calls.count("ssd_step_triton" if fused else "ssd_decode_step_triton") == 0 and "ssd_chunked_triton" in chunk_calls
+    # with a short conv (decay data here) a step runs the block's three-kernel step, without one the step kernel
+    used = "ssd_decode_layer_triton" if decay == "data" else "ssd_step_triton"
+    assert calls.count(used) == 5 and len(calls) == 5 and "ssd_chunked_triton" in chunk_calls
+
+
+@torch.no_grad()
+def test_a_layer_with_biases_decodes_with_torch_s_projections_around_the_two_kernel_step(monkeypatch):
+    calls = record_calls(monkeypatch, step_kernel, ("ssd_decode_step_triton", "ssd_decode_layer_triton"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = spec_of(SSD["data"].replace("decay = data", "decay = data, bias = true"), channel="none", layers=1)
+    check_cached_kernels_match_reference(build(spec).to(device), device)
+    assert calls == ["ssd_decode_step_triton"] * 5  # the fused GEMMs take no biases
 
 
 DELTA = {"gated": "delta(head_dim = 32, heads = 4, key_dim = 16, key_heads = 2, chunk = 16)",

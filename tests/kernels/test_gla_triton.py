@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -91,26 +90,8 @@ def test_forward_and_every_gradient_match_the_fp64_reference(b, L, H, K, V, chun
 
 # Triton 3.6's interpreter multiplies bf16 tiles wrongly (numpy has no bf16, it multiplies their bits): fp16
 # inputs take the same 16-bit operand path (with fp32 states), and bf16 runs with the products mended
-# (`bf16_products`); benchmarks/gla.py checks bf16 on a GPU.
+# (`bf16_products`, tests/kernels/conftest.py); benchmarks/gla.py checks bf16 on a GPU.
 LOW = torch.float16
-
-
-@pytest.fixture
-def bf16_products(monkeypatch):
-    """The interpreter multiplying bf16 tiles as bf16 values (widened to fp32 first), so that the bf16 path's
-    casts, bf16 states and their loads run on the CPU as a GPU runs them."""
-    from triton.runtime import interpreter
-    import triton.language as tl
-    multiply = interpreter.InterpreterBuilder.create_dot
-
-    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        def widened(t):
-            if t.dtype.scalar != tl.bfloat16:
-                return t
-            data = interpreter._convert_float(t.data, tl.bfloat16, tl.float32, None).view(np.float32)
-            return interpreter.TensorHandle(data, tl.float32)
-        return multiply(self, widened(a), widened(b), d, input_precision, max_num_imprecise_acc)
-    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
 
 
 @pytest.mark.parametrize("strength", [5.0, 30.0])

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from composer.codegen.render import render_kernel
 from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants
 from composer.kernels.semiseparable.reference import ssd_step
-from composer.kernels.semiseparable.step import ssd_decode_step_triton
+from composer.kernels.norms.reference import gated_rmsnorm
+from composer.kernels.semiseparable.step import fused_layer_reason, ssd_decode_layer_triton, ssd_decode_step_triton
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,3 +138,98 @@ def test_fused_step_at_mamba2_130m_sizes(batch):
         torch.testing.assert_close(conv_state, conv_ref.to(conv_state.dtype), rtol=0, atol=0)
         torch.testing.assert_close(state, state_ref, rtol=2e-2, atol=2e-2 * state_ref.abs().max().item())
         u = torch.randn_like(u)
+
+
+def layer_inputs(sizes, batch: int, d_model: int, dtype):
+    """The three-kernel step's inputs: the step's own (`inputs`, less u, which in_proj now makes), the block's
+    hidden row and residual, both projections and both norms' weights."""
+    constants, u, conv_state, weight, bias, state, dt_bias, A_log, D = inputs(sizes, batch, dtype)
+    d_inner = sizes["heads"] * sizes["head_dim"]
+    hidden, residual = (torch.randn(batch, d_model, device=DEVICE).to(dtype) for _ in range(2))
+    in_proj = (torch.randn(constants["U_WIDTH"], d_model, device=DEVICE) / d_model ** 0.5).to(dtype)
+    out_proj = (torch.randn(d_model, d_inner, device=DEVICE) / d_inner ** 0.5).to(dtype)
+    pre, out = 1 + 0.1 * torch.randn(d_model, device=DEVICE), 1 + 0.1 * torch.randn(d_inner, device=DEVICE)
+    return (constants, hidden, residual, in_proj, out_proj, pre.to(dtype), out.to(dtype), conv_state, weight, bias,
+            state, dt_bias, A_log, D)
+
+
+def reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log, D,
+                    sizes):
+    """The block's unfused step in fp32: pre-norm (pre None: none), in_proj, the step, the gate and output norm
+    (out None: the gate alone), out_proj, the residual (None: none). Returns (out, conv state, state)."""
+    x = hidden.float() if pre is None else gated_rmsnorm(hidden.float(), None, pre.float(), 1e-5)
+    u = x @ in_proj.float().t()
+    y, conv_new, state_new = reference_step(u, conv_state, weight, bias, state, dt_bias, A_log, D, sizes)
+    d_inner = sizes["heads"] * sizes["head_dim"]
+    z = u[:, :d_inner] if sizes["gate"] else None
+    if out is not None:
+        y = gated_rmsnorm(y, z, out.float(), 1e-5)
+    elif z is not None:
+        y = y * F.silu(z)
+    result = y @ out_proj.float().t()
+    return (result if residual is None else result + residual.float()), conv_new, state_new
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("batch", [1, 3, 20])
+@pytest.mark.parametrize("norms", ["both", "neither"])
+def test_three_kernel_step_matches_the_unfused_block(case, batch, norms):
+    """in_proj's 3-column tail (dt) and widths not a multiple of the 32-wide tile, rows past the batch in
+    the 16- and 32-row tiles, with and without the norms and the residual."""
+    sizes = CASES[case]
+    d_model = 48
+    (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
+     D) = layer_inputs(sizes, batch, d_model, torch.float32)
+    if norms == "neither":
+        pre = out = residual = None
+    want, conv_want, state_want = reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state,
+                                                  weight, bias, state, dt_bias, A_log, D, sizes)
+    got = ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj,
+                                  pre_norm=None if pre is None else (pre, 1e-5), dt_bias=dt_bias, A_log=A_log, D=D,
+                                  out_norm=None if out is None else (out, 1e-5), residual=residual)
+    assert got.shape == (batch, d_model) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv_state, conv_want, rtol=1e-6, atol=1e-6)  # in_proj's outputs, moved in
+    torch.testing.assert_close(state, state_want, rtol=1e-5, atol=1e-5)
+
+
+def test_three_kernel_step_in_bf16(bf16_products):
+    sizes = CASES["data"]
+    (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
+     D) = layer_inputs(sizes, 5, 64, torch.bfloat16)
+    want, _, state_want = reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias,
+                                          state, dt_bias, A_log, D, sizes)
+    got = ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj,
+                                  pre_norm=(pre, 1e-5), dt_bias=dt_bias, A_log=A_log, D=D, out_norm=(out, 1e-5),
+                                  residual=residual)
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    torch.testing.assert_close(state, state_want, rtol=2e-2, atol=2e-2 * state_want.abs().max().item())
+
+
+def test_widths_the_three_kernel_step_cannot_tile_are_said():
+    constants = decode_constants(**CASES["data"])
+    assert fused_layer_reason(48, constants) is None
+    assert fused_layer_reason(40, constants) == "d_model = 40 is not a multiple of 16"
+    (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
+     D) = layer_inputs(CASES["data"], 2, 40, torch.float32)
+    with pytest.raises(ValueError, match="cannot take this layer: d_model = 40"):
+        ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Mamba-2 130M's sizes take minutes under the interpreter")
+@pytest.mark.parametrize("batch", [1, 64])
+def test_three_kernel_step_at_mamba2_130m_sizes(batch):
+    sizes = dict(head_dim=64, state=128, heads=24, groups=1, conv=4, gate=True, decay="data", skip=True)
+    (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
+     D) = layer_inputs(sizes, batch, 768, torch.bfloat16)
+    for _ in range(3):  # each step continues the states the one before left
+        want, conv_want, state_want = reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state,
+                                                      weight, bias, state, dt_bias, A_log, D, sizes)
+        got = ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj,
+                                      pre_norm=(pre, 1e-5), dt_bias=dt_bias, A_log=A_log, D=D, out_norm=(out, 1e-5),
+                                      residual=residual)
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+        torch.testing.assert_close(conv_state.float(), conv_want, rtol=2e-2, atol=2e-2 * conv_want.abs().max().item())
+        torch.testing.assert_close(state, state_want, rtol=2e-2, atol=2e-2 * state_want.abs().max().item())
+        hidden, residual = torch.randn_like(hidden), got

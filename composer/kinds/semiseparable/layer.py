@@ -17,7 +17,7 @@ from composer.kernels.semiseparable.reference import ssd_chunked, ssd_step
 from composer.kernels.plan import runs_generated
 from composer.kernels.semiseparable.plan import fits
 from composer.layers.cache import CacheEntry
-from composer.layers.norms import GatedRMSNorm
+from composer.layers.norms import GatedRMSNorm, RMSNorm
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
@@ -200,12 +200,13 @@ class Mamba2(_StateSpaceBase):
     adds_residual = True  # Block hands the cached path its residual: a decoding step adds it inside out_proj
 
     def forward(self, hidden: torch.Tensor, cache: dict | None = None, where=None,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
+                residual: torch.Tensor | None = None, norm: nn.Module | None = None) -> torch.Tensor:
         """hidden (b, L, d_model). With `cache` (this layer's buffers) and `where` (the call's Positions) it
         continues the cached state and conv inputs and updates them; padding leaves both unchanged.
-        residual (b, L, d_model), with a cache only: returned added to the output."""
+        With a cache only: residual (b, L, d_model) is returned added to the output, and `norm` (the block's
+        pre-norm) is applied to hidden first, inside in_proj's kernel when a decoding step can take it."""
         if cache is not None:
-            return self._forward_cached(hidden, cache, where, residual)
+            return self._forward_cached(hidden, cache, where, residual, norm)
         b, L, _ = hidden.shape
         z, x, bc, dt = self._split(self.in_proj(hidden))
         log_a, dt_scale = self._decay(dt, b, L, 0)
@@ -213,11 +214,13 @@ class Mamba2(_StateSpaceBase):
                      planned=self.planned, plan=self.scan_plan)
         return self._finish(y.to(hidden.dtype), z)
 
-    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where, residual=None) -> torch.Tensor:
+    def _forward_cached(self, hidden: torch.Tensor, cache: dict, where, residual=None, norm=None) -> torch.Tensor:
         b, L, _ = hidden.shape
         if L == 1 and not where.padded and self.conv1d is not None and not torch.compiler.is_compiling() \
                 and runs_generated(self.backend, hidden.is_cuda, self.planned):
-            return self._decode_step(hidden, cache, residual)
+            return self._decode_step(hidden, cache, residual, norm)
+        if norm is not None:
+            hidden = norm(hidden)
         out = self._scan_cached(hidden, cache, where)
         return out if residual is None else residual + out
 
@@ -231,14 +234,27 @@ class Mamba2(_StateSpaceBase):
                             dt=dt_scale, D=self.D, planned=self.planned, plan=self.prefill_plan)
         return self._finish(y.to(hidden.dtype), z)
 
-    def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None) -> torch.Tensor:
-        """One token a row on the generated kernels: in_proj, the fused decoding step (two kernels: the short
-        conv with its state update; dt, decay, state update and D's skip), the gated norm, and out_proj adding
-        `residual` in its GEMM. The same as the path above, with the states updated in place."""
+    def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None, norm=None) -> torch.Tensor:
+        """One token a row on the generated kernels. Where the GEMMs can take the layer (no biases, the block's
+        norm an RMSNorm or none, widths multiples of 16), three kernels: the block's norm, in_proj and the short
+        conv; dt, decay, state update and D's skip; the gate, the output norm, out_proj and `residual`'s add.
+        Otherwise the norm, torch's in_proj, the two-kernel step, the norm module and out_proj adding `residual` in
+        its GEMM. Either is the same as the path above, with the states updated in place."""
         from composer.kernels.semiseparable.decode_plan import decode_constants  # imports triton only when used
-        from composer.kernels.semiseparable.step import ssd_decode_step_triton
+        from composer.kernels.semiseparable.step import ssd_decode_layer_triton, ssd_decode_step_triton
         if self.decode_plan is None:
             self.decode_plan = decode_constants(**self.decode_sizes)
+        if self._takes_three_kernels(norm, hidden.shape[-1]):
+            out = ssd_decode_layer_triton(
+                self.decode_plan, hidden[:, 0], self.in_proj.weight, cache["conv_state"], self.conv1d.weight,
+                self.conv1d.bias, cache["ssm_state"], self.out_proj.weight,
+                pre_norm=None if norm is None else (norm.weight, norm.eps), dt_bias=getattr(self, "dt_bias", None),
+                A_log=getattr(self, "A_log", None), D=self.D,
+                out_norm=None if self.norm is None else (self.norm.weight, self.norm.eps),
+                residual=None if residual is None else residual[:, 0])
+            return out[:, None]
+        if norm is not None:
+            hidden = norm(hidden)
         u = self.in_proj(hidden[:, 0])
         y = ssd_decode_step_triton(self.decode_plan, u, cache["conv_state"], self.conv1d.weight, self.conv1d.bias,
                                    cache["ssm_state"], getattr(self, "dt_bias", None), getattr(self, "A_log", None),
@@ -252,3 +268,9 @@ class Mamba2(_StateSpaceBase):
             out = self.out_proj(y[:, None])
             return out if residual is None else residual + out
         return torch.addmm(residual[:, 0], y, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual
+
+    def _takes_three_kernels(self, norm, d_model: int) -> bool:
+        from composer.kernels.semiseparable.step import fused_layer_reason
+        return (self.in_proj.bias is None and self.out_proj.bias is None and (norm is None or type(norm) is RMSNorm)
+                and (self.norm is None or type(self.norm) is GatedRMSNorm)
+                and fused_layer_reason(d_model, self.decode_plan) is None)
