@@ -83,13 +83,15 @@ def launched_kernels(source: str, constants: dict) -> dict:
     return kernels
 
 
-def sm90_report(kernel, signature: dict, divisible, options: dict, sass: bool = False) -> dict:
-    """Compile `kernel` for sm_90a with `signature` (argument -> Triton type), the arguments named in `divisible`
-    taken as multiples of 16, and read ptxas's report: registers, stack frame, spill bytes, Triton's shared
-    memory and, with `sass`, the instruction count of its hottest loop (nvdisasm)."""
+def sm90_report(kernel, signature: dict, divisible, options: dict, sass: bool = False,
+                constexprs: dict | None = None) -> dict:
+    """Compile `kernel` for sm_90a with `signature` (argument -> Triton type, "constexpr" for those given in
+    `constexprs`, argument -> value), the arguments named in `divisible` taken as multiples of 16, and read
+    ptxas's report: registers, stack frame, spill bytes, Triton's shared memory and, with `sass`, the
+    instruction count of its hottest loop (nvdisasm)."""
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(signature) if a in divisible}
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, attrs=attrs), target=HOPPER,
-                              options=options)
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
+                              target=HOPPER, options=options)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as file:
         file.write(compiled.asm["ptx"])
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
