@@ -34,6 +34,17 @@ def test_the_driver_probes_searches_and_reports(load_benchmark, tmp_path, monkey
     assert resumed["resumed_from"] == {"search_s": summary["search_s"], "trials_finished": 3}
     assert resumed["search_s"] > summary["search_s"] and not (again / "probe.json").exists()
 
+    # a committed result folder holds study.db beside summary.json (benchmarks/results/search_known_*/)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for source, name in ((again / "summary.json", "summary.json"), (again / "search" / "study.db", "study.db")):
+        (flat / name).write_bytes(source.read_bytes())
+    monkeypatch.setattr(sys, "argv", ["search_known.py", "--spec", str(spec), "--out", str(tmp_path / "third"),
+                                      "--trials", "6", "--workers", "1", "--device", "cpu", "--resume", str(flat),
+                                      "--budget-s", "300"])
+    assert driver.main() == 0
+    assert json.loads((tmp_path / "third" / "summary.json").read_text())["trials_finished"] == 6
+
 
 def test_with_compile_sets_or_adds_the_setting(load_benchmark):
     driver = load_benchmark("search_known.py", "search_known_under_test")
