@@ -23,7 +23,7 @@ from kernel_resources import jit_functions, sm90_report  # noqa: E402
 
 from composer.codegen.render import render_kernel  # noqa: E402
 from composer.kernels.norms.plan import TEMPLATE, norm_constants  # noqa: E402
-from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants  # noqa: E402
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants, gemm_tiles  # noqa: E402
 
 SIZES = {"n_rows", "rows_per_program", "batch"}
 FP32_POINTERS = {"rstd_ptr", "dweight_parts_ptr", "state_ptr", "A_log_ptr", "dt_bias_ptr", "D_ptr"}
@@ -39,9 +39,10 @@ def report(kernel, dtype: str, num_warps: int, constexprs: dict | None = None) -
                        constexprs=constexprs)
 
 
-def say(name: str, found: dict, warps: int) -> None:
+def say(name: str, found: dict, warps: int, tiles: str = "") -> None:
     print(f"  {name:24s} {found['registers']:3d} registers, spills {found['spill_stores']:5d} B stored / "
-          f"{found['spill_loads']:5d} B loaded, shared {found['shared'] // 1024:3d} KB, {warps} warps", flush=True)
+          f"{found['spill_loads']:5d} B loaded, shared {found['shared'] // 1024:3d} KB, {warps} warps{tiles}",
+          flush=True)
 
 
 def norms(widths: list[int], dtype: str) -> None:
@@ -58,13 +59,13 @@ def decode(dtype: str) -> None:
     constants = decode_constants(64, 128, 24, 1, 4, True, "data", True)
     kernels = jit_functions(render_kernel(DECODE_TEMPLATE, constants, HEADER))
     for batch in (1, 64):
-        block_m = 16 if batch <= 16 else 32 if batch <= 32 else 64
-        print(f"Mamba-2 130M decoding step, batch {batch} (BLOCK_M {block_m}), {dtype}")
-        gemm = dict(D_MODEL=d_model, BLOCK_M=block_m, IEEE=dtype == "fp32")
-        for name, extra in (("in_proj_conv_fwd", dict(BLOCK_K=128, PRE_NORM=True)),
-                            ("out_proj_fwd", dict(BLOCK_K=128, OUT_NORM=True, RESIDUAL=True))):
-            say(name, report(kernels[name], dtype, constants["GEMM_WARPS"], {**gemm, **extra}),
-                constants["GEMM_WARPS"])
+        print(f"Mamba-2 130M decoding step, batch {batch}, {dtype}")
+        for name, outputs, extra in (("in_proj_conv_fwd", constants["U_WIDTH"], dict(BLOCK_K=128, PRE_NORM=True)),
+                                     ("out_proj_fwd", d_model, dict(BLOCK_K=128, OUT_NORM=True, RESIDUAL=True))):
+            block_m, block_n = gemm_tiles(batch, outputs)
+            tiles = dict(D_MODEL=d_model, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=dtype == "fp32", **extra)
+            say(name, report(kernels[name], dtype, constants["GEMM_WARPS"], tiles), constants["GEMM_WARPS"],
+                f", {block_m} x {block_n} tiles")
         say("ssd_decode_step_fwd", report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"]),
             constants["NUM_WARPS"])
 

@@ -13,7 +13,7 @@ import triton
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
-from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, gemm_tiles
 from composer.kernels.semiseparable.plan import ScanSizes
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
@@ -148,15 +148,16 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
         raise ValueError("both states must be contiguous: the kernels update them in place")
     kernels = load_kernel_once(DECODE_TEMPLATE, constants, DECODE_HEADER)
     hidden = hidden.contiguous()
-    block_m = 16 if b <= 16 else 32 if b <= 32 else 64
     ieee = in_proj_weight.dtype == torch.float32
     gemm = dict(num_warps=constants["GEMM_WARPS"])
     u = torch.empty(b, constants["U_WIDTH"], dtype=hidden.dtype, device=hidden.device)
     xbc = torch.empty(b, channels, dtype=hidden.dtype, device=hidden.device)
-    kernels.in_proj_conv_fwd[(triton.cdiv(b, block_m), triton.cdiv(constants["U_WIDTH"], constants["GEMM_BLOCK_N"]))](
+    block_m, block_n = gemm_tiles(b, constants["U_WIDTH"])
+    kernels.in_proj_conv_fwd[(triton.cdiv(b, block_m), triton.cdiv(constants["U_WIDTH"], block_n))](
         hidden, None if pre_norm is None else pre_norm[0], in_proj_weight.contiguous(), conv_state,
         conv_weight.contiguous(), conv_bias, u, xbc, b, 0.0 if pre_norm is None else pre_norm[1], D_MODEL=d_model,
-        BLOCK_M=block_m, BLOCK_K=_block_k(d_model), PRE_NORM=pre_norm is not None, IEEE=ieee, **gemm)
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=_block_k(d_model), PRE_NORM=pre_norm is not None, IEEE=ieee,
+        **gemm)
     y = torch.empty(b, d_inner, dtype=hidden.dtype, device=hidden.device)
     data = constants["DECAY"] == "data"
     launch(kernels.ssd_decode_step_fwd, (b * heads, constants["P"] // constants["BLOCK_P"]),
@@ -164,9 +165,10 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
            dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
            D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y)
     out = torch.empty(b, d_model, dtype=hidden.dtype, device=hidden.device)
-    kernels.out_proj_fwd[(triton.cdiv(b, block_m), triton.cdiv(d_model, constants["GEMM_BLOCK_N"]))](
+    block_m, block_n = gemm_tiles(b, d_model)
+    kernels.out_proj_fwd[(triton.cdiv(b, block_m), triton.cdiv(d_model, block_n))](
         y, u, None if out_norm is None else out_norm[0], out_proj_weight.contiguous(),
         None if residual is None else residual.contiguous(), out, b, 0.0 if out_norm is None else out_norm[1],
-        D_MODEL=d_model, BLOCK_M=block_m, BLOCK_K=_block_k(d_inner), OUT_NORM=out_norm is not None,
+        D_MODEL=d_model, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=_block_k(d_inner), OUT_NORM=out_norm is not None,
         RESIDUAL=residual is not None, IEEE=ieee, **gemm)
     return out

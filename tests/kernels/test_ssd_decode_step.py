@@ -173,9 +173,14 @@ def reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state, w
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("batch", [1, 3, 20])
 @pytest.mark.parametrize("norms", ["both", "neither"])
-def test_three_kernel_step_matches_the_unfused_block(case, batch, norms):
-    """in_proj's 3-column tail (dt) and widths not a multiple of the 32-wide tile, rows past the batch in
-    the 16- and 32-row tiles, with and without the norms and the residual."""
+@pytest.mark.parametrize("block_n", [16, 32])
+def test_three_kernel_step_matches_the_unfused_block(case, batch, norms, block_n, monkeypatch):
+    """in_proj's 3-column tail (dt) and widths not a multiple of the output tile, rows past the batch in
+    the 16- and 32-row tiles, with and without the norms and the residual, in 16- and 32-wide output tiles
+    (layers this small take 16: GEMM_MIN_PROGRAMS at 1 gives them 32)."""
+    from composer.kernels.semiseparable import decode_plan
+    monkeypatch.setattr(decode_plan, "GEMM_MIN_PROGRAMS", 64 if block_n == 16 else 1)
+    assert decode_plan.gemm_tiles(batch, 48)[1] == block_n
     sizes = CASES[case]
     d_model = 48
     (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
