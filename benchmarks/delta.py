@@ -9,7 +9,9 @@ Checks: ours in fp32 and bf16, and fla in bf16, against our fp32 reference (kern
 odd lengths from an initial state (y, the final state and every gradient: q, k, v, beta, log_gate and the
 initial state), with gate on and off. Timings: do_bench medians of the forward and forward+backward at
 Qwen3-Next-like layer sizes (32 value heads, 16 key heads, head dims 128), bf16, both in one process, and
-one decoding step against fla's fused_recurrent_gated_delta_rule at T = 1.
+one decoding step against fla's fused_recurrent_gated_delta_rule at T = 1. Where fla refuses its gated backward
+(Triton 3.4-3.7.0 on Hopper, fla#640), forward+backward is timed against fla's own fallback, its PyTorch
+naive_chunk_gated_delta_rule, and against our reference.
 fla gets the same grouped heads (its GVA), the gate in log space and beta after the sigmoid. A peer that
 fails or stalls is recorded as a result, not a crash; past the deadline the rest is skipped.
 """
@@ -67,6 +69,19 @@ def peer(x, initial=True, final=True):
     log_gate = x["log_gate"] if x["log_gate"] is not None else x["v"].new_zeros(b, L, H)
     return chunk_gated_delta_rule(x["q"], x["k"], x["v"], log_gate, x["beta"],
                                   initial_state=x["state0"] if initial else None, output_final_state=final)
+
+
+def fla_naive(x, initial=True, final=True):
+    """fla's own PyTorch chunk form (`naive_chunk_gated_delta_rule`, fp32): its fallback where its Triton backward
+    refuses this GPU and Triton. It takes a key head per value head, so the key heads are repeated as ours read
+    them (value head h reads key head h // (H / Hk)); so given, it gives our reference's y and final state (3e-7
+    apart in fp32 on a CPU at b=1, L=128, H=4, Hk=2, K=V=16, from an initial state)."""
+    from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
+    b, L, H = x["v"].shape[:3]
+    q, k = (t.repeat_interleave(H // t.shape[2], dim=2) for t in (x["q"], x["k"]))
+    log_gate = x["log_gate"] if x["log_gate"] is not None else x["v"].new_zeros(b, L, H)
+    return naive_chunk_gated_delta_rule(q, k, x["v"], log_gate, x["beta"], chunk_size=CHUNK,
+                                        initial_state=x["state0"] if initial else None, output_final_state=final)
 
 
 def outputs_and_grads(fn, x, seed):
@@ -204,10 +219,13 @@ def main():
             break
         x = inputs(*shape, gate=True, seed=0, dtype=torch.bfloat16)
         row = {"shape": shape}
-        for label, fn in (("composer", ours), ("fla", peer)):
+        # where fla refuses its backward, forward+backward is timed against its own fallback and our reference
+        fallbacks = (("fla_naive", fla_naive), ("reference", reference)) if "fla" in forward_only else ()
+        for label, fn in (("composer", ours), ("fla", peer), *fallbacks):
             if label in failed:
                 continue
-            for backward in (False, True) if label not in forward_only else (False,):
+            modes = (True,) if fn in (fla_naive, reference) else (False,) if label in forward_only else (False, True)
+            for backward in modes:
                 key = f"{label}_{'fwdbwd' if backward else 'fwd'}_ms"
                 try:
                     with time_limit(args.peer_limit_s):
@@ -218,6 +236,9 @@ def main():
         for kind in ("fwd", "fwdbwd"):
             if f"fla_{kind}_ms" in row and f"composer_{kind}_ms" in row:
                 row[f"speedup_{kind}"] = round(row[f"fla_{kind}_ms"] / row[f"composer_{kind}_ms"], 3)
+        for label, _ in fallbacks:
+            if f"{label}_fwdbwd_ms" in row and "composer_fwdbwd_ms" in row:
+                row[f"speedup_fwdbwd_vs_{label}"] = round(row[f"{label}_fwdbwd_ms"] / row["composer_fwdbwd_ms"], 3)
         results["timings"].append(row)
         print("time", json.dumps(row), flush=True)
         out.write_text(json.dumps(results, indent=2))
