@@ -117,11 +117,12 @@ def cmd_kernels(args) -> int:
     target = default_target(args.precision, "inference" if args.inference else "train")
     specialisations, off_kernels = kernel_plan(spec, target)
     console.print(target_text(target))
+    width = max((len(item.template) for item in specialisations), default=0)
     for item in specialisations:
         constants = " ".join(f"{k}={v}" for k, v in item.constants)
-        console.print(f"{item.template:24s} {constants}\n{'':24s} blocks: {', '.join(item.blocks)}")
+        console.print(f"{item.template:{width}s} {constants}\n{'':{width}s} blocks: {', '.join(item.blocks)}")
         if item.runs:
-            console.print(f"{'':24s} runs: {item.runs}")
+            console.print(f"{'':{width}s} runs: {item.runs}")
     for block, why in off_kernels.items():
         console.print(f"block {block}: {why}")
     if args.emit:

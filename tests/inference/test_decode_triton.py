@@ -68,6 +68,23 @@ def test_a_layer_with_biases_decodes_with_torch_s_projections_around_the_two_ker
     assert calls == ["ssd_decode_step_triton"] * 5  # the fused GEMMs take no biases
 
 
+ATTENTION = {"gqa": "attention(heads = 4, kv_heads = 2, head_dim = 16)",
+             "window": "attention(heads = 2, kv_heads = 1, window = 5)"}
+
+
+@pytest.mark.parametrize("kind", sorted(ATTENTION))
+@torch.no_grad()
+def test_generated_attention_step_matches_the_reference_forward(kind, monkeypatch):
+    """Five steps read the cache in the generated kernels (a window of 5 slots: the ring buffer wraps during
+    them); prefill runs torch's SDPA."""
+    from composer.kernels.attention import decode
+
+    calls = record_calls(monkeypatch, decode, ("attention_decode_triton",))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_cached_kernels_match_reference(build(spec_of(ATTENTION[kind], channel="none", layers=1)).to(device), device)
+    assert calls == ["attention_decode_triton"] * 5
+
+
 DELTA = {"gated": "delta(head_dim = 32, heads = 4, key_dim = 16, key_heads = 2, chunk = 16)",
          "plain": "delta(head_dim = 16, heads = 2, key_dim = 16, gate = false, conv = 0, chunk = 16)"}
 

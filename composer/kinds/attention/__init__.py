@@ -8,6 +8,8 @@ from pydantic import Field
 
 from composer.costs import Op, linear
 from composer.fields import OptionalPositiveInt, PositiveInt, Strict
+from composer.kernels.attention.decode_plan import AttentionDecodePlan, decode_constants, fits
+from composer.kernels.plan import LayerKernels
 from composer.kinds.base import Kind, LayerCall
 from composer.problems import Problem
 
@@ -65,6 +67,18 @@ class Attention(Kind):
 
     def layer_type(self, m):
         return "sliding_attention" if m.window else "full_attention"
+
+    def kernels(self, m, target):
+        """A causal layer's decoding step reads its cache in generated kernels (split-KV); its prefill and
+        training run torch's SDPA (flash attention on a GPU), as non-causal attention always does."""
+        if not m.causal:
+            return LayerKernels.torch("non-causal attention has no decoding step; torch's SDPA runs it")
+        reason = fits(m.head_dim)
+        if reason is not None:
+            return LayerKernels.reference(f"its decoding step: {reason}", "head_dim")
+        plan = AttentionDecodePlan(decode_constants(m.head_dim, m.heads, m.kv_heads))
+        return LayerKernels("generated", "the generated decoding step (split-KV over the cache); prefill and "
+                            "training on torch's SDPA", tuple(plan.calls()), plan)
 
     def build_bytes(self, m, model):
         # rope's cos and sin tables, (max_len, head_dim / 2) each in fp32, computed from fp64 angles.

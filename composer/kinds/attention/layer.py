@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composer.kernels.attention.decode_plan import AttentionDecodePlan, decode_constants, fits
 from composer.kernels.attention.reference import apply_rope, attention_sdpa, rope_frequencies
+from composer.kernels.plan import runs_generated
 from composer.layers.cache import CacheEntry
 
 
@@ -37,6 +39,12 @@ def _attend(q, keys, values, mask, padded: bool = True):
 
 
 class Attention(nn.Module):
+    """`backend` as for the other mixers: "triton" (and "auto" on CUDA tensors, where the plan put the layer on the
+    kernels) runs a decoding step's read of the cache in the generated kernels; "reference" torch's SDPA."""
+
+    backend = "auto"
+    decode_plan = None  # the plan's AttentionDecodePlan, set by `build` (without it: from the layer's sizes)
+
     def __init__(self, d_model: int, heads: int, kv_heads: int, head_dim: int, max_len: int, causal: bool = True,
                  window: int | None = None, rope: bool = True, rope_base: float = 10000.0, bias: bool = False):
         super().__init__()
@@ -49,11 +57,15 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d_model, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, d_model, bias=bias)
         self.rope, self.max_len, self.rope_base = rope, max_len, rope_base
+        self.planned = causal and fits(head_dim) is None
         if rope:
             cos, sin = rope_frequencies(head_dim, max_len, rope_base)
             # Buffers, not parameters: derived from the spec, not learned, not saved.
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+
+    def receive_plan(self, entry) -> None:
+        self.decode_plan = entry
 
     def init_buffers(self) -> None:
         """Compute the rotary tables again, for a loader that made the layer without them (Hugging Face's
@@ -105,6 +117,8 @@ class Attention(nn.Module):
         slots = key_cache.shape[1]
         if L == 1 and not where.padded:  # decoding: write the step's key, then read the cache alone
             self._write(key_cache, value_cache, k, v, where, slots)
+            if runs_generated(self.backend, x.is_cuda, self.planned):
+                return self._decode_read(q[:, 0], key_cache, value_cache, torch.clamp(where.past + 1, max=slots))
             key_pos, held = slot_positions(where.past + 1, slots)
             keys, values = key_cache.to(q.dtype), value_cache.to(q.dtype)
         else:  # prefill: the cached keys and the call's (a window shorter than the call would overwrite some)
@@ -119,6 +133,16 @@ class Attention(nn.Module):
         if L != 1 or where.padded:
             self._write(key_cache, value_cache, k, v, where, slots)
         return self.o_proj(y.reshape(b, L, self.heads * self.head_dim))
+
+    def _decode_read(self, q, key_cache, value_cache, filled) -> torch.Tensor:
+        """The step's read of the cache in the generated kernels: each row's query against its filled slots (in
+        a sliding window's ring buffer, the window's keys, whatever their order), then o_proj."""
+        from composer.kernels.attention.decode import attention_decode_triton  # imports triton only when used
+        if self.decode_plan is None:
+            self.decode_plan = AttentionDecodePlan(decode_constants(self.head_dim, self.heads, self.kv_heads))
+        y = attention_decode_triton(self.decode_plan.constants, q, key_cache.to(q.dtype), value_cache.to(q.dtype),
+                                    filled)
+        return self.o_proj(y.reshape(q.shape[0], 1, self.heads * self.head_dim))
 
     @staticmethod
     def _write(key_cache, value_cache, k, v, where, slots: int) -> None:
