@@ -55,7 +55,9 @@ def kernels_text(plan: Plan) -> str:
             continue
         seen.add(row.block)
         k = row.kernels
-        detail = f"{len(k.calls)} specialisations (mixc kernels lists them)" if k.path == "generated" else k.reason
+        count = len(k.calls)
+        detail = (f"{count} specialisation{'' if count == 1 else 's'} (mixc kernels lists them)"
+                  if k.path == "generated" else k.reason)
         lines.append(f"  block {row.block}: {k.path}: {detail}")
     return "\n".join(lines)
 
