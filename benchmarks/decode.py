@@ -155,6 +155,18 @@ def logits_of_steps(step, tokens_buffer, steps: list[torch.Tensor]) -> torch.Ten
     return torch.cat(outputs, 1)
 
 
+def kernel_profile(step, repeats: int = 20, rows: int = 12) -> str:
+    """The kernels one replayed step runs, by GPU time (torch.profiler over `repeats` replays)."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
+
+
 @torch.no_grad()
 def mamba(out) -> None:
     from peers import mamba2_module
@@ -189,6 +201,8 @@ def mamba(out) -> None:
             peak = torch.cuda.max_memory_allocated()
             logits[form] = logits_of_steps(lambda: runner(runner.tokens), runner.tokens, steps)
             results[form] = (triton.testing.do_bench(runner.graph.replay, warmup=50, rep=300), cache.nbytes(), peak)
+            if form == "fp32 state":
+                say(out, kernel_profile(runner.graph.replay))
             runner = cache = None
         eager = DecodeGraph(ours, ours.allocate_cache(batch, 4096), graph=False)
         t_eager = triton.testing.do_bench(lambda: eager(steps[0]), warmup=5, rep=300)

@@ -58,14 +58,15 @@ def decode(dtype: str) -> None:
     d_model = 768
     constants = decode_constants(64, 128, 24, 1, 4, True, "data", True)
     kernels = jit_functions(render_kernel(DECODE_TEMPLATE, constants, HEADER))
-    for batch in (1, 64):
+    for batch in (1, 8):  # one row and the largest row tile (decode_plan.gemm_tiles)
         print(f"Mamba-2 130M decoding step, batch {batch}, {dtype}")
-        for name, outputs, extra in (("in_proj_conv_fwd", constants["U_WIDTH"], dict(BLOCK_K=128, PRE_NORM=True)),
-                                     ("out_proj_fwd", d_model, dict(BLOCK_K=128, OUT_NORM=True, RESIDUAL=True))):
-            block_m, block_n = gemm_tiles(batch, outputs)
-            tiles = dict(D_MODEL=d_model, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=dtype == "fp32", **extra)
-            say(name, report(kernels[name], dtype, constants["GEMM_WARPS"], tiles), constants["GEMM_WARPS"],
-                f", {block_m} x {block_n} tiles")
+        for name, width, warps, extra in (
+                ("in_proj_conv_fwd", d_model, constants["IN_PROJ_WARPS"], dict(PRE_NORM=True)),
+                ("out_proj_fwd", 24 * 64, constants["OUT_PROJ_WARPS"], dict(OUT_NORM=True, RESIDUAL=True))):
+            block_m, block_k = gemm_tiles(batch, width)
+            tiles = dict(D_MODEL=d_model, BLOCK_M=block_m, BLOCK_K=block_k, **extra)
+            say(name, report(kernels[name], dtype, warps, tiles), warps,
+                f", {block_m} rows x {constants['GEMM_BLOCK_N']} outputs x {block_k}")
         say("ssd_decode_step_fwd", report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"]),
             constants["NUM_WARPS"])
 

@@ -13,7 +13,7 @@ import triton
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
-from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, gemm_tiles
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, fused_reason, gemm_tiles
 from composer.kernels.semiseparable.plan import ScanSizes
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
@@ -100,28 +100,26 @@ def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bia
     xbc = torch.empty(b, channels, dtype=u.dtype, device=u.device)
     launch(kernels.conv_step_fwd, (b, triton.cdiv(channels, constants["BLOCK_C"])), options, u_ptr=u,
            conv_state_ptr=conv_state, weight_ptr=conv_weight.contiguous(), bias_ptr=conv_bias, xbc_ptr=xbc)
-    y = torch.empty(b, heads * head_dim, dtype=u.dtype, device=u.device)
+    return _decode_step(kernels, constants, xbc, u, dt_bias, A_log, D, state)
+
+
+def _decode_step(kernels, constants: dict, xbc, u, dt_bias, A_log, D, state):
+    """Launch ssd_decode_step_fwd after the conv: dt from u (decay data), the state update in place, and
+    y (b, H P) in xbc's dtype."""
+    b, heads, head_dim = state.shape[0], state.shape[1], constants["P"]
+    y = torch.empty(b, heads * head_dim, dtype=xbc.dtype, device=xbc.device)
     data = constants["DECAY"] == "data"
-    launch(kernels.ssd_decode_step_fwd, (b * heads, head_dim // constants["BLOCK_P"]), options, xbc_ptr=xbc,
-           u_ptr=u if data else None, dt_bias_ptr=dt_bias if data else None,
-           A_log_ptr=A_log if constants["DECAY"] != "none" else None, D_ptr=D if constants["HAS_D"] else None,
-           state_ptr=state, y_ptr=y)
+    launch(kernels.ssd_decode_step_fwd, (b * heads, head_dim // constants["BLOCK_P"]),
+           dict(num_warps=constants["NUM_WARPS"]), xbc_ptr=xbc, u_ptr=u if data else None,
+           dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
+           D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y)
     return y
 
 
-def _block_k(width: int) -> int | None:
-    """The widest of 128, 64, 32, 16 dividing `width`: a GEMM kernel's K tile (None: none does)."""
-    return next((block for block in (128, 64, 32, 16) if width % block == 0), None)
-
-
-def fused_layer_reason(d_model: int, constants: dict) -> str | None:
-    """Why the three-kernel step (in_proj_conv_fwd, ssd_decode_step_fwd, out_proj_fwd) cannot take a layer of
-    these widths, or None: its GEMMs tile the residual stream and d_inner by 16 at least."""
-    d_inner = constants["HEADS_PER_GROUP"] * constants["GROUPS"] * constants["P"]
-    for name, width in (("d_model", d_model), ("heads x head_dim", d_inner)):
-        if _block_k(width) is None:
-            return f"{name} = {width} is not a multiple of 16"
-    return None
+def fused_layer_reason(d_model: int, constants: dict, batch: int = 1) -> str | None:
+    """Why the three-kernel step cannot (or should not) take `batch` rows of a layer of these widths, or None
+    (decode_plan.fused_reason)."""
+    return fused_reason(batch, d_model, constants["HEADS_PER_GROUP"] * constants["GROUPS"] * constants["P"])
 
 
 def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state, conv_weight, conv_bias, state,
@@ -135,8 +133,9 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
     b, d_model = hidden.shape
     channels, heads = constants["CHANNELS"], constants["HEADS_PER_GROUP"] * constants["GROUPS"]
     d_inner = heads * constants["P"]
-    reason = fused_layer_reason(d_model, constants)
-    if reason is not None:
+    in_tiles, out_tiles = gemm_tiles(b, d_model), gemm_tiles(b, d_inner)
+    if in_tiles is None or out_tiles is None:
+        reason = fused_layer_reason(d_model, constants)
         raise ValueError(f"the three-kernel decoding step cannot take this layer: {reason}")
     if (conv_state.shape != (b, channels, constants["WIDTH"] - 1) or state.shape != (b, heads, constants["P"],
                                                                                       constants["N"])
@@ -148,27 +147,19 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
         raise ValueError("both states must be contiguous: the kernels update them in place")
     kernels = load_kernel_once(DECODE_TEMPLATE, constants, DECODE_HEADER)
     hidden = hidden.contiguous()
-    ieee = in_proj_weight.dtype == torch.float32
-    gemm = dict(num_warps=constants["GEMM_WARPS"])
     u = torch.empty(b, constants["U_WIDTH"], dtype=hidden.dtype, device=hidden.device)
     xbc = torch.empty(b, channels, dtype=hidden.dtype, device=hidden.device)
-    block_m, block_n = gemm_tiles(b, constants["U_WIDTH"])
-    kernels.in_proj_conv_fwd[(triton.cdiv(b, block_m), triton.cdiv(constants["U_WIDTH"], block_n))](
+    block_n = constants["GEMM_BLOCK_N"]
+    kernels.in_proj_conv_fwd[(triton.cdiv(b, in_tiles[0]), triton.cdiv(constants["U_WIDTH"], block_n))](
         hidden, None if pre_norm is None else pre_norm[0], in_proj_weight.contiguous(), conv_state,
         conv_weight.contiguous(), conv_bias, u, xbc, b, 0.0 if pre_norm is None else pre_norm[1], D_MODEL=d_model,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=_block_k(d_model), PRE_NORM=pre_norm is not None, IEEE=ieee,
-        **gemm)
-    y = torch.empty(b, d_inner, dtype=hidden.dtype, device=hidden.device)
-    data = constants["DECAY"] == "data"
-    launch(kernels.ssd_decode_step_fwd, (b * heads, constants["P"] // constants["BLOCK_P"]),
-           dict(num_warps=constants["NUM_WARPS"]), xbc_ptr=xbc, u_ptr=u if data else None,
-           dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
-           D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y)
+        BLOCK_M=in_tiles[0], BLOCK_K=in_tiles[1], PRE_NORM=pre_norm is not None,
+        num_warps=constants["IN_PROJ_WARPS"])
+    y = _decode_step(kernels, constants, xbc, u, dt_bias, A_log, D, state)
     out = torch.empty(b, d_model, dtype=hidden.dtype, device=hidden.device)
-    block_m, block_n = gemm_tiles(b, d_model)
-    kernels.out_proj_fwd[(triton.cdiv(b, block_m), triton.cdiv(d_model, block_n))](
+    kernels.out_proj_fwd[(triton.cdiv(b, out_tiles[0]), triton.cdiv(d_model, block_n))](
         y, u, None if out_norm is None else out_norm[0], out_proj_weight.contiguous(),
         None if residual is None else residual.contiguous(), out, b, 0.0 if out_norm is None else out_norm[1],
-        D_MODEL=d_model, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=_block_k(d_inner), OUT_NORM=out_norm is not None,
-        RESIDUAL=residual is not None, IEEE=ieee, **gemm)
+        D_MODEL=d_model, BLOCK_M=out_tiles[0], BLOCK_K=out_tiles[1], OUT_NORM=out_norm is not None,
+        RESIDUAL=residual is not None, num_warps=constants["OUT_PROJ_WARPS"])
     return out

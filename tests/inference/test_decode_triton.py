@@ -68,6 +68,18 @@ def test_a_layer_with_biases_decodes_with_torch_s_projections_around_the_two_ker
     assert calls == ["ssd_decode_step_triton"] * 5  # the fused GEMMs take no biases
 
 
+@torch.no_grad()
+def test_batches_above_the_fused_limit_decode_around_torch_s_projections(monkeypatch):
+    """The plan takes the three-kernel step up to decode_plan.FUSED_MAX_BATCH rows (two here): at one row
+    more, torch's GEMMs around the two-kernel step, with the same logits."""
+    from composer.kernels.semiseparable import decode_plan
+    monkeypatch.setattr(decode_plan, "FUSED_MAX_BATCH", 1)
+    calls = record_calls(monkeypatch, step_kernel, ("ssd_decode_step_triton", "ssd_decode_layer_triton"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_cached_kernels_match_reference(build(spec_of(SSD["data"], channel="none", layers=1)).to(device), device)
+    assert calls == ["ssd_decode_step_triton"] * 5
+
+
 ATTENTION = {"gqa": "attention(heads = 4, kv_heads = 2, head_dim = 16)",
              "window": "attention(heads = 2, kv_heads = 1, window = 5)"}
 

@@ -173,14 +173,10 @@ def reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state, w
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("batch", [1, 3, 20])
 @pytest.mark.parametrize("norms", ["both", "neither"])
-@pytest.mark.parametrize("block_n", [16, 32])
-def test_three_kernel_step_matches_the_unfused_block(case, batch, norms, block_n, monkeypatch):
-    """in_proj's 3-column tail (dt) and widths not a multiple of the output tile, rows past the batch in
-    the 16- and 32-row tiles, with and without the norms and the residual, in 16- and 32-wide output tiles
-    (layers this small take 16: GEMM_MIN_PROGRAMS at 1 gives them 32)."""
-    from composer.kernels.semiseparable import decode_plan
-    monkeypatch.setattr(decode_plan, "GEMM_MIN_PROGRAMS", 64 if block_n == 16 else 1)
-    assert decode_plan.gemm_tiles(batch, 48)[1] == block_n
+def test_three_kernel_step_matches_the_unfused_block(case, batch, norms):
+    """in_proj's 3-column tail (dt) and widths not a multiple of the 4 outputs a program takes, one row, rows
+    past the batch in a 4-row tile (3) and in the last of three 8-row tiles (20), with and without the norms and
+    the residual."""
     sizes = CASES[case]
     d_model = 48
     (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
@@ -216,6 +212,8 @@ def test_widths_the_three_kernel_step_cannot_tile_are_said():
     constants = decode_constants(**CASES["data"])
     assert fused_layer_reason(48, constants) is None
     assert fused_layer_reason(40, constants) == "d_model = 40 is not a multiple of 16"
+    assert fused_layer_reason(48, constants, batch=2) is None
+    assert fused_layer_reason(48, constants, batch=3) == "batch 3 is above 2, where torch's GEMMs are faster"
     (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
      D) = layer_inputs(CASES["data"], 2, 40, torch.float32)
     with pytest.raises(ValueError, match="cannot take this layer: d_model = 40"):

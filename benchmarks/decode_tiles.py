@@ -1,0 +1,161 @@
+"""Where a Mamba-2 130M layer's decoding step spends its time on one GPU, and which GEMM tiles it should take.
+
+    python benchmarks/decode_tiles.py [--batches 1,2,4,8,16,64] [--sweep-batches 1,8] [--deadline-s 300] [--out F]
+
+Every time is triton.testing.do_bench_cudagraph's median (the step runs in a CUDA graph when decoding, so the
+host's launch overhead is not in it). For each batch: the layer's whole step in three kernels
+(kernels/semiseparable/step.py's ssd_decode_layer_triton) against the two-kernel step around torch's GEMMs
+(RMSNorm, in_proj, conv + SSD step, gated RMSNorm, addmm with the residual), and which the plan picks
+(decode_plan.fused_reason); torch's GEMMs and the SSD step kernel alone. At the sweep batches, in_proj_conv_fwd's
+and out_proj_fwd's outputs a program, K tile and warps swept, each checked against the plan's output (NaN never
+passes), best first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import torch
+import triton
+import triton.testing
+
+from composer.codegen.render import load_kernel_once
+from composer.kernels.norms.gated_rmsnorm import gated_rmsnorm_triton
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants, fused_reason, gemm_tiles
+from composer.kernels.semiseparable.step import DECODE_HEADER, ssd_decode_layer_triton, ssd_decode_step_triton
+
+D_MODEL, HEADS, HEAD_DIM, STATE, CONV = 768, 24, 64, 128, 4  # Mamba-2 130M
+D_INNER = HEADS * HEAD_DIM
+
+
+def bench(fn) -> float:
+    """Median microseconds of fn replayed in a CUDA graph."""
+    return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median")
+
+
+class Layer:
+    """One Mamba-2 130M layer's weights and states at `batch`, bf16 weights, fp32 state."""
+
+    def __init__(self, batch: int):
+        torch.manual_seed(0)
+        c = self.constants = decode_constants(HEAD_DIM, STATE, HEADS, 1, CONV, True, "data", True)
+        bf16 = dict(device="cuda", dtype=torch.bfloat16)
+        self.batch = batch
+        self.hidden = torch.randn(batch, D_MODEL, **bf16)
+        self.residual = torch.randn(batch, D_MODEL, **bf16)
+        self.in_proj = torch.randn(c["U_WIDTH"], D_MODEL, **bf16) / D_MODEL ** 0.5
+        self.out_proj = torch.randn(D_MODEL, HEADS * HEAD_DIM, **bf16) / (HEADS * HEAD_DIM) ** 0.5
+        self.conv_weight = torch.randn(c["CHANNELS"], 1, CONV, **bf16) / 2
+        self.conv_bias = torch.randn(c["CHANNELS"], **bf16) / 4
+        self.conv_state = torch.randn(batch, c["CHANNELS"], CONV - 1, **bf16)
+        self.state = torch.randn(batch, HEADS, HEAD_DIM, STATE, device="cuda")
+        self.dt_bias = torch.randn(HEADS, device="cuda") / 4
+        self.A_log = torch.randn(HEADS, device="cuda") / 4
+        self.D = torch.randn(HEADS, device="cuda")
+        self.pre_norm = torch.rand(D_MODEL, **bf16) + 0.5
+        self.out_norm = torch.rand(HEADS * HEAD_DIM, **bf16) + 0.5
+        self.kernels = load_kernel_once(DECODE_TEMPLATE, c, DECODE_HEADER)
+        self.u = torch.empty(batch, c["U_WIDTH"], **bf16)
+        self.xbc = torch.empty(batch, c["CHANNELS"], **bf16)
+        self.y = torch.randn(batch, HEADS * HEAD_DIM, **bf16)
+        self.out = torch.empty(batch, D_MODEL, **bf16)
+
+    def three(self):
+        return ssd_decode_layer_triton(
+            self.constants, self.hidden, self.in_proj, self.conv_state, self.conv_weight, self.conv_bias, self.state,
+            self.out_proj, pre_norm=(self.pre_norm, 1e-5), dt_bias=self.dt_bias, A_log=self.A_log, D=self.D,
+            out_norm=(self.out_norm, 1e-5), residual=self.residual)
+
+    def two(self):
+        normed = torch.nn.functional.rms_norm(self.hidden, (D_MODEL,), self.pre_norm, 1e-5)
+        u = torch.nn.functional.linear(normed, self.in_proj)
+        y = ssd_decode_step_triton(self.constants, u, self.conv_state, self.conv_weight, self.conv_bias, self.state,
+                                   self.dt_bias, self.A_log, self.D)
+        y = gated_rmsnorm_triton(y, u[:, :HEADS * HEAD_DIM], self.out_norm, 1e-5)
+        return torch.addmm(self.residual, y, self.out_proj.t())
+
+    def kernels_for(self, block_n: int):
+        return load_kernel_once(DECODE_TEMPLATE, dict(self.constants, GEMM_BLOCK_N=block_n), DECODE_HEADER)
+
+    def in_proj_conv(self, block_n: int, block_k: int, warps: int):
+        block_m = gemm_tiles(self.batch, D_MODEL)[0]
+        grid = (triton.cdiv(self.batch, block_m), triton.cdiv(self.constants["U_WIDTH"], block_n))
+        self.kernels_for(block_n).in_proj_conv_fwd[grid](
+            self.hidden, self.pre_norm, self.in_proj, self.conv_state, self.conv_weight, self.conv_bias, self.u,
+            self.xbc, self.batch, 1e-5, D_MODEL=D_MODEL, BLOCK_M=block_m, BLOCK_K=block_k, PRE_NORM=True,
+            num_warps=warps)
+        return self.u
+
+    def out_proj_gate(self, block_n: int, block_k: int, warps: int):
+        block_m = gemm_tiles(self.batch, HEADS * HEAD_DIM)[0]
+        grid = (triton.cdiv(self.batch, block_m), triton.cdiv(D_MODEL, block_n))
+        self.kernels_for(block_n).out_proj_fwd[grid](
+            self.y, self.u, self.out_norm, self.out_proj, self.residual, self.out, self.batch, 1e-5,
+            D_MODEL=D_MODEL, BLOCK_M=block_m, BLOCK_K=block_k, OUT_NORM=True, RESIDUAL=True, num_warps=warps)
+        return self.out
+
+
+def error(a: torch.Tensor, b: torch.Tensor) -> float:
+    e = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    return float("inf") if e != e else e
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", default="1,2,4,8,16,64")
+    parser.add_argument("--sweep-batches", default="1,8")
+    parser.add_argument("--deadline-s", type=float, default=300)
+    parser.add_argument("--out", default="decode_tiles.log")
+    args = parser.parse_args()
+    start = time.time()
+    log = open(args.out, "w")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+
+    say(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
+        f"Mamba-2 130M layer (d_model {D_MODEL}, {HEADS} heads x {HEAD_DIM}, state {STATE}), bf16, fp32 state")
+    with torch.no_grad():
+        for batch in (int(b) for b in args.batches.split(",")):
+            layer = Layer(batch)
+            c = layer.constants
+            say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us; two kernels around torch's "
+                f"GEMMs {bench(layer.two):.1f} us (the plan: {fused_reason(batch, D_MODEL, D_INNER) or 'three'})")
+            normed = torch.nn.functional.rms_norm(layer.hidden, (D_MODEL,), layer.pre_norm, 1e-5)
+            say(f"  torch in_proj {bench(lambda: torch.nn.functional.linear(normed, layer.in_proj)):.1f} us, "
+                f"out_proj+residual {bench(lambda: torch.addmm(layer.residual, layer.y, layer.out_proj.t())):.1f} us"
+                f"; weights read once at 4.8 TB/s: {2 * (layer.in_proj.numel() + layer.out_proj.numel()) / 4.8e6:.1f}"
+                f" us")
+            step = layer.kernels.ssd_decode_step_fwd
+            say(f"  ssd_decode_step_fwd {bench(lambda: step[(batch * HEADS, HEAD_DIM // c['BLOCK_P'])](layer.xbc, layer.u, layer.dt_bias, layer.A_log, layer.D, layer.state, layer.y, num_warps=c['NUM_WARPS'])):.1f} us")  # noqa: E501
+            if str(batch) not in args.sweep_batches.split(","):
+                continue
+            for name, run, width in (("in_proj_conv_fwd", layer.in_proj_conv, D_MODEL),
+                                     ("out_proj_fwd", layer.out_proj_gate, D_INNER)):
+                warps = c["IN_PROJ_WARPS"] if name == "in_proj_conv_fwd" else c["OUT_PROJ_WARPS"]
+                default = (c["GEMM_BLOCK_N"], gemm_tiles(batch, width)[1], warps)
+                expected = run(*default).clone()
+                rows = []
+                for tiles in itertools.product((2, 4, 8), (128, 256, 512), (1, 2, 4, 8)):
+                    if width % tiles[1] or time.time() - start > args.deadline_s:
+                        continue
+                    try:
+                        err = error(run(*tiles), expected)
+                        rows.append((bench(lambda: run(*tiles)), tiles, err))
+                    except Exception as exc:  # a tile the GPU cannot take (registers, shared memory): say, go on
+                        rows.append((float("inf"), tiles, f"{type(exc).__name__}"))
+                rows.sort(key=lambda row: row[0])
+                base = next((t for t, tiles, _ in rows if tiles == default), float("nan"))
+                say(f"  {name}: the plan's (BLOCK_N, BLOCK_K, warps) {default} {base:.1f} us; best of {len(rows)}:")
+                for t, tiles, err in rows[:5]:
+                    say(f"    {tiles} {t:.1f} us  err {err if isinstance(err, str) else f'{err:.1e}'}")
+    say(f"[{time.time() - start:.0f} s]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
