@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -155,9 +156,7 @@ def parse_share(text: str) -> tuple[int, int]:
 def _stand_in_hub() -> None:
     """mamba_ssm's module classes mix in huggingface_hub's PyTorchModelHubMixin (saving and loading only); where
     huggingface_hub is not installed an empty mixin stands in."""
-    try:
-        import huggingface_hub  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("huggingface_hub") is None:
         hub = types.ModuleType("huggingface_hub")
         hub.PyTorchModelHubMixin = type("PyTorchModelHubMixin", (), {})
         sys.modules["huggingface_hub"] = hub

@@ -14,9 +14,8 @@ from pydantic import BeforeValidator, Discriminator, Field, Tag
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-import composer.kinds  # noqa: F401  (registers the built-in kinds before the unions are built)
 from composer.fields import Identifier, PositiveInt, Strict
-from composer.kinds import FIELDS, registry
+from composer.kinds import FIELDS, registry  # importing composer.kinds registers the built-in kinds
 
 
 _Strict = Strict
