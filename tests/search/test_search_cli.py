@@ -62,8 +62,9 @@ def _wait_for(predicate, timeout_s=60.0):
 def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(tmp_path, capsys):
     spec = write_spec(tmp_path, trained(steps=250))  # trials of a few seconds: the signal lands inside one
     storage = f"sqlite:///{tmp_path / 'tiny.search' / 'study.db'}"
+    log = open(tmp_path / "search.log", "w+")  # a file, not a pipe: unread, a pipe's 64 KB would stall the search
     process = subprocess.Popen([sys.executable, "-m", "composer.cli", "search", str(spec), "--trials", "3"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def one_done_and_one_running():
         try:  # only reading: a poll that created the tables itself would race the search creating them
@@ -74,9 +75,12 @@ def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(t
         states = [t.state for t in trials]
         return TrialState.COMPLETE in states and TrialState.RUNNING in states
 
-    _wait_for(one_done_and_one_running)
+    _wait_for(lambda: one_done_and_one_running() or process.poll() is not None)
+    assert process.poll() is None, "the search ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    log.seek(0)
+    output = log.read()
     assert process.returncode == 130, output
     assert "--resume" in output
 
