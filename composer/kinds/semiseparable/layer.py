@@ -239,7 +239,8 @@ class Mamba2(_StateSpaceBase):
         norm an RMSNorm or none, widths multiples of 16, batch up to decode_plan.FUSED_MAX_BATCH), three
         kernels: the block's norm, in_proj and the short conv; dt, decay, state update and D's skip; the gate,
         the output norm, out_proj and `residual`'s add. Otherwise the norm, torch's in_proj, the two-kernel
-        step, the norm module and out_proj adding `residual` in its GEMM. Either is the same as the path above, with the states updated in place."""
+        step, the norm module and out_proj adding `residual` in its GEMM. Either is the same as the path above,
+        with the states updated in place."""
         from composer.kernels.semiseparable.decode_plan import decode_constants  # imports triton only when used
         from composer.kernels.semiseparable.step import ssd_decode_layer_triton, ssd_decode_step_triton
         if self.decode_plan is None:
