@@ -4,10 +4,10 @@
 
 Every time is triton.testing.do_bench_cudagraph's median (the step runs in a CUDA graph when decoding, so the
 host's launch overhead is not in it). For each batch: the layer's whole step in three kernels
-(kernels/semiseparable/step.py's ssd_decode_layer_triton) against the two-kernel step around torch's GEMMs
+(kernels/semiseparable/step.py's ssd_decode_layer_triton, with and without PDL) against the two-kernel step around torch's GEMMs
 (RMSNorm, in_proj, conv + SSD step, gated RMSNorm, addmm with the residual), and which the plan picks
 (decode_plan.fused_reason); torch's GEMMs and the SSD step kernel alone. At the sweep batches, in_proj_conv_fwd's
-and out_proj_fwd's outputs a program, K tile and warps swept, each checked against the plan's output (NaN never
+and out_proj_fwd's outputs a program and warps swept (PDL off: alone, it has nothing to overlap), each checked against the plan's output (NaN never
 passes), best first.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 
 import torch
@@ -76,24 +77,29 @@ class Layer:
         y = gated_rmsnorm_triton(y, u[:, :HEADS * HEAD_DIM], self.out_norm, 1e-5)
         return torch.addmm(self.residual, y, self.out_proj.t())
 
-    def kernels_for(self, block_n: int):
-        return load_kernel_once(DECODE_TEMPLATE, dict(self.constants, GEMM_BLOCK_N=block_n), DECODE_HEADER)
+    def three_without_pdl(self):
+        os.environ["COMPOSER_DECODE_PDL"] = "0"
+        try:
+            return self.three()
+        finally:
+            del os.environ["COMPOSER_DECODE_PDL"]
 
-    def in_proj_conv(self, block_n: int, block_k: int, warps: int):
-        block_m = gemm_tiles(self.batch, D_MODEL)[0]
-        grid = (triton.cdiv(self.batch, block_m), triton.cdiv(self.constants["U_WIDTH"], block_n))
-        self.kernels_for(block_n).in_proj_conv_fwd[grid](
+    def in_proj_conv(self, block_n: int, warps: int):
+        tiles = gemm_tiles(self.batch, D_MODEL)
+        grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(self.constants["U_WIDTH"], block_n))
+        self.kernels.in_proj_conv_fwd[grid](
             self.hidden, self.pre_norm, self.in_proj, self.conv_state, self.conv_weight, self.conv_bias, self.u,
-            self.xbc, self.batch, 1e-5, D_MODEL=D_MODEL, BLOCK_M=block_m, BLOCK_K=block_k, PRE_NORM=True,
-            num_warps=warps)
+            self.xbc, self.batch, 1e-5, D_MODEL=D_MODEL, BLOCK_M=tiles.block_m, BLOCK_N=block_n,
+            BLOCK_K=tiles.block_k, PRE_NORM=True, PDL=False, num_warps=warps)
         return self.u
 
-    def out_proj_gate(self, block_n: int, block_k: int, warps: int):
-        block_m = gemm_tiles(self.batch, HEADS * HEAD_DIM)[0]
-        grid = (triton.cdiv(self.batch, block_m), triton.cdiv(D_MODEL, block_n))
-        self.kernels_for(block_n).out_proj_fwd[grid](
+    def out_proj_gate(self, block_n: int, warps: int):
+        tiles = gemm_tiles(self.batch, HEADS * HEAD_DIM)
+        grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(D_MODEL, block_n))
+        self.kernels.out_proj_fwd[grid](
             self.y, self.u, self.out_norm, self.out_proj, self.residual, self.out, self.batch, 1e-5,
-            D_MODEL=D_MODEL, BLOCK_M=block_m, BLOCK_K=block_k, OUT_NORM=True, RESIDUAL=True, num_warps=warps)
+            D_MODEL=D_MODEL, BLOCK_M=tiles.block_m, BLOCK_N=block_n, BLOCK_K=tiles.block_k, OUT_NORM=True,
+            RESIDUAL=True, PDL=False, num_warps=warps)
         return self.out
 
 
@@ -123,36 +129,38 @@ def main() -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             layer = Layer(batch)
             c = layer.constants
-            say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us; two kernels around torch's "
-                f"GEMMs {bench(layer.two):.1f} us (the plan: {fused_reason(batch, D_MODEL, D_INNER) or 'three'})")
+            say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us (with PDL where the GPU has it; "
+                f"without {bench(layer.three_without_pdl):.1f} us); two kernels around torch's GEMMs "
+                f"{bench(layer.two):.1f} us (the plan: {fused_reason(batch, D_MODEL, D_INNER) or 'three'})")
             normed = torch.nn.functional.rms_norm(layer.hidden, (D_MODEL,), layer.pre_norm, 1e-5)
             say(f"  torch in_proj {bench(lambda: torch.nn.functional.linear(normed, layer.in_proj)):.1f} us, "
                 f"out_proj+residual {bench(lambda: torch.addmm(layer.residual, layer.y, layer.out_proj.t())):.1f} us"
                 f"; weights read once at 4.8 TB/s: {2 * (layer.in_proj.numel() + layer.out_proj.numel()) / 4.8e6:.1f}"
                 f" us")
             step = layer.kernels.ssd_decode_step_fwd
-            say(f"  ssd_decode_step_fwd {bench(lambda: step[(batch * HEADS, HEAD_DIM // c['BLOCK_P'])](layer.xbc, layer.u, layer.dt_bias, layer.A_log, layer.D, layer.state, layer.y, num_warps=c['NUM_WARPS'])):.1f} us")  # noqa: E501
+            say(f"  ssd_decode_step_fwd {bench(lambda: step[(batch * HEADS, HEAD_DIM // c['BLOCK_P'])](layer.xbc, layer.u, layer.dt_bias, layer.A_log, layer.D, layer.state, layer.y, PDL=False, num_warps=c['NUM_WARPS'])):.1f} us")  # noqa: E501
             if str(batch) not in args.sweep_batches.split(","):
                 continue
             for name, run, width in (("in_proj_conv_fwd", layer.in_proj_conv, D_MODEL),
                                      ("out_proj_fwd", layer.out_proj_gate, D_INNER)):
-                warps = c["IN_PROJ_WARPS"] if name == "in_proj_conv_fwd" else c["OUT_PROJ_WARPS"]
-                default = (c["GEMM_BLOCK_N"], gemm_tiles(batch, width)[1], warps)
+                tiles = gemm_tiles(batch, width)
+                default = (tiles.block_n, tiles.warps)
                 expected = run(*default).clone()
                 rows = []
-                for tiles in itertools.product((2, 4, 8), (128, 256, 512), (1, 2, 4, 8)):
-                    if width % tiles[1] or time.time() - start > args.deadline_s:
+                for choice in itertools.product((1, 2, 4, 8), (1, 2, 4, 8)):
+                    if time.time() - start > args.deadline_s:
                         continue
                     try:
-                        err = error(run(*tiles), expected)
-                        rows.append((bench(lambda: run(*tiles)), tiles, err))
+                        err = error(run(*choice), expected)
+                        rows.append((bench(lambda: run(*choice)), choice, err))
                     except Exception as exc:  # a tile the GPU cannot take (registers, shared memory): say, go on
-                        rows.append((float("inf"), tiles, f"{type(exc).__name__}"))
+                        rows.append((float("inf"), choice, f"{type(exc).__name__}"))
                 rows.sort(key=lambda row: row[0])
-                base = next((t for t, tiles, _ in rows if tiles == default), float("nan"))
-                say(f"  {name}: the plan's (BLOCK_N, BLOCK_K, warps) {default} {base:.1f} us; best of {len(rows)}:")
-                for t, tiles, err in rows[:5]:
-                    say(f"    {tiles} {t:.1f} us  err {err if isinstance(err, str) else f'{err:.1e}'}")
+                base = next((t for t, choice, _ in rows if choice == default), float("nan"))
+                say(f"  {name}: the plan's (BLOCK_N, warps) {default} at BLOCK_K {tiles.block_k} {base:.1f} us; "
+                    f"best of {len(rows)}:")
+                for t, choice, err in rows[:5]:
+                    say(f"    {choice} {t:.1f} us  err {err if isinstance(err, str) else f'{err:.1e}'}")
     say(f"[{time.time() - start:.0f} s]")
     return 0
 

@@ -60,14 +60,14 @@ def decode(dtype: str) -> None:
     kernels = jit_functions(render_kernel(DECODE_TEMPLATE, constants, HEADER))
     for batch in (1, 8):  # one row and the largest row tile (decode_plan.gemm_tiles)
         print(f"Mamba-2 130M decoding step, batch {batch}, {dtype}")
-        for name, width, warps, extra in (
-                ("in_proj_conv_fwd", d_model, constants["IN_PROJ_WARPS"], dict(PRE_NORM=True)),
-                ("out_proj_fwd", 24 * 64, constants["OUT_PROJ_WARPS"], dict(OUT_NORM=True, RESIDUAL=True))):
-            block_m, block_k = gemm_tiles(batch, width)
-            tiles = dict(D_MODEL=d_model, BLOCK_M=block_m, BLOCK_K=block_k, **extra)
-            say(name, report(kernels[name], dtype, warps, tiles), warps,
-                f", {block_m} rows x {constants['GEMM_BLOCK_N']} outputs x {block_k}")
-        say("ssd_decode_step_fwd", report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"]),
+        for name, width, extra in (("in_proj_conv_fwd", d_model, dict(PRE_NORM=True)),
+                                   ("out_proj_fwd", 24 * 64, dict(OUT_NORM=True, RESIDUAL=True))):
+            tiles = gemm_tiles(batch, width)
+            sizes = dict(D_MODEL=d_model, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+                         PDL=True, **extra)
+            say(name, report(kernels[name], dtype, tiles.warps, sizes), tiles.warps,
+                f", {tiles.block_m} rows x {tiles.block_n} outputs x {tiles.block_k}")
+        say("ssd_decode_step_fwd", report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"], dict(PDL=True)),
             constants["NUM_WARPS"])
 
 

@@ -13,15 +13,17 @@ DECODE_TEMPLATE = "ssd_decode_step.py.jinja"
 CONV_BLOCK = 256  # channels a conv program takes
 STEP_TILE = 2048  # state elements a step program takes: BLOCK_P rows of N (16 rows at N = 128, as mamba_ssm)
 STEP_WARPS = 4
-# Warps of a program of in_proj_conv_fwd and of out_proj_fwd, and the outputs either takes. The GEMMs are
-# row-times-matrix products (no tl.dot), so narrow programs are many: Mamba-2 130M's in_proj makes 838 at batch 1,
-# its out_proj 192. Swept on an H200 at batch 1 (benchmarks/decode_tiles.py: 2, 4 or 8 outputs, K tiles 128-512,
-# 1-8 warps): in_proj 3.4 us at 4 outputs, K 256, 1 warp (5.8 us at 4 warps); out_proj 4.9 us at 4 outputs,
-# K 512, 2 warps (7.6 us at K 256, 4 warps). out_proj's programs also read the whole gated row for its norm.
-IN_PROJ_WARPS = 1
-OUT_PROJ_WARPS = 2
-GEMM_BLOCK_N = 4
-GEMM_TILE = 8192  # BLOCK_M x GEMM_BLOCK_N x BLOCK_K products a program holds at once
+# The fused GEMMs (in_proj_conv_fwd, out_proj_fwd) are row-times-matrix products (no tl.dot), so narrow programs
+# are many. Each program holds its BLOCK_N outputs' weights whole (BLOCK_K: the input width's power of two) so
+# that, launched with PDL, it loads them while the kernel before it finishes; GEMM_TILE bounds BLOCK_M x BLOCK_N x
+# BLOCK_K, WEIGHTS_PER_THREAD sets the warps. Mamba-2 130M at batch 1: in_proj 4 outputs x 1024 in 2 warps (838
+# programs), out_proj 2 x 2048 in 2 warps (384). Before (K tiles in a loop, swept on an H200 at batch 1 with
+# benchmarks/decode_tiles.py): in_proj 3.1 us at 4 outputs, K 256, 1 warp; out_proj 3.4 us at 1-4 outputs, K 512,
+# 1 warp, 4.2 us at 2 warps.
+GEMM_TILE = 4096
+GEMM_MAX_BLOCK_N = 4
+WEIGHTS_PER_THREAD = 64
+GEMM_MAX_WARPS = 8
 # Batches above this decode around torch's GEMMs (cuBLAS) instead. Whole layer step, Mamba-2 130M, H200, at 4
 # warps and K 256 (benchmarks/decode_tiles.py): three kernels 16.1 / 21.6 / 26.4 / 40.0 us at batch 1 / 2 / 4 / 8
 # against 18.8 / 20.7 / 21.8 / 22.7 us around torch's GEMMs; a row-times-matrix product reads each weight once a
@@ -40,21 +42,32 @@ def decode_constants(head_dim: int, state: int, heads: int, groups: int, conv: i
     constants = dict(P=head_dim, N=state, HEADS_PER_GROUP=heads // groups, GROUPS=groups,
                      U_WIDTH=gate_width + channels + (heads if decay == "data" else 0), XBC_OFFSET=gate_width,
                      CHANNELS=channels, WIDTH=conv, BLOCK_C=CONV_BLOCK,
-                     BLOCK_P=min(head_dim, max(1, STEP_TILE // state)), NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip,
-                     IN_PROJ_WARPS=IN_PROJ_WARPS, OUT_PROJ_WARPS=OUT_PROJ_WARPS,
-                     GEMM_BLOCK_N=GEMM_BLOCK_N)
+                     BLOCK_P=min(head_dim, max(1, STEP_TILE // state)), NUM_WARPS=STEP_WARPS, DECAY=decay, HAS_D=skip)
     if decay == "data":
         constants["DT_OFFSET"] = gate_width + channels
     return constants
 
 
-def gemm_tiles(batch: int, width: int) -> tuple[int, int] | None:
-    """(BLOCK_M, BLOCK_K) of a fused decoding GEMM over `batch` rows reading `width` inputs a row: rows in the
-    batch's power of two up to 8, the widest K tile of 512, 256, 128, 64, 32 or 16 that divides `width` and
-    keeps GEMM_TILE products a program. None: no K tile divides `width`."""
+@dataclass(frozen=True)
+class GemmTiles:
+    """A fused decoding GEMM's launch: rows, outputs and inputs (the width's power of two) a program takes, and
+    its warps."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    warps: int
+
+
+def gemm_tiles(batch: int, width: int) -> GemmTiles:
+    """The tiles of a fused decoding GEMM over `batch` rows reading `width` inputs a row: rows in the batch's
+    power of two up to 8, the whole width, as many outputs (up to GEMM_MAX_BLOCK_N) as keep GEMM_TILE products
+    a program, and a warp per 32 x WEIGHTS_PER_THREAD of them (up to GEMM_MAX_WARPS)."""
     block_m = min(8, 1 << (batch - 1).bit_length())
-    return next(((block_m, block_k) for block_k in (512, 256, 128, 64, 32, 16)
-                 if width % block_k == 0 and block_m * GEMM_BLOCK_N * block_k <= GEMM_TILE), None)
+    block_k = 1 << (width - 1).bit_length()
+    block_n = max(1, min(GEMM_MAX_BLOCK_N, GEMM_TILE // (block_m * block_k)))
+    warps = max(1, min(GEMM_MAX_WARPS, block_m * block_n * block_k // (32 * WEIGHTS_PER_THREAD)))
+    return GemmTiles(block_m, block_n, block_k, warps)
 
 
 def fused_reason(batch: int, d_model: int, d_inner: int) -> str | None:

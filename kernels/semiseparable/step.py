@@ -8,6 +8,8 @@ per process. Decoding is memory-bound: each program streams BLOCK_P rows of one 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 
@@ -103,17 +105,30 @@ def ssd_decode_step_triton(constants: dict, u, conv_state, conv_weight, conv_bia
     return _decode_step(kernels, constants, xbc, u, dt_bias, A_log, D, state)
 
 
-def _decode_step(kernels, constants: dict, xbc, u, dt_bias, A_log, D, state):
+def _decode_step(kernels, constants: dict, xbc, u, dt_bias, A_log, D, state, pdl: bool = False):
     """Launch ssd_decode_step_fwd after the conv: dt from u (decay data), the state update in place, and
-    y (b, H P) in xbc's dtype."""
+    y (b, H P) in xbc's dtype. pdl: launched with programmatic dependent launch (`dependent_launch`)."""
     b, heads, head_dim = state.shape[0], state.shape[1], constants["P"]
     y = torch.empty(b, heads * head_dim, dtype=xbc.dtype, device=xbc.device)
     data = constants["DECAY"] == "data"
     launch(kernels.ssd_decode_step_fwd, (b * heads, head_dim // constants["BLOCK_P"]),
-           dict(num_warps=constants["NUM_WARPS"]), xbc_ptr=xbc, u_ptr=u if data else None,
+           _launch_options(constants["NUM_WARPS"], pdl), xbc_ptr=xbc, u_ptr=u if data else None,
            dt_bias_ptr=dt_bias if data else None, A_log_ptr=A_log if constants["DECAY"] != "none" else None,
-           D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y)
+           D_ptr=D if constants["HAS_D"] else None, state_ptr=state, y_ptr=y, PDL=pdl)
     return y
+
+
+def dependent_launch(device: torch.device) -> bool:
+    """Whether the three-kernel step launches with programmatic dependent launch: on a CUDA GPU of compute
+    capability 9 (Hopper) or later, unless COMPOSER_DECODE_PDL=0. Each kernel then starts while the one before it
+    finishes and loads its weights meanwhile (ssd_decode_step.py.jinja says what waits); at batch 1 a layer's
+    three kernels are latency-bound, so the overlap is most of what a step can still save."""
+    return (device.type == "cuda" and os.environ.get("COMPOSER_DECODE_PDL", "1") != "0"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def _launch_options(warps: int, pdl: bool) -> dict:
+    return dict(num_warps=warps, launch_pdl=True) if pdl else dict(num_warps=warps)
 
 
 def fused_layer_reason(d_model: int, constants: dict, batch: int = 1) -> str | None:
@@ -133,9 +148,8 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
     b, d_model = hidden.shape
     channels, heads = constants["CHANNELS"], constants["HEADS_PER_GROUP"] * constants["GROUPS"]
     d_inner = heads * constants["P"]
-    in_tiles, out_tiles = gemm_tiles(b, d_model), gemm_tiles(b, d_inner)
-    if in_tiles is None or out_tiles is None:
-        reason = fused_layer_reason(d_model, constants)
+    reason = fused_layer_reason(d_model, constants)
+    if reason is not None:
         raise ValueError(f"the three-kernel decoding step cannot take this layer: {reason}")
     if (conv_state.shape != (b, channels, constants["WIDTH"] - 1) or state.shape != (b, heads, constants["P"],
                                                                                       constants["N"])
@@ -149,17 +163,20 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
     hidden = hidden.contiguous()
     u = torch.empty(b, constants["U_WIDTH"], dtype=hidden.dtype, device=hidden.device)
     xbc = torch.empty(b, channels, dtype=hidden.dtype, device=hidden.device)
-    block_n = constants["GEMM_BLOCK_N"]
-    kernels.in_proj_conv_fwd[(triton.cdiv(b, in_tiles[0]), triton.cdiv(constants["U_WIDTH"], block_n))](
+    pdl = dependent_launch(hidden.device)
+    tiles = gemm_tiles(b, d_model)
+    kernels.in_proj_conv_fwd[(triton.cdiv(b, tiles.block_m), triton.cdiv(constants["U_WIDTH"], tiles.block_n))](
         hidden, None if pre_norm is None else pre_norm[0], in_proj_weight.contiguous(), conv_state,
         conv_weight.contiguous(), conv_bias, u, xbc, b, 0.0 if pre_norm is None else pre_norm[1], D_MODEL=d_model,
-        BLOCK_M=in_tiles[0], BLOCK_K=in_tiles[1], PRE_NORM=pre_norm is not None,
-        num_warps=constants["IN_PROJ_WARPS"])
-    y = _decode_step(kernels, constants, xbc, u, dt_bias, A_log, D, state)
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k, PRE_NORM=pre_norm is not None,
+        PDL=pdl, **_launch_options(tiles.warps, pdl))
+    y = _decode_step(kernels, constants, xbc, u, dt_bias, A_log, D, state, pdl)
     out = torch.empty(b, d_model, dtype=hidden.dtype, device=hidden.device)
-    kernels.out_proj_fwd[(triton.cdiv(b, out_tiles[0]), triton.cdiv(d_model, block_n))](
+    tiles = gemm_tiles(b, d_inner)
+    kernels.out_proj_fwd[(triton.cdiv(b, tiles.block_m), triton.cdiv(d_model, tiles.block_n))](
         y, u, None if out_norm is None else out_norm[0], out_proj_weight.contiguous(),
         None if residual is None else residual.contiguous(), out, b, 0.0 if out_norm is None else out_norm[1],
-        D_MODEL=d_model, BLOCK_M=out_tiles[0], BLOCK_K=out_tiles[1], OUT_NORM=out_norm is not None,
-        RESIDUAL=residual is not None, num_warps=constants["OUT_PROJ_WARPS"])
+        D_MODEL=d_model, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+        OUT_NORM=out_norm is not None, RESIDUAL=residual is not None, PDL=pdl,
+        **_launch_options(tiles.warps, pdl))
     return out

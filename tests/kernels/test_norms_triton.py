@@ -27,6 +27,27 @@ def relative_error(got, want):
 CASES = [((2, 37), 96, True), ((3, 5), 64, False), ((2, 97), 300, True), ((1, 7), 16, True), ((61,), 2048, True)]
 
 
+
+def test_a_gate_sliced_from_a_wider_row_is_read_in_place():
+    """Decoding passes z as the slice u[:, :W] of in_proj's output (rows U apart): read there, not copied, with
+    the same output and gradients as a dense gate (the gradient lands in the slice's place of u)."""
+    torch.manual_seed(11)
+    rows, width, wide = 5, 96, 250
+    x = torch.randn(rows, width, dtype=torch.float64, device=DEVICE) * 3
+    u = torch.randn(rows, wide, dtype=torch.float64, device=DEVICE)
+    weight = 1 + 0.5 * torch.randn(width, dtype=torch.float64, device=DEVICE)
+    dout = torch.randn(rows, width, dtype=torch.float64, device=DEVICE)
+    want = gated_rmsnorm(x, u[:, 3:3 + width], weight, 1e-5)
+    want_du, = torch.autograd.grad(gated_rmsnorm(x, u.requires_grad_()[:, 3:3 + width], weight, 1e-5), [u], dout)
+    u32 = u.detach().float().requires_grad_()
+    gate = u32[:, 3:3 + width]
+    assert not gate.is_contiguous()
+    got = gated_rmsnorm_triton(x.float(), gate, weight.float(), 1e-5)
+    got_du, = torch.autograd.grad(got, [u32], dout.float())
+    assert relative_error(got.cpu(), want.cpu()) < 1e-5
+    assert relative_error(got_du.cpu(), want_du.cpu()) < 1e-5
+    assert got_du[:, :3].abs().max() == 0 and got_du[:, 3 + width:].abs().max() == 0
+
 @pytest.mark.parametrize("lead,width,has_gate", CASES)
 def test_matches_reference_and_gradients(lead, width, has_gate):
     torch.manual_seed(width + len(lead))
