@@ -25,7 +25,7 @@ from composer.codegen.render import render_kernel  # noqa: E402
 from composer.kernels.norms.plan import TEMPLATE, norm_constants  # noqa: E402
 from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants, gemm_tiles  # noqa: E402
 
-SIZES = {"n_rows", "rows_per_program", "batch"}
+SIZES = {"n_rows", "rows_per_program", "batch", "z_row_stride"}
 FP32_POINTERS = {"rstd_ptr", "dweight_parts_ptr", "state_ptr", "A_log_ptr", "dt_bias_ptr", "D_ptr"}
 HEADER = {"spec": "norm_resources"}
 

@@ -76,3 +76,22 @@ def test_warm_compile_cache_runs_every_share_and_returns_their_rows(load_benchma
                      "print('ROW ' + json.dumps({'share': share, 'extra': sys.argv[1]}), flush=True)\n")
     rows = peers.warm_compile_cache([str(child), "given"], 4, timeout_s=60)
     assert rows == [{"share": f"{i}/4", "extra": "given"} for i in range(4)]
+
+
+def test_a_tuner_under_heuristics_is_found_split_and_compiled_only(load_benchmark, monkeypatch):
+    """fla writes @triton.heuristics over @triton.autotune: the module attribute is the Heuristics, and its
+    tuner must still take its share and compile without timing."""
+    peers = load_benchmark("peers.py", "peers_under_test")
+
+    @triton.jit
+    def kernel(x, n, BLOCK: tl.constexpr, EVEN: tl.constexpr):
+        pass
+    module = types.ModuleType("fake_heuristics_peer")
+    tuner = triton.autotune([triton.Config({"BLOCK": size}) for size in (16, 32, 64, 128)], key=["n"],
+                            cache_results=True)(kernel)
+    module.kernel = triton.heuristics({"EVEN": lambda args: args["n"] % 2 == 0})(tuner)
+    monkeypatch.setitem(sys.modules, "fake_heuristics_peer", module)
+    assert peers.autotuners("fake_heuristics_peer") == [tuner]
+    assert peers.keep_config_share("fake_heuristics_peer", 1, 2) == 2
+    assert [config.kwargs["BLOCK"] for config in tuner.configs] == [32, 128]
+    assert peers.compile_only("fake_heuristics_peer") == 1 and tuner.cache_results is False
