@@ -4,11 +4,11 @@
 
 Every time is triton.testing.do_bench_cudagraph's median (the step runs in a CUDA graph when decoding, so the
 host's launch overhead is not in it). For each batch: the layer's whole step in three kernels
-(kernels/semiseparable/step.py's ssd_decode_layer_triton, with and without PDL) against the two-kernel step around torch's GEMMs
-(RMSNorm, in_proj, conv + SSD step, gated RMSNorm, addmm with the residual), and which the plan picks
-(decode_plan.fused_reason); torch's GEMMs and the SSD step kernel alone. At the sweep batches, in_proj_conv_fwd's
-and out_proj_fwd's outputs a program and warps swept (PDL off: alone, it has nothing to overlap), each checked against the plan's output (NaN never
-passes), best first.
+(kernels/semiseparable/step.py's ssd_decode_layer_triton, without and with PDL) against the two-kernel step
+around torch's GEMMs (RMSNorm, in_proj, conv + SSD step, gated RMSNorm, addmm with the residual), and which the
+plan picks (decode_plan.fused_reason); torch's GEMMs and the SSD step kernel alone. At the sweep batches,
+in_proj_conv_fwd's and out_proj_fwd's outputs a program and warps swept (PDL off: alone a kernel has nothing to
+overlap), each checked against the plan's output (NaN never passes), best first.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ class Layer:
         y = gated_rmsnorm_triton(y, u[:, :HEADS * HEAD_DIM], self.out_norm, 1e-5)
         return torch.addmm(self.residual, y, self.out_proj.t())
 
-    def three_without_pdl(self):
-        os.environ["COMPOSER_DECODE_PDL"] = "0"
+    def three_with_pdl(self):
+        os.environ["COMPOSER_DECODE_PDL"] = "1"
         try:
             return self.three()
         finally:
@@ -129,8 +129,8 @@ def main() -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             layer = Layer(batch)
             c = layer.constants
-            say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us (with PDL where the GPU has it; "
-                f"without {bench(layer.three_without_pdl):.1f} us); two kernels around torch's GEMMs "
+            say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us (with PDL "
+                f"{bench(layer.three_with_pdl):.1f} us); two kernels around torch's GEMMs "
                 f"{bench(layer.two):.1f} us (the plan: {fused_reason(batch, D_MODEL, D_INNER) or 'three'})")
             normed = torch.nn.functional.rms_norm(layer.hidden, (D_MODEL,), layer.pre_norm, 1e-5)
             say(f"  torch in_proj {bench(lambda: torch.nn.functional.linear(normed, layer.in_proj)):.1f} us, "

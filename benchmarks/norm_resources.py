@@ -67,8 +67,8 @@ def decode(dtype: str) -> None:
                          PDL=True, **extra)
             say(name, report(kernels[name], dtype, tiles.warps, sizes), tiles.warps,
                 f", {tiles.block_m} rows x {tiles.block_n} outputs x {tiles.block_k}")
-        say("ssd_decode_step_fwd", report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"], dict(PDL=True)),
-            constants["NUM_WARPS"])
+        step = report(kernels["ssd_decode_step_fwd"], dtype, constants["NUM_WARPS"], dict(PDL=True))
+        say("ssd_decode_step_fwd", step, constants["NUM_WARPS"])
 
 
 def main(argv=None) -> int:

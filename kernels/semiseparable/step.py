@@ -119,11 +119,12 @@ def _decode_step(kernels, constants: dict, xbc, u, dt_bias, A_log, D, state, pdl
 
 
 def dependent_launch(device: torch.device) -> bool:
-    """Whether the three-kernel step launches with programmatic dependent launch: on a CUDA GPU of compute
-    capability 9 (Hopper) or later, unless COMPOSER_DECODE_PDL=0. Each kernel then starts while the one before it
+    """Whether the three-kernel step launches with programmatic dependent launch: with COMPOSER_DECODE_PDL=1, on
+    a CUDA GPU of compute capability 9 (Hopper) or later. Each kernel then starts while the one before it
     finishes and loads its weights meanwhile (ssd_decode_step.py.jinja says what waits); at batch 1 a layer's
-    three kernels are latency-bound, so the overlap is most of what a step can still save."""
-    return (device.type == "cuda" and os.environ.get("COMPOSER_DECODE_PDL", "1") != "0"
+    three kernels are latency-bound, so the overlap is most of what a step can still save. Off by default until
+    the GPU tests (tests/kernels/test_ssd_decode_step.py compiled, COMPOSER_DECODE_PDL=1) have passed on a Hopper."""
+    return (device.type == "cuda" and os.environ.get("COMPOSER_DECODE_PDL", "0") == "1"
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 

@@ -126,6 +126,42 @@ def test_rendered_step_is_formatted_and_branch_free(case):
     assert ("D_ptr" in source) == CASES[case]["skip"]
 
 
+ACTIVATIONS = ("hidden_ptr", "xbc_ptr", "u_ptr", "y_ptr", "residual_ptr", "conv_state_ptr")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_under_pdl_each_kernel_reads_activations_and_writes_only_after_its_wait(case):
+    """With programmatic dependent launch a kernel runs beside the one before it until gdc_wait: before the wait
+    it may load only parameters and its own state, never an activation (the kernel before may still be writing
+    it) and never store (the allocator may have handed it a buffer the kernel before still reads)."""
+    tree = ast.parse(render_kernel(DECODE_TEMPLATE, decode_constants(**CASES[case]), HEADER))
+    kernels = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    for name in ("in_proj_conv_fwd", "ssd_decode_step_fwd", "out_proj_fwd"):
+        before_wait = []
+        for statement in kernels[name].body:
+            text = ast.unparse(statement)
+            if "gdc_wait()" in text:
+                break
+            before_wait.append(text)
+        else:
+            raise AssertionError(f"{name} never waits")
+        early = "\n".join(before_wait)
+        assert "gdc_launch_dependents()" in early, name
+        assert "tl.store" not in early, name
+        assert not [ptr for ptr in ACTIVATIONS if f"tl.load({ptr}" in early], name
+        assert "tl.load(w_ptr" in early or "tl.load(state_ptr" in early, name  # what the overlap is for
+
+
+def test_dependent_launch_is_asked_for_and_needs_a_hopper(monkeypatch):
+    from composer.kernels.semiseparable.step import dependent_launch
+    monkeypatch.delenv("COMPOSER_DECODE_PDL", raising=False)
+    assert not dependent_launch(torch.device("cpu"))
+    monkeypatch.setenv("COMPOSER_DECODE_PDL", "1")
+    assert not dependent_launch(torch.device("cpu"))  # the interpreter has no grid dependency control
+    if torch.cuda.is_available():
+        assert dependent_launch(torch.device("cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Mamba-2 130M's sizes take minutes under the interpreter")
 @pytest.mark.parametrize("batch", [1, 64])
 def test_fused_step_at_mamba2_130m_sizes(batch):
@@ -236,3 +272,45 @@ def test_three_kernel_step_at_mamba2_130m_sizes(batch):
         torch.testing.assert_close(conv_state.float(), conv_want, rtol=2e-2, atol=2e-2 * conv_want.abs().max().item())
         torch.testing.assert_close(state, state_want, rtol=2e-2, atol=2e-2 * state_want.abs().max().item())
         hidden, residual = torch.randn_like(hidden), got
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs a Hopper GPU")
+def test_dependent_launch_in_a_graph_of_layers_equals_the_plain_launch(monkeypatch):
+    """Four layers' steps chained in one CUDA graph, as decoding replays them: with PDL every kernel overlaps the
+    one before and the allocator reuses buffers between layers; the outputs and both states must be the same
+    bits as launched one after another."""
+    sizes = dict(head_dim=64, state=128, heads=24, groups=1, conv=4, gate=True, decay="data", skip=True)
+    layers = [layer_inputs(sizes, 1, 768, torch.bfloat16) for _ in range(4)]
+    hidden = layers[0][1]
+
+    def run(states):
+        h = hidden
+        for (constants, _, _, in_proj, out_proj, pre, out, _, weight, bias, _, dt_bias, A_log, D), (conv_state, state) \
+                in zip(layers, states):
+            h = ssd_decode_layer_triton(constants, h, in_proj, conv_state, weight, bias, state, out_proj,
+                                        pre_norm=(pre, 1e-5), dt_bias=dt_bias, A_log=A_log, D=D, out_norm=(out, 1e-5),
+                                        residual=h)
+        return h
+
+    def fresh():
+        return [(layer[7].clone(), layer[10].clone()) for layer in layers]
+
+    plain_states = fresh()
+    plain = [run(plain_states).clone() for _ in range(2)]  # two tokens: the second reads the first's states
+    monkeypatch.setenv("COMPOSER_DECODE_PDL", "1")
+    graph_states = fresh()
+    run(fresh())  # compiles the PDL launches outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run(graph_states)
+    got = []
+    for _ in range(2):
+        graph.replay()
+        got.append(captured.clone())
+    torch.cuda.synchronize()
+    for want, have in zip(plain, got):
+        torch.testing.assert_close(have, want, rtol=0, atol=0)
+    for (conv_want, state_want), (conv_have, state_have) in zip(plain_states, graph_states):
+        torch.testing.assert_close(conv_have, conv_want, rtol=0, atol=0)
+        torch.testing.assert_close(state_have, state_want, rtol=0, atol=0)
