@@ -270,12 +270,13 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     sizes = dict(seq_len=L, n_heads=H, n_chunks=n_chunks)
     grids = Grids.of(constants, b, H, G, n_chunks)
 
-    beside = constants.get("FORMS_SCORES", False) and x.is_cuda
-    if constants.get("FORMS_SCORES", False):  # the fused forward saved none: formed beside the state passing
+    forms_scores = constants.get("FORMS_SCORES", False)  # the fused forward saved none: formed here
+    beside = forms_scores and x.is_cuda  # ... beside the state passing, which does not read them
+    # With the state passing in segments (few programs a multiprocessor: small batch, long sequences) the score
+    # gradient, which reads none of its outputs either, runs beside it too.
+    dscores_beside = beside and segments > 1
+    if forms_scores:
         scores = scores_buffer(constants, x, G, n_chunks)
-        with side_stream(x.device) if beside else contextlib.nullcontext():
-            launch(kernels.chunk_scores_bwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
-                   **sizes)
     state_grads = torch.empty_like(states)
     dscores = torch.empty_like(scores)
     dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
@@ -300,6 +301,19 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
             # one partial <h, G> per state-passing program (the grid's first axis): the template's count
             state_dot_grad_ptr=cum.new_empty(b, H, n_chunks, kernels.STATE_TILES.value))
         dlog_a = x.new_empty(b, L, H, dtype=torch.float32)
+
+    def score_grads():
+        launch(kernels.chunk_scan_bwd_dscores, grids.group_block, options, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
+               cum_ptr=cum, B_ptr=None if cum is None else B, C_ptr=None if cum is None else C,
+               row_part_ptr=decay_scratch["row_part_ptr"],
+               column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
+
+    if forms_scores:
+        with side_stream(x.device) if beside else contextlib.nullcontext():
+            launch(kernels.chunk_scores_bwd, grids.group_block, options, B_ptr=B, C_ptr=C, scores_ptr=scores,
+                   **sizes)
+            if dscores_beside:
+                score_grads()
     state_args = dict(dy_ptr=dy, cum_ptr=cum, states_ptr=None if cum is None else states,
                       state_dot_grad_ptr=decay_scratch["state_dot_grad_ptr"], C_ptr=C, state_grads_ptr=state_grads,
                       initial_state_grad_ptr=initial_state_grad, **sizes)
@@ -310,17 +324,15 @@ def _backward(constants: dict, x, dt, B, C, initial_state, D, scores, states, cu
     else:
         launch(kernels.state_passing_bwd, grids.state_tile, state_options, final_state_grad_ptr=final_state_grad,
                **state_args)
-    if beside:  # chunk_scan_bwd_dx reads the scores
+    if beside:  # chunk_scan_bwd_dx reads the scores, chunk_scan_bwd_dC dscores
         torch.cuda.current_stream(x.device).wait_stream(_SIDE_STREAMS[x.device])
     launch(kernels.chunk_scan_bwd_dx, grids.q_p_tile, options, dy_ptr=dy, cum_ptr=cum,
            leaving_parts_ptr=decay_scratch["leaving_parts_ptr"] if share_in_dx else None, B_ptr=B,
            scores_ptr=scores, state_grads_ptr=state_grads, dx_ptr=dx,
            x_ptr=x if dt is not None or D is not None or (cum is not None and share_in_dx) else None,
            dt_ptr=dt, ddt_parts_ptr=ddt_parts, D_ptr=D, dD_parts_ptr=dD_parts, **sizes)
-    launch(kernels.chunk_scan_bwd_dscores, grids.group_block, options, x_ptr=x, dt_ptr=dt, dy_ptr=dy,
-           cum_ptr=cum, B_ptr=None if cum is None else B, C_ptr=None if cum is None else C,
-           row_part_ptr=decay_scratch["row_part_ptr"],
-           column_part_ptr=decay_scratch["column_part_ptr"], dscores_ptr=dscores, **sizes)
+    if not dscores_beside:
+        score_grads()
     launch(kernels.chunk_scan_bwd_dC, grids.group_q_tile, options, dy_ptr=dy, cum_ptr=cum,
            entering_share_ptr=decay_scratch["entering_share_ptr"], B_ptr=B, C_ptr=None if cum is None else C,
            states_ptr=states, dscores_ptr=dscores, dC_ptr=dC, **sizes)

@@ -716,7 +716,10 @@ def test_segmented_backward_takes_dt_and_skip_and_no_final_state():
         y.square().sum().backward()
         grads.append([y.detach()] + [leaf.grad for leaf in leaves])
     for name, got, want in zip(("y", "x", "log_a", "B", "C", "dt", "D"), *grads):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+        # fp32 against fp32, summed in other orders: the gradients reach 3e3 here (log_a's), so the bound is
+        # relative to each one's scale, not a fixed 1e-4 (a 5e-4 difference at 3e3 is fp32 rounding)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item(),
+                                   msg=lambda m: f"{name}: {m}")
     with torch.no_grad():  # inference: the state passing forms its own cumulative decays
         pieces, final = ssd_chunked_triton(x, log_a, B, C, 16, dt=dt, D=D,
                                            tuning=SSDTuning(16, 16, fused=True, segments=3, state_pieces=2))
