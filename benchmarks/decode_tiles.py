@@ -7,8 +7,9 @@ host's launch overhead is not in it). For each batch: the layer's whole step in 
 (kernels/semiseparable/step.py's ssd_decode_layer_triton, without and with PDL) against the two-kernel step
 around torch's GEMMs (RMSNorm, in_proj, conv + SSD step, gated RMSNorm, addmm with the residual), and which the
 plan picks (decode_plan.fused_reason); torch's GEMMs and the SSD step kernel alone. At the sweep batches,
-in_proj_conv_fwd's and out_proj_fwd's outputs a program and warps swept (PDL off: alone a kernel has nothing to
-overlap), each checked against the plan's output (NaN never passes), best first.
+in_proj_conv_fwd's and out_proj_fwd's outputs a program and warps, and ssd_decode_step_fwd's head-dim rows a
+program and warps swept (PDL off: alone a kernel has nothing to overlap), each checked against the plan's output
+(NaN never passes), best first.
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ class Layer:
         self.conv_bias = torch.randn(c["CHANNELS"], **bf16) / 4
         self.conv_state = torch.randn(batch, c["CHANNELS"], CONV - 1, **bf16)
         self.state = torch.randn(batch, HEADS, HEAD_DIM, STATE, device="cuda")
+        self.state0 = self.state.clone()
         self.dt_bias = torch.randn(HEADS, device="cuda") / 4
         self.A_log = torch.randn(HEADS, device="cuda") / 4
         self.D = torch.randn(HEADS, device="cuda")
         self.pre_norm = torch.rand(D_MODEL, **bf16) + 0.5
         self.out_norm = torch.rand(HEADS * HEAD_DIM, **bf16) + 0.5
         self.kernels = load_kernel_once(DECODE_TEMPLATE, c, DECODE_HEADER)
-        self.u = torch.empty(batch, c["U_WIDTH"], **bf16)
-        self.xbc = torch.empty(batch, c["CHANNELS"], **bf16)
+        self.u = torch.randn(batch, c["U_WIDTH"], **bf16)  # the step's sweep reads both before in_proj writes them
+        self.xbc = torch.randn(batch, c["CHANNELS"], **bf16)
         self.y = torch.randn(batch, HEADS * HEAD_DIM, **bf16)
         self.out = torch.empty(batch, D_MODEL, **bf16)
 
@@ -84,7 +86,16 @@ class Layer:
         finally:
             del os.environ["COMPOSER_DECODE_PDL"]
 
-    def in_proj_conv(self, block_n: int, warps: int):
+    def step_tile(self, block_p: int, warps: int, fresh: bool = False):
+        """ssd_decode_step_fwd at BLOCK_P head-dim rows a program; fresh: from the layer's first state (a check)."""
+        if fresh:
+            self.state.copy_(self.state0)
+        kernels = load_kernel_once(DECODE_TEMPLATE, dict(self.constants, BLOCK_P=block_p), DECODE_HEADER)
+        kernels.ssd_decode_step_fwd[(self.batch * HEADS, HEAD_DIM // block_p)](
+            self.xbc, self.u, self.dt_bias, self.A_log, self.D, self.state, self.y, PDL=False, num_warps=warps)
+        return self.y
+
+    def in_proj_conv(self, block_n: int, warps: int, fresh: bool = False):
         tiles = gemm_tiles(self.batch, D_MODEL)
         grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(self.constants["U_WIDTH"], block_n))
         self.kernels.in_proj_conv_fwd[grid](
@@ -93,7 +104,7 @@ class Layer:
             BLOCK_K=tiles.block_k, PRE_NORM=True, PDL=False, num_warps=warps)
         return self.u
 
-    def out_proj_gate(self, block_n: int, warps: int):
+    def out_proj_gate(self, block_n: int, warps: int, fresh: bool = False):
         tiles = gemm_tiles(self.batch, HEADS * HEAD_DIM)
         grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(D_MODEL, block_n))
         self.kernels.out_proj_fwd[grid](
@@ -141,24 +152,28 @@ def main() -> int:
             say(f"  ssd_decode_step_fwd {bench(lambda: step[(batch * HEADS, HEAD_DIM // c['BLOCK_P'])](layer.xbc, layer.u, layer.dt_bias, layer.A_log, layer.D, layer.state, layer.y, PDL=False, num_warps=c['NUM_WARPS'])):.1f} us")  # noqa: E501
             if str(batch) not in args.sweep_batches.split(","):
                 continue
-            for name, run, width in (("in_proj_conv_fwd", layer.in_proj_conv, D_MODEL),
-                                     ("out_proj_fwd", layer.out_proj_gate, D_INNER)):
-                tiles = gemm_tiles(batch, width)
-                default = (tiles.block_n, tiles.warps)
-                expected = run(*default).clone()
+            gemm_choices = list(itertools.product((1, 2, 4, 8), (1, 2, 4, 8)))  # (BLOCK_N, warps)
+            in_tiles, out_tiles = gemm_tiles(batch, D_MODEL), gemm_tiles(batch, D_INNER)
+            sweeps = [("in_proj_conv_fwd", layer.in_proj_conv, "BLOCK_N", gemm_choices,
+                       (in_tiles.block_n, in_tiles.warps)),
+                      ("out_proj_fwd", layer.out_proj_gate, "BLOCK_N", gemm_choices,
+                       (out_tiles.block_n, out_tiles.warps)),
+                      ("ssd_decode_step_fwd", layer.step_tile, "BLOCK_P",
+                       list(itertools.product((4, 8, 16, 32), (1, 2, 4, 8))), (c["BLOCK_P"], c["NUM_WARPS"]))]
+            for name, run, tile_name, choices, default in sweeps:
+                expected = run(*default, fresh=True).clone()
                 rows = []
-                for choice in itertools.product((1, 2, 4, 8), (1, 2, 4, 8)):
+                for choice in choices:
                     if time.time() - start > args.deadline_s:
                         continue
                     try:
-                        err = error(run(*choice), expected)
+                        err = error(run(*choice, fresh=True), expected)
                         rows.append((bench(lambda: run(*choice)), choice, err))
                     except Exception as exc:  # a tile the GPU cannot take (registers, shared memory): say, go on
                         rows.append((float("inf"), choice, f"{type(exc).__name__}"))
                 rows.sort(key=lambda row: row[0])
                 base = next((t for t, choice, _ in rows if choice == default), float("nan"))
-                say(f"  {name}: the plan's (BLOCK_N, warps) {default} at BLOCK_K {tiles.block_k} {base:.1f} us; "
-                    f"best of {len(rows)}:")
+                say(f"  {name}: the plan's ({tile_name}, warps) {default} {base:.1f} us; best of {len(rows)}:")
                 for t, choice, err in rows[:5]:
                     say(f"    {choice} {t:.1f} us  err {err if isinstance(err, str) else f'{err:.1e}'}")
     say(f"[{time.time() - start:.0f} s]")
