@@ -72,7 +72,7 @@ class WorkerJob:
     device: str
     threads: int
     weights_dir: Path | None = None
-    deadline: float | None = None      # time.time() after which the worker starts no trial
+    deadline: float | None = None      # time.monotonic() after which the worker starts no trial
 
 
 def load_search(spec_path: Path, model: str | None) -> tuple[Spec, SearchSettings]:
@@ -310,7 +310,9 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
     started = time.monotonic()
-    deadline = None if options.time_limit_s is None else time.time() + options.time_limit_s
+    # monotonic: a wall clock set back (seen on a CI-like machine) let a trial start past a 1 ms limit; the
+    # workers are this machine's processes, which share CLOCK_MONOTONIC
+    deadline = None if options.time_limit_s is None else time.monotonic() + options.time_limit_s
     try:
         with _interrupt_once_handler(), monitor.live(), storage_faults(config.storage_url):
             workers_ran = _run_workers(study, spec, settings, options, deadline)

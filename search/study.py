@@ -294,11 +294,11 @@ class SharedStudy:
                 self._tell(trial, values)
 
     def run_worker(self, objective: Callable[[optuna.Trial], list[float]], deadline: float | None = None) -> int:
-        """Run waiting trials until none are waiting or running, or (`deadline`, a time.time()) until the
+        """Run waiting trials until none are waiting or running, or (`deadline`, a time.monotonic()) until the
         deadline has passed, which starts no further trial; returns how many this worker ran."""
         worker, ran = f"{socket.gethostname()}:{os.getpid()}", 0
         while True:
-            if deadline is not None and time.time() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 return ran  # the queued trials stay queued for a --resume
             self.requeue_lost()
             trial = self.take_waiting(worker)
