@@ -6,8 +6,8 @@ at once would both see the same state and both act on it (two fills over-fill, t
 run one trial twice). SQLite ignores the row lock optuna asks for when it claims, and no
 storage locks a count against a concurrent add, so the worker takes this lock first:
 
-- a SQLite file or a journal file: an exclusive `flock` on a lock file beside it (any
-  process on this machine, or on a file system whose locks reach every machine);
+- a SQLite file or a journal file: an exclusive `flock` on a lock file beside it, PATH.lock and
+  PATH.queue.lock (any process on this machine, or on a file system whose locks reach every machine);
 - PostgreSQL: a session advisory lock named after the study, held on one connection;
 - any other URL: the storage's own row locks only (a claim is atomic, a fill from two
   processes at the same moment may over-fill).
@@ -71,8 +71,8 @@ def study_lock(url: str, storage: BaseStorage, study_name: str) -> Callable[[], 
     """A callable giving a context manager that holds the study's lock, for the storage at `url`."""
     if url.startswith("sqlite:///"):
         return _file_lock(Path(url.removeprefix("sqlite:///") + ".lock"))
-    if url.startswith("journal:"):
-        return _file_lock(Path(url.removeprefix("journal:").removeprefix("//") + ".lock"))
+    if url.startswith("journal:"):  # not PATH.lock: optuna's journal backend takes that name for its own lock
+        return _file_lock(Path(url.removeprefix("journal:").removeprefix("//") + ".queue.lock"))
     if url.startswith("postgresql") and isinstance(storage, RDBStorage):
         return _postgres_lock(storage, study_name)
     return _no_lock

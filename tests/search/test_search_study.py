@@ -145,6 +145,16 @@ def test_pruning_stops_a_single_objective_trial_below_the_median(tmp_path):
     assert all(sorted(values) == [2, 4, 6] for values in reported)  # intermediate scores reached optuna
 
 
+def test_the_queue_lock_of_a_journal_is_not_optuna_s_own(tmp_path):
+    """optuna's journal backend locks PATH.lock (a file that exists while held); a queue lock on that name made
+    every journal write wait 30 s for optuna to call it stale (two trials took 90 s)."""
+    from composer.search.locks import study_lock
+    journal = tmp_path / "study.log"
+    held = study_lock(f"journal:{journal}", None, "tiny")
+    with held():
+        assert not (tmp_path / "study.log.lock").exists()
+
+
 def test_journal_storage_holds_a_study_too(tmp_path):
     config = _config(tmp_path, storage=f"journal:{tmp_path / 'study.log'}")
     study = create_study(config, SETTINGS)
