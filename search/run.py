@@ -310,7 +310,7 @@ def run_search(options: SearchOptions, console: Console) -> int:
         console.print("note: the spec's search section names no holes: every trial trains the same model")
     monitor = Monitor(config, settings.objectives, console, options.workers)
     started = time.monotonic()
-    # monotonic: a wall clock set back (seen on a CI-like machine) let a trial start past a 1 ms limit; the
+    # monotonic: a wall clock that stalls or is set back let a trial start past a 1 ms limit; the
     # workers are this machine's processes, which share CLOCK_MONOTONIC
     deadline = None if options.time_limit_s is None else time.monotonic() + options.time_limit_s
     try:
