@@ -86,16 +86,18 @@ class Layer:
         finally:
             del os.environ["COMPOSER_DECODE_PDL"]
 
-    def step_tile(self, block_p: int, warps: int, fresh: bool = False):
-        """ssd_decode_step_fwd at BLOCK_P head-dim rows a program; fresh: from the layer's first state (a check)."""
-        if fresh:
-            self.state.copy_(self.state0)
+    def restart(self):
+        """The layer's first SSD state again, so that a check's step starts where the plan's did."""
+        self.state.copy_(self.state0)
+
+    def step_tile(self, block_p: int, warps: int):
+        """ssd_decode_step_fwd at BLOCK_P head-dim rows a program."""
         kernels = load_kernel_once(DECODE_TEMPLATE, dict(self.constants, BLOCK_P=block_p), DECODE_HEADER)
         kernels.ssd_decode_step_fwd[(self.batch * HEADS, HEAD_DIM // block_p)](
             self.xbc, self.u, self.dt_bias, self.A_log, self.D, self.state, self.y, PDL=False, num_warps=warps)
         return self.y
 
-    def in_proj_conv(self, block_n: int, warps: int, fresh: bool = False):
+    def in_proj_conv(self, block_n: int, warps: int):
         tiles = gemm_tiles(self.batch, D_MODEL)
         grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(self.constants["U_WIDTH"], block_n))
         self.kernels.in_proj_conv_fwd[grid](
@@ -104,7 +106,7 @@ class Layer:
             BLOCK_K=tiles.block_k, PRE_NORM=True, PDL=False, num_warps=warps)
         return self.u
 
-    def out_proj_gate(self, block_n: int, warps: int, fresh: bool = False):
+    def out_proj_gate(self, block_n: int, warps: int):
         tiles = gemm_tiles(self.batch, HEADS * HEAD_DIM)
         grid = (triton.cdiv(self.batch, tiles.block_m), triton.cdiv(D_MODEL, block_n))
         self.kernels.out_proj_fwd[grid](
@@ -161,13 +163,15 @@ def main() -> int:
                       ("ssd_decode_step_fwd", layer.step_tile, "BLOCK_P",
                        list(itertools.product((4, 8, 16, 32), (1, 2, 4, 8))), (c["BLOCK_P"], c["NUM_WARPS"]))]
             for name, run, tile_name, choices, default in sweeps:
-                expected = run(*default, fresh=True).clone()
+                layer.restart()
+                expected = run(*default).clone()
                 rows = []
                 for choice in choices:
                     if time.time() - start > args.deadline_s:
                         continue
                     try:
-                        err = error(run(*choice, fresh=True), expected)
+                        layer.restart()
+                        err = error(run(*choice), expected)
                         rows.append((bench(lambda: run(*choice)), choice, err))
                     except Exception as exc:  # a tile the GPU cannot take (registers, shared memory): say, go on
                         rows.append((float("inf"), choice, f"{type(exc).__name__}"))

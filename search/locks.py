@@ -6,8 +6,9 @@ at once would both see the same state and both act on it (two fills over-fill, t
 run one trial twice). SQLite ignores the row lock optuna asks for when it claims, and no
 storage locks a count against a concurrent add, so the worker takes this lock first:
 
-- a SQLite file or a journal file: an exclusive `flock` on a lock file beside it, PATH.lock and
-  PATH.queue.lock (any process on this machine, or on a file system whose locks reach every machine);
+- a SQLite file or a journal file: an exclusive `flock` on a lock file beside it, PATH.lock for
+  SQLite and PATH.queue.lock for a journal, whose backend holds PATH.lock itself (any process on
+  this machine, or on a file system whose locks reach every machine);
 - PostgreSQL: a session advisory lock named after the study, held on one connection;
 - any other URL: the storage's own row locks only (a claim is atomic, a fill from two
   processes at the same moment may over-fill).

@@ -27,7 +27,6 @@ def relative_error(got, want):
 CASES = [((2, 37), 96, True), ((3, 5), 64, False), ((2, 97), 300, True), ((1, 7), 16, True), ((61,), 2048, True)]
 
 
-
 def test_a_gate_sliced_from_a_wider_row_is_read_in_place():
     """Decoding passes z as the slice u[:, :W] of in_proj's output (rows U apart): read there, not copied, with
     the same output and gradients as a dense gate (the gradient lands in the slice's place of u)."""
@@ -47,6 +46,7 @@ def test_a_gate_sliced_from_a_wider_row_is_read_in_place():
     assert relative_error(got.cpu(), want.cpu()) < 1e-5
     assert relative_error(got_du.cpu(), want_du.cpu()) < 1e-5
     assert got_du[:, :3].abs().max() == 0 and got_du[:, 3 + width:].abs().max() == 0
+
 
 @pytest.mark.parametrize("lead,width,has_gate", CASES)
 def test_matches_reference_and_gradients(lead, width, has_gate):

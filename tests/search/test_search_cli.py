@@ -62,9 +62,10 @@ def _wait_for(predicate, timeout_s=60.0):
 def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(tmp_path, capsys):
     spec = write_spec(tmp_path, trained(steps=250))  # trials of a few seconds: the signal lands inside one
     storage = f"sqlite:///{tmp_path / 'tiny.search' / 'study.db'}"
-    log = open(tmp_path / "search.log", "w+")  # a file, not a pipe: unread, a pipe's 64 KB would stall the search
-    process = subprocess.Popen([sys.executable, "-m", "composer.cli", "search", str(spec), "--trials", "3"],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "search.log"  # a file, not a pipe: unread, a pipe's 64 KB would stall the search
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen([sys.executable, "-m", "composer.cli", "search", str(spec), "--trials", "3"],
+                                   stdout=out, stderr=subprocess.STDOUT, text=True)
 
     def one_done_and_one_running():
         try:  # only reading: a poll that created the tables itself would race the search creating them
@@ -79,8 +80,7 @@ def test_sigint_leaves_a_resumable_study_and_resume_repeats_no_completed_trial(t
     assert process.poll() is None, "the search ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
-    log.seek(0)
-    output = log.read()
+    output = log.read_text()
     assert process.returncode == 130, output
     assert "--resume" in output
 
