@@ -167,6 +167,26 @@ def time_call(fn, x, backward: bool) -> float:
 TIMED_SHAPES = [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]
 
 
+def forward_kernels(shape, calls: int = 5) -> dict:
+    """Each GPU kernel's mean time (ms) in one bf16 forward at `shape`, ours and fla's (torch.profiler, after one
+    untimed call): where the forward's time goes, the largest first."""
+    from torch.profiler import ProfilerActivity, profile
+    x = inputs(*shape, gate=True, seed=0, dtype=torch.bfloat16)
+    rows = {}
+    for label, fn in (("composer", ours), ("fla", peer)):
+        with torch.no_grad():
+            fn(x, initial=False, final=False)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+                for _ in range(calls):
+                    fn(x, initial=False, final=False)
+                torch.cuda.synchronize()
+        times = {event.key[:60]: round(event.self_device_time_total / calls / 1000, 4)
+                 for event in profiler.key_averages() if event.self_device_time_total > 0}
+        rows[label] = dict(sorted(times.items(), key=lambda item: -item[1]))
+    return {"shape": shape, "forward_kernels_ms": rows}
+
+
 def warm_share(share: str) -> dict:
     """A `warm_compile_cache` child: fla with only its share of each autotuner's configurations, run on fla's
     check case (forward and backward, which may refuse: fla#640) and forward alone at every timed shape."""
@@ -189,8 +209,14 @@ def main():
     parser.add_argument("--peer-limit-s", type=int, default=60)
     parser.add_argument("--check", type=int, help="run only CHECKS[i], in this process, and print its row")
     parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
+    parser.add_argument("--profile", action="store_true", help="only each forward kernel's time at the timed "
+                        "shapes, ours and fla's (forward_kernels)")
     add_warm_arguments(parser)
     args = parser.parse_args()
+    if args.profile:
+        for shape in TIMED_SHAPES[:2]:
+            print("profile", json.dumps(forward_kernels(shape)), flush=True)
+        return
     if args.warm_share:
         print_row(warm_share(args.warm_share))
         return
