@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     plan = plan_delta(DeltaSizes(args.K, args.V, args.chunk, 32, 16, gate=True))
     header = {"spec": "delta_resources"}
     sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True, True), header),
-                {"delta_prepare_fwd": plan.prepare_warps, "delta_state_fwd": plan.state_warps}),
+                {"delta_prepare_fwd": plan.prepare_warps, "delta_state_fwd": plan.state_warps,
+                 "delta_output_fwd": plan.output_warps}),
                (render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(args.dtype, True), header),
                 {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}),
                (render_kernel(STEP_TEMPLATE, plan.step_constants(), header), {"delta_step": 4}))  # Triton's default

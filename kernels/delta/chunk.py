@@ -2,8 +2,9 @@
 `reference.delta_rule_chunked` (the chunk length comes from the plan).
 
 The forward renders delta_forward.py.jinja for the call's constants (kernels/delta/plan.py) and
-launches its two kernels: per chunk, the WY/UT factors w and u (and T, for a backward); then,
-sequential over the chunks of each head, the written values, the outputs and the state. The backward
+launches its three kernels: per chunk, the WY/UT factors w and u (and T, for a backward); then,
+sequential over the chunks of each head, the written values and the state entering each chunk; then,
+every chunk at once, the outputs. The backward
 (delta_backward.py.jinja) walks the chunks in reverse for the state's gradient, then takes every
 input's gradient per chunk.
 """
@@ -43,19 +44,23 @@ def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: De
     f32 = dict(device=v.device, dtype=torch.float32)
     n_chunks = triton.cdiv(L, c["Q"])
     G = torch.empty(b, H, L, **f32) if c["GATE"] else None
-    w, u = torch.empty(b, H, L, c["K"], **f32), torch.empty(b, H, L, V, **f32)
+    # what passes between the kernels: fp32 for the backward, else in the inputs' dtype (the template says why)
+    between = f32 if saves else dict(device=v.device, dtype=v.dtype)
+    w, u = torch.empty(b, H, L, c["K"], **between), torch.empty(b, H, L, V, **between)
     T = torch.zeros(b, H, n_chunks, c["Q"], c["Q"], **f32) if saves else None
     kernels.delta_prepare_fwd[(n_chunks, b * H)](
         k, v, beta, *((log_gate,) if c["GATE"] else ()), G, w, u, *((T,) if saves else ()), L, H,
         num_warps=plan.prepare_warps)
-    y = torch.empty_like(v)
     final = torch.empty(b, H, c["K"], V, **f32)
-    U = torch.empty(b, H, L, V, **f32) if saves else None
-    states = torch.empty(b, H, n_chunks, c["K"], V, **f32) if saves else None
+    U = torch.empty(b, H, L, V, **between)
+    states = torch.empty(b, H, n_chunks, c["K"], V, **between)
+    gates = (G,) if c["GATE"] else ()
     kernels.delta_state_fwd[(V // c["BV"], b * H)](
-        q, k, *((G,) if c["GATE"] else ()), w, u, y, *((initial_state,) if initial_state is not None else ()),
-        final, *((U, states) if saves else ()), L, H, scale, num_warps=plan.state_warps,
-        num_stages=plan.state_stages)
+        k, *gates, w, u, U, states, *((initial_state,) if initial_state is not None else ()), final, L, H,
+        num_warps=plan.state_warps, num_stages=plan.state_stages)
+    y = torch.empty_like(v)
+    kernels.delta_output_fwd[(V // plan.output_block, n_chunks, b * H)](
+        q, k, *gates, U, states, y, L, H, scale, num_warps=plan.output_warps)
     return y, final, ((w, G, U, states, T) if saves else None)
 
 

@@ -28,7 +28,7 @@ _PLANS: dict[str, DeltaPlan] = {}
 
 
 def plan_key(plan: DeltaPlan) -> str:
-    key = repr((plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps, plan.state_stages))
+    key = repr(plan.fields())
     _PLANS.setdefault(key, plan)
     return key
 
@@ -119,8 +119,7 @@ def delta_rule_chunked_op(q, k, v, beta, log_gate, initial_state, scale: float, 
     """`delta_rule_chunked_triton` (after its contiguity) through the custom ops: y and the final state."""
     inputs = (q, k, v, beta, log_gate, initial_state)
     saves = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    fields = None if plan is None else (plan.shared, plan.prepare_warps, plan.state_warps, plan.backward_warps,
-                                        plan.state_stages)
+    fields = None if plan is None else plan.fields()
     sizes = (q.shape[-1], v.shape[-1], chunk, v.shape[2], q.shape[2], log_gate is not None)
     y, final, *_ = OPS.delta_forward(q, k, v, beta, log_gate, initial_state, scale, saves,
                                      traced_plan_key(fields, sizes))

@@ -3,6 +3,7 @@ Pure: no tensors, no Triton."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from composer.kernels.plan import KernelCall
@@ -54,10 +55,16 @@ class DeltaPlan:
     state_warps: int
     backward_warps: int
     state_stages: int      # software-pipelining stages of the two walks over the chunks
+    output_block: int      # BV_OUT: the value columns a delta_output_fwd program makes
+    output_warps: int
+
+    def fields(self) -> tuple:
+        """Every field in order: what DeltaPlan(*fields) makes again (the custom ops' plan key)."""
+        return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
 
     def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
-                            "SAVES_FOR_BACKWARD": saves}.items()))
+                            "SAVES_FOR_BACKWARD": saves, "BV_OUT": self.output_block}.items()))
 
     def backward_constants(self, precision: str, initial_state: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state}.items()))
@@ -105,5 +112,7 @@ def plan_delta(sizes: DeltaSizes, gpu: bool = False) -> DeltaPlan:
     # The walks stage their loads where the stages fit an H200's 227 KB of shared memory a program: 3 stages of
     # 128-wide keys in fp32 products asked 254 KB there, one 256-wide stage in 16-bit 74 KB.
     stages = 3 if sizes.key_dim <= 64 else 1
+    # The outputs run every chunk at once (delta_output_fwd): 64 value columns a program, the width of a state
+    # block's rows, so that its (Q, 64) accumulator and (64, 64) state block are the walk's tiles.
     return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8,
-                     state_stages=stages)
+                     state_stages=stages, output_block=min(sizes.value_dim, 64), output_warps=8)

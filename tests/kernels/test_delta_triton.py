@@ -57,6 +57,26 @@ def test_forward_and_every_gradient_match_the_reference(case):
         torch.testing.assert_close(got, want, **TOLERANCE, msg=lambda m: f"d{name}: {m}")
 
 
+@pytest.mark.parametrize("case", ["gated_odd_length", "gated_two_value_blocks", "plain_two_key_blocks"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_forward_without_a_backward_matches_the_reference(case, dtype):
+    """No gradient: the walk's written values and states go between the kernels in the inputs' dtype."""
+    b, L, H, Hk, K, V, chunk, gate, initial = CASES[case]
+    x = {name: None if t is None else t.detach() for name, t in inputs(b, L, H, Hk, K, V, gate, initial, 3).items()}
+    y_ref, final_ref = delta_rule_chunked(x["q"], x["k"], x["v"], x["beta"], x["log_gate"], chunk,
+                                          initial_state=x["initial_state"])
+    low = {n: t if t is None or n == "initial_state" else t.to(dtype) for n, t in x.items()}
+    with torch.no_grad():
+        y, final = delta_rule_chunked_triton(low["q"], low["k"], low["v"], low["beta"], low["log_gate"], chunk,
+                                             initial_state=low["initial_state"])
+    assert y.dtype == dtype and not torch.isnan(y).any()
+    if dtype == torch.float32:
+        torch.testing.assert_close(y, y_ref, **TOLERANCE)
+        torch.testing.assert_close(final, final_ref, **TOLERANCE)
+    else:
+        assert relative_error(y, y_ref) < 2e-2 and relative_error(final, final_ref) < 2e-2
+
+
 def test_the_rendered_forward_has_no_gate_code_without_a_gate():
     plain = plan_delta(DeltaSizes(64, 64, 64, 4, 2, gate=False))
     gated = plan_delta(DeltaSizes(64, 64, 64, 4, 2, gate=True))
