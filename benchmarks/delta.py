@@ -167,6 +167,43 @@ def time_call(fn, x, backward: bool) -> float:
 TIMED_SHAPES = [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]
 
 
+SWEEP = {  # DeltaPlan fields a forward variant changes (the plan's own first)
+    "prepare 4 warps": dict(prepare_warps=4), "prepare 2 warps": dict(prepare_warps=2),
+    "walk 4 warps": dict(state_warps=4), "walk 4 warps 2 stages": dict(state_warps=4, forward_stages=2),
+    "walk 4 warps 3 stages": dict(state_warps=4, forward_stages=3), "walk 8 warps 2 stages": dict(forward_stages=2),
+    "output 4 warps": dict(output_warps=4), "output 4 warps BV 32": dict(output_warps=4, output_block=32),
+    "output 8 warps BV 32": dict(output_block=32)}
+
+
+def forward_sweep(shapes) -> list[dict]:
+    """Each SWEEP variant of the plan: its bf16 forward's error against the fp32 reference at an odd length, then
+    its do_bench median (no gradient) at each shape; a variant that fails its check is not timed."""
+    import dataclasses
+    from composer.kernels.delta.chunk import plan_for
+    check = inputs(1, 777, 32, 16, 128, 128, gate=True, seed=5, dtype=torch.bfloat16)
+    want = reference(check, initial=True)[0]
+    base = plan_for(check["q"], check["v"], check["log_gate"], CHUNK)
+    rows = []
+    for name, change in {"plan": {}, **SWEEP}.items():
+        plan = dataclasses.replace(base, **change)
+        row = {"variant": name}
+        try:
+            with torch.no_grad():
+                row["y_err"] = rel_err(ours(check, plan=plan)[0], want)
+            if not row["y_err"] < 2e-2:  # NaN fails too
+                raise ValueError(f"y off the reference by {row['y_err']:.1e}")
+            for shape in shapes:
+                x = inputs(*shape, gate=True, seed=0, dtype=torch.bfloat16)
+                with torch.no_grad():
+                    row[f"fwd_ms {shape[:2]}"] = round(do_bench(lambda: ours(x, initial=False, plan=plan),
+                                                                warmup=10, rep=100, return_mode="median"), 4)
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+        rows.append(row)
+        print("sweep", json.dumps(row), flush=True)
+    return rows
+
+
 def forward_kernels(shape, calls: int = 5) -> dict:
     """Each GPU kernel's mean time (ms) in one bf16 forward at `shape`, ours and fla's (torch.profiler, after one
     untimed call): where the forward's time goes, the largest first."""
@@ -211,8 +248,12 @@ def main():
     parser.add_argument("--checks", default=None, help="the CHECKS to run, comma-separated indices (default all)")
     parser.add_argument("--profile", action="store_true", help="only each forward kernel's time at the timed "
                         "shapes, ours and fla's (forward_kernels)")
+    parser.add_argument("--sweep", action="store_true", help="only the forward's launch variants (SWEEP)")
     add_warm_arguments(parser)
     args = parser.parse_args()
+    if args.sweep:
+        forward_sweep(TIMED_SHAPES[:2])
+        return
     if args.profile:
         for shape in TIMED_SHAPES[:2]:
             print("profile", json.dumps(forward_kernels(shape)), flush=True)

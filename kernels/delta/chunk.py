@@ -57,7 +57,7 @@ def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: De
     gates = (G,) if c["GATE"] else ()
     kernels.delta_state_fwd[(V // c["BV"], b * H)](
         k, *gates, w, u, U, states, *((initial_state,) if initial_state is not None else ()), final, L, H,
-        num_warps=plan.state_warps, num_stages=plan.state_stages)
+        num_warps=plan.state_warps, num_stages=plan.forward_stages)
     y = torch.empty_like(v)
     kernels.delta_output_fwd[(V // plan.output_block, n_chunks, b * H)](
         q, k, *gates, U, states, y, L, H, scale, num_warps=plan.output_warps)

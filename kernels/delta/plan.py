@@ -57,6 +57,7 @@ class DeltaPlan:
     state_stages: int      # software-pipelining stages of the two walks over the chunks
     output_block: int      # BV_OUT: the value columns a delta_output_fwd program makes
     output_warps: int
+    forward_stages: int    # delta_state_fwd's stages: the forward walk alone, lighter than the backward's
 
     def fields(self) -> tuple:
         """Every field in order: what DeltaPlan(*fields) makes again (the custom ops' plan key)."""
@@ -115,4 +116,5 @@ def plan_delta(sizes: DeltaSizes, gpu: bool = False) -> DeltaPlan:
     # The outputs run every chunk at once (delta_output_fwd): 64 value columns a program, the width of a state
     # block's rows, so that its (Q, 64) accumulator and (64, 64) state block are the walk's tiles.
     return DeltaPlan(tuple(sorted(shared.items())), prepare_warps=8, state_warps=8, backward_warps=8,
-                     state_stages=stages, output_block=min(sizes.value_dim, 64), output_warps=8)
+                     state_stages=stages, output_block=min(sizes.value_dim, 64), output_warps=8,
+                     forward_stages=stages)

@@ -199,9 +199,11 @@ def state_pieces(programs: int, segments: int, seq_len: int, chunk_len: int, mul
 # arriving from zero, then the walk from the arriving gradients a combine gives), so it pays only where its
 # programs number at most half the multiprocessors: then segments double while the programs stay under
 # BACKWARD_PROGRAMS_PER_MULTIPROCESSOR, each segment of whole chunks, BACKWARD_SEGMENT_MIN_CHUNKS or more:
-# three programs, as many as fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a
-# thread at 4 warps; results/ssd_resources_sm90a_2026-12-02_35eca88.log), so the segments run in one wave.
-BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 3
+# four programs. Three fit a multiprocessor's registers at P=64, N=128 (ptxas, offline: 130 registers a thread
+# at 4 warps; results/ssd_resources_sm90a_2026-12-02_35eca88.log) and ran in one wave, but on the H100 at b=1,
+# L=131072 (64 programs; results/long_prefill_h100_2026-12-06_1e75f82.json, one process) eight segments (four
+# a multiprocessor) made forward+backward 7.145 ms against 7.459 with three's four segments.
+BACKWARD_PROGRAMS_PER_MULTIPROCESSOR = 4
 # Each backward segment keeps BACKWARD_SEGMENT_MIN_CHUNKS chunks or more: on the H200 (b=1, H=32, P=64, N=128,
 # chunk 256; results/long_prefill_h200_2026-12-02_922bc7b.log) four segments of 8 chunks (L=8192) made
 # forward+backward 2.468 ms against 1.958 with the whole backward (and a split forward 0.15 ms slower), while

@@ -735,7 +735,7 @@ def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_le
     """The segments' state passing splits each segment into pieces until its programs reach
     STATE_PROGRAMS_PER_MULTIPROCESSOR (2) a multiprocessor, pieces of whole chunks (two or more); the backward's
     state passing segments only where its programs number at most half the multiprocessors, until they reach
-    BACKWARD_PROGRAMS_PER_MULTIPROCESSOR (3). The plan states both rules; the launcher asks them with the batch
+    BACKWARD_PROGRAMS_PER_MULTIPROCESSOR (4). The plan states both rules; the launcher asks them with the batch
     and the length."""
     # b=2, H=32, P=64: 64 walk programs in 4 segments fill the 2 * 132 slots; b=1 at 4096 steps: 4 segments of 32
     assert tuning.state_pieces(64, 4, 32768, 256, 132) == 1
@@ -748,7 +748,8 @@ def test_state_pieces_and_backward_segments_fill_the_gpu_where_their_programs_le
     assert tuning.backward_segments(64, 2048, 256, 132) == 1  # 8 chunks: segments of 32 chunks at least
     # 16384: two segments of 32 chunks would fit, but fewer than four walk whole (BACKWARD_SEGMENT_MIN_COUNT)
     assert tuning.backward_segments(64, 8192, 256, 132) == 1 and tuning.backward_segments(64, 16384, 256, 132) == 1
-    assert tuning.backward_segments(64, 65536, 256, 132) == 4 and tuning.backward_segments(32, 65536, 256, 132) == 8
+    assert tuning.backward_segments(64, 65536, 256, 132) == 8 and tuning.backward_segments(32, 65536, 256, 132) == 8
+    assert tuning.backward_segments(64, 131072, 256, 132) == 8  # four programs a multiprocessor, not 16 segments
     assert tuning.backward_segments(64, 32768 + 256, 256, 132) == 1 and tuning.backward_segments(64, 32768, 256, None) == 1
     sizes = ScanSizes(head_dim=64, state=128, chunk=256, heads=32, groups=8, decays=True, has_dt=True)
     variant = plan_scan(sizes, 132).select("bf16", True, 1)
