@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     plan = plan_delta(DeltaSizes(args.K, args.V, args.chunk, 32, 16, gate=True))
     header = {"spec": "delta_resources"}
-    sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True, True), header),
-                {"delta_prepare_fwd": plan.prepare_warps, "delta_state_fwd": plan.state_warps,
+    sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True), header),
+                {"delta_solve_fwd": plan.prepare_warps, "delta_wu_fwd": plan.prepare_warps,
+                 "delta_state_fwd": plan.state_warps,
                  "delta_output_fwd": plan.output_warps}),
                (render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(args.dtype, True), header),
                 {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}),

@@ -2,7 +2,7 @@
 `reference.delta_rule_chunked` (the chunk length comes from the plan).
 
 The forward renders delta_forward.py.jinja for the call's constants (kernels/delta/plan.py) and
-launches its three kernels: per chunk, the WY/UT factors w and u (and T, for a backward); then,
+launches its four kernels: per chunk, T = (I + A)^-1, then the WY/UT factors w and u; then,
 sequential over the chunks of each head, the written values and the state entering each chunk; then,
 every chunk at once, the outputs. The backward
 (delta_backward.py.jinja) walks the chunks in reverse for the state's gradient, then takes every
@@ -39,22 +39,22 @@ def delta_forward(q, k, v, beta, log_gate, scale: float, initial_state, plan: De
     """(y (b, L, H, V) in v's dtype, final state fp32, saved: (w, G, U, states, T) or None)."""
     b, L, H, V = v.shape
     c = dict(plan.shared)
-    constants = plan.forward_constants(PRECISIONS[v.dtype], initial_state is not None, saves)
+    constants = plan.forward_constants(PRECISIONS[v.dtype], initial_state is not None)
     kernels = load_kernel_once(FORWARD_TEMPLATE, constants, {"kernels": "chunked delta rule forward"})
     f32 = dict(device=v.device, dtype=torch.float32)
     n_chunks = triton.cdiv(L, c["Q"])
     G = torch.empty(b, H, L, **f32) if c["GATE"] else None
+    gates = (G,) if c["GATE"] else ()
+    T = torch.empty(b, H, n_chunks, c["Q"], c["Q"], **f32)
+    kernels.delta_solve_fwd[(n_chunks, b * H)](k, beta, *((log_gate, G) if c["GATE"] else ()), T, L, H,
+                                               num_warps=plan.prepare_warps)
     # what passes between the kernels: fp32 for the backward, else in the inputs' dtype (the template says why)
     between = f32 if saves else dict(device=v.device, dtype=v.dtype)
     w, u = torch.empty(b, H, L, c["K"], **between), torch.empty(b, H, L, V, **between)
-    T = torch.zeros(b, H, n_chunks, c["Q"], c["Q"], **f32) if saves else None
-    kernels.delta_prepare_fwd[(n_chunks, b * H)](
-        k, v, beta, *((log_gate,) if c["GATE"] else ()), G, w, u, *((T,) if saves else ()), L, H,
-        num_warps=plan.prepare_warps)
+    kernels.delta_wu_fwd[(n_chunks, b * H)](k, v, beta, *gates, T, w, u, L, H, num_warps=plan.prepare_warps)
     final = torch.empty(b, H, c["K"], V, **f32)
     U = torch.empty(b, H, L, V, **between)
     states = torch.empty(b, H, n_chunks, c["K"], V, **between)
-    gates = (G,) if c["GATE"] else ()
     kernels.delta_state_fwd[(V // c["BV"], b * H)](
         k, *gates, w, u, U, states, *((initial_state,) if initial_state is not None else ()), final, L, H,
         num_warps=plan.state_warps, num_stages=plan.forward_stages)

@@ -48,7 +48,7 @@ class DeltaSizes:
 @dataclass(frozen=True)
 class DeltaPlan:
     """The constants shared by every call (sizes, tiles), and the launch parameters; a call adds whether it
-    starts from a state and saves for a backward, and the precision of its inputs (`forward_constants`)."""
+    starts from a state and the precision of its inputs (`forward_constants`)."""
 
     shared: tuple          # sorted (name, value) pairs
     prepare_warps: int
@@ -63,9 +63,10 @@ class DeltaPlan:
         """Every field in order: what DeltaPlan(*fields) makes again (the custom ops' plan key)."""
         return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
 
-    def forward_constants(self, precision: str, initial_state: bool, saves: bool) -> dict:
+    def forward_constants(self, precision: str, initial_state: bool) -> dict:
+        """The forward's: the same with and without a backward to save for (only the buffers' dtypes differ)."""
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state,
-                            "SAVES_FOR_BACKWARD": saves, "BV_OUT": self.output_block}.items()))
+                            "BV_OUT": self.output_block}.items()))
 
     def backward_constants(self, precision: str, initial_state: bool) -> dict:
         return dict(sorted({**dict(self.shared), **_operands(precision), "HAS_INITIAL_STATE": initial_state}.items()))
@@ -79,7 +80,7 @@ class DeltaPlan:
         """What a run at `precision` in `mode` renders: training saves and runs the backward (from no state
         or a given one), inference runs from no state (a forward) or the cache's (prefill), and decodes."""
         saves = mode == "train"
-        calls = [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial, saves).items()))
+        calls = [KernelCall(FORWARD_TEMPLATE, tuple(self.forward_constants(precision, initial).items()))
                  for initial in (False, True)]
         if saves:
             calls += [KernelCall(BACKWARD_TEMPLATE, tuple(self.backward_constants(precision, initial).items()))
@@ -89,9 +90,10 @@ class DeltaPlan:
         return calls
 
     def loadable(self) -> list[KernelCall]:
-        """Every specialisation a built layer may load, for an export to render."""
-        return [call for precision in TARGET_PRECISIONS for mode in ("train", "inference")
-                for call in self.calls(precision, mode)]
+        """Every specialisation a built layer may load, once each (training and inference share the forward's),
+        for an export to render."""
+        return list(dict.fromkeys(call for precision in TARGET_PRECISIONS for mode in ("train", "inference")
+                                  for call in self.calls(precision, mode)))
 
 
 def plan_delta(sizes: DeltaSizes, gpu: bool = False) -> DeltaPlan:
@@ -107,9 +109,10 @@ def plan_delta(sizes: DeltaSizes, gpu: bool = False) -> DeltaPlan:
          on the H200 (kernels/plan.py's SMALLEST_16BIT_SIZE)."""
     shared = dict(K=sizes.key_dim, V=sizes.value_dim, Q=sizes.chunk, SUB=SUB, BV=min(sizes.value_dim, 32),
                   KB=min(sizes.key_dim, 64), HEAD_RATIO=sizes.heads // sizes.key_heads, GATE=sizes.gate or gpu)
-    # 8 warps everywhere: ptxas (benchmarks/delta_resources.py, sm_90a, bf16, K = V = 64 and 128) spills fewer
-    # registers there than at 4 in the forward kernels, and fla#984 saw WY-style backward kernels miscompile
-    # at chunk 64 with 4 warps on Hopper.
+    # 8 warps everywhere: fla#984 saw WY-style backward kernels miscompile at chunk 64 with 4 warps on Hopper, and
+    # the fused forward walk spilled at 4. The split forward spills at neither (ptxas, sm_90a, bf16, K = V = 128:
+    # solve 107 registers at 8 warps; wu 90 / 134, walk 139 / 166, outputs 189 / 224 at 8 / 4 warps; 2 warps
+    # spill); which count is faster is for `benchmarks/delta.py --sweep` on the GPU to say.
     # The walks stage their loads where the stages fit an H200's 227 KB of shared memory a program: 3 stages of
     # 128-wide keys in fp32 products asked 254 KB there, one 256-wide stage in 16-bit 74 KB.
     stages = 3 if sizes.key_dim <= 64 else 1

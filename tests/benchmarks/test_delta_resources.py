@@ -22,7 +22,7 @@ def test_every_kernel_compiles_within_the_h200_s_shared_memory(args):
                           env={**os.environ, "TRITON_INTERPRET": "0"})
     assert done.returncode == 0, done.stderr[-2000:]
     found = {name: tuple(map(int, numbers)) for name, *numbers in REPORT.findall(done.stdout)}
-    assert set(found) == {"delta_prepare_fwd", "delta_state_fwd", "delta_output_fwd", "delta_state_bwd",
+    assert set(found) == {"delta_solve_fwd", "delta_wu_fwd", "delta_state_fwd", "delta_output_fwd", "delta_state_bwd",
                           "delta_chunk_bwd", "delta_step"}
     for name, (registers, _, _, shared_kb) in found.items():
         assert 0 < registers <= 255 and shared_kb <= SHARED_KB_PER_PROGRAM, (name, done.stdout)
