@@ -143,8 +143,12 @@ def ours(x, initial=True, plan=None):
 
 
 # Other constants than the plan's, checked and timed beside it (the A/B a plan change would need): 32 value
-# columns a program (twice the walks' programs where heads and batch are few), and 4 warps in both directions.
-VARIANTS = {"bv32": dict(BV=32), "warps4": dict(forward_warps=4, backward_warps=4)}
+# columns a program (twice the walks' programs where heads and batch are few), 4 warps in both directions, and the
+# forward's kernels at 4 warps and 2 or 3 pipelining stages or at 8 and 3 (fla autotunes 1-8 warps and 2-4 stages;
+# ours ran 2.2x fla's forward time at the plan's 8 warps and 2 stages on an H100, benchmarks/README.md).
+VARIANTS = {"bv32": dict(BV=32), "warps4": dict(forward_warps=4, backward_warps=4),
+            "fwd_warps4": dict(forward_warps=4), "fwd_warps4_stages3": dict(forward_warps=4, stages=3),
+            "fwd_stages3": dict(stages=3)}
 
 
 def variant_plan(name: str, key_dim: int, value_dim: int, heads: int):
