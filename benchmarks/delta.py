@@ -167,12 +167,13 @@ def time_call(fn, x, backward: bool) -> float:
 TIMED_SHAPES = [(1, 4096, 32, 16, 128, 128), (4, 4096, 32, 16, 128, 128), (1, 16384, 32, 16, 128, 128)]
 
 
-SWEEP = {  # DeltaPlan fields a forward variant changes (the plan's own first)
+SWEEP = {  # DeltaPlan fields (upper case: its shared constants) a forward variant changes (the plan's own first)
     "prepare 4 warps": dict(prepare_warps=4), "prepare 2 warps": dict(prepare_warps=2),
     "walk 4 warps": dict(state_warps=4), "walk 4 warps 2 stages": dict(state_warps=4, forward_stages=2),
     "walk 4 warps 3 stages": dict(state_warps=4, forward_stages=3), "walk 8 warps 2 stages": dict(forward_stages=2),
     "output 4 warps": dict(output_warps=4), "output 4 warps BV 32": dict(output_warps=4, output_block=32),
-    "output 8 warps BV 32": dict(output_block=32)}
+    "output 8 warps BV 32": dict(output_block=32), "walk BV 64": dict(BV=64),
+    "walk BV 64 4 warps 2 stages": dict(BV=64, state_warps=4, forward_stages=2)}
 
 
 def forward_sweep(shapes) -> list[dict]:
@@ -185,7 +186,9 @@ def forward_sweep(shapes) -> list[dict]:
     base = plan_for(check["q"], check["v"], check["log_gate"], CHUNK)
     rows = []
     for name, change in {"plan": {}, **SWEEP}.items():
-        plan = dataclasses.replace(base, **change)
+        tiles = {n: v for n, v in change.items() if n.isupper()}  # constants in `shared`, the rest launch fields
+        plan = dataclasses.replace(base, shared=tuple(sorted({**dict(base.shared), **tiles}.items())),
+                                   **{n: v for n, v in change.items() if not n.isupper()})
         row = {"variant": name}
         try:
             with torch.no_grad():
