@@ -144,7 +144,7 @@ def main() -> int:
             c = layer.constants
             say(f"\nbatch {batch}: whole step three kernels {bench(layer.three):.1f} us (with PDL "
                 f"{bench(layer.three_with_pdl):.1f} us); two kernels around torch's GEMMs "
-                f"{bench(layer.two):.1f} us (the plan: {fused_reason(batch, D_MODEL, D_INNER) or 'three'})")
+                f"{bench(layer.two):.1f} us (the plan: {fused_reason(batch) or 'three'})")
             normed = torch.nn.functional.rms_norm(layer.hidden, (D_MODEL,), layer.pre_norm, 1e-5)
             say(f"  torch in_proj {bench(lambda: torch.nn.functional.linear(normed, layer.in_proj)):.1f} us, "
                 f"out_proj+residual {bench(lambda: torch.addmm(layer.residual, layer.y, layer.out_proj.t())):.1f} us"

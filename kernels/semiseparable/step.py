@@ -15,7 +15,7 @@ import triton
 
 from composer.codegen.render import load_kernel_once
 from composer.kernels.semiseparable.chunk import FLOAT_DTYPES, launch
-from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, fused_reason, gemm_tiles
+from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, gemm_tiles
 from composer.kernels.semiseparable.plan import ScanSizes
 from composer.kernels.semiseparable.plan import step_constants as plan_step_constants
 from composer.kernels.semiseparable.tuning import SSDTuning
@@ -133,12 +133,6 @@ def _launch_options(warps: int, pdl: bool) -> dict:
     return dict(num_warps=warps, launch_pdl=True) if pdl else dict(num_warps=warps)
 
 
-def fused_layer_reason(d_model: int, constants: dict, batch: int = 1) -> str | None:
-    """Why the three-kernel step cannot (or should not) take `batch` rows of a layer of these widths, or None
-    (decode_plan.fused_reason)."""
-    return fused_reason(batch, d_model, constants["HEADS_PER_GROUP"] * constants["GROUPS"] * constants["P"])
-
-
 def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state, conv_weight, conv_bias, state,
                             out_proj_weight, *, pre_norm=None, dt_bias=None, A_log=None, D=None, out_norm=None,
                             residual=None):
@@ -150,9 +144,6 @@ def ssd_decode_layer_triton(constants: dict, hidden, in_proj_weight, conv_state,
     b, d_model = hidden.shape
     channels, heads = constants["CHANNELS"], constants["HEADS_PER_GROUP"] * constants["GROUPS"]
     d_inner = heads * constants["P"]
-    reason = fused_layer_reason(d_model, constants)
-    if reason is not None:
-        raise ValueError(f"the three-kernel decoding step cannot take this layer: {reason}")
     if (conv_state.shape != (b, channels, constants["WIDTH"] - 1) or state.shape != (b, heads, constants["P"],
                                                                                       constants["N"])
             or in_proj_weight.shape != (constants["U_WIDTH"], d_model) or out_proj_weight.shape != (d_model, d_inner)):

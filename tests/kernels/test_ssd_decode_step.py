@@ -12,7 +12,8 @@ from composer.codegen.render import render_kernel
 from composer.kernels.semiseparable.decode_plan import DECODE_TEMPLATE, decode_constants
 from composer.kernels.semiseparable.reference import ssd_step
 from composer.kernels.norms.reference import gated_rmsnorm
-from composer.kernels.semiseparable.step import fused_layer_reason, ssd_decode_layer_triton, ssd_decode_step_triton
+from composer.kernels.semiseparable.decode_plan import fused_reason
+from composer.kernels.semiseparable.step import ssd_decode_layer_triton, ssd_decode_step_triton
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -244,16 +245,26 @@ def test_three_kernel_step_in_bf16(bf16_products):
     torch.testing.assert_close(state, state_want, rtol=2e-2, atol=2e-2 * state_want.abs().max().item())
 
 
-def test_widths_the_three_kernel_step_cannot_tile_are_said():
-    constants = decode_constants(**CASES["data"])
-    assert fused_layer_reason(48, constants) is None
-    assert fused_layer_reason(40, constants) == "d_model = 40 is not a multiple of 16"
-    assert fused_layer_reason(48, constants, batch=2) is None
-    assert fused_layer_reason(48, constants, batch=3) == "batch 3 is above 2, where torch's GEMMs are faster"
+def test_the_plan_takes_the_three_kernels_up_to_two_rows():
+    assert fused_reason(1) is None and fused_reason(2) is None
+    assert fused_reason(3) == "batch 3 is above 2, where torch's GEMMs are faster"
+
+
+@pytest.mark.parametrize("d_model, sizes", [
+    (40, CASES["data"]),
+    (37, dict(head_dim=8, state=16, heads=3, groups=1, conv=4, gate=True, decay="data", skip=True))])  # d_inner 24
+def test_three_kernel_step_takes_widths_no_multiple_of_16(d_model, sizes):
+    """The GEMM programs hold a row's whole width as a masked power-of-two tile (64 for d_model 40 and 37, 32
+    for d_inner 24)."""
     (constants, hidden, residual, in_proj, out_proj, pre, out, conv_state, weight, bias, state, dt_bias, A_log,
-     D) = layer_inputs(CASES["data"], 2, 40, torch.float32)
-    with pytest.raises(ValueError, match="cannot take this layer: d_model = 40"):
-        ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj)
+     D) = layer_inputs(sizes, 2, d_model, torch.float32)
+    want, conv_want, state_want = reference_layer(hidden, residual, in_proj, out_proj, pre, out, conv_state,
+                                                  weight, bias, state, dt_bias, A_log, D, sizes)
+    got = ssd_decode_layer_triton(constants, hidden, in_proj, conv_state, weight, bias, state, out_proj,
+                                  pre_norm=(pre, 1e-5), dt_bias=dt_bias, A_log=A_log, D=D, out_norm=(out, 1e-5),
+                                  residual=residual)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, state_want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Mamba-2 130M's sizes take minutes under the interpreter")

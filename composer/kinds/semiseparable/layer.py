@@ -236,7 +236,7 @@ class Mamba2(_StateSpaceBase):
 
     def _decode_step(self, hidden: torch.Tensor, cache: dict, residual=None, norm=None) -> torch.Tensor:
         """One token a row on the generated kernels. Where the GEMMs can take the layer (no biases, the block's
-        norm an RMSNorm or none, widths multiples of 16, batch up to decode_plan.FUSED_MAX_BATCH), three
+        norm an RMSNorm or none, batch up to decode_plan.FUSED_MAX_BATCH), three
         kernels: the block's norm, in_proj and the short conv; dt, decay, state update and D's skip; the gate,
         the output norm, out_proj and `residual`'s add. Otherwise the norm, torch's in_proj, the two-kernel
         step, the norm module and out_proj adding `residual` in its GEMM. Either is the same as the path above,
@@ -245,7 +245,7 @@ class Mamba2(_StateSpaceBase):
         from composer.kernels.semiseparable.step import ssd_decode_layer_triton, ssd_decode_step_triton
         if self.decode_plan is None:
             self.decode_plan = decode_constants(**self.decode_sizes)
-        if self._takes_three_kernels(norm, hidden.shape[0], hidden.shape[-1]):
+        if self._takes_three_kernels(norm, hidden.shape[0]):
             out = ssd_decode_layer_triton(
                 self.decode_plan, hidden[:, 0], self.in_proj.weight, cache["conv_state"], self.conv1d.weight,
                 self.conv1d.bias, cache["ssm_state"], self.out_proj.weight,
@@ -270,8 +270,7 @@ class Mamba2(_StateSpaceBase):
             return out if residual is None else residual + out
         return torch.addmm(residual[:, 0], y, self.out_proj.weight.t())[:, None]  # one GEMM adds the residual
 
-    def _takes_three_kernels(self, norm, batch: int, d_model: int) -> bool:
-        from composer.kernels.semiseparable.step import fused_layer_reason
+    def _takes_three_kernels(self, norm, batch: int) -> bool:
+        from composer.kernels.semiseparable.decode_plan import fused_reason
         return (self.in_proj.bias is None and self.out_proj.bias is None and (norm is None or type(norm) is RMSNorm)
-                and (self.norm is None or type(self.norm) is GatedRMSNorm)
-                and fused_layer_reason(d_model, self.decode_plan, batch) is None)
+                and (self.norm is None or type(self.norm) is GatedRMSNorm) and fused_reason(batch) is None)
