@@ -294,6 +294,7 @@ def test_a_compiled_scan_with_its_plan_segments_as_eager_at_every_length(monkeyp
     torch._dynamo.reset()
 
 
+@pytest.mark.slow  # 55 s on a 2-core CPU (torch.compile of a training step): CI runs near its 20-minute bound
 def test_a_compiled_training_scan_segments_its_backward_as_eager(monkeypatch):
     """The backward's segment rule runs inside the backward op at the call's length too: with a plan for 64
     multiprocessors a compiled training step walks the backward's state passing in segments where eager does,
