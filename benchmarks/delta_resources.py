@@ -52,15 +52,15 @@ def main(argv=None) -> int:
     header = {"spec": "delta_resources"}
     sources = ((render_kernel(FORWARD_TEMPLATE, plan.forward_constants(args.dtype, True), header),
                 {"delta_solve_fwd": plan.prepare_warps, "delta_wu_fwd": plan.prepare_warps,
-                 "delta_state_fwd": plan.state_warps,
-                 "delta_output_fwd": plan.output_warps}),
+                 "delta_state_fwd": plan.state_warps, "delta_output_fwd": plan.output_warps}),
                (render_kernel(BACKWARD_TEMPLATE, plan.backward_constants(args.dtype, True), header),
                 {"delta_state_bwd": plan.backward_warps, "delta_chunk_bwd": plan.backward_warps}),
                (render_kernel(STEP_TEMPLATE, plan.step_constants(), header), {"delta_step": 4}))  # Triton's default
     print(f"K={args.K} V={args.V} chunk={args.chunk} {args.dtype}, sm_90a")
     for source, warps in sources:
         for name, kernel in kernels(source).items():
-            stages = plan.state_stages if name in ("delta_state_fwd", "delta_state_bwd") else 3  # Triton's default
+            # the walks' stages as chunk.py launches them; the others at Triton's default
+            stages = {"delta_state_fwd": plan.forward_stages, "delta_state_bwd": plan.state_stages}.get(name, 3)
             r = resources(kernel, args.dtype, warps[name], stages)
             print(f"  {name:18s} {r['registers']:3d} registers, spills {r['spill_stores']:5d} B stored / "
                   f"{r['spill_loads']:5d} B loaded, shared {r['shared'] // 1024:3d} KB, {warps[name]} warps")

@@ -36,8 +36,9 @@ import ssd  # noqa: E402
 from composer.kernels.semiseparable.chunk import call_launch, default_tuning  # noqa: E402
 
 SHAPES = "32768x64x128x8@2,32768x64x128x8@1,131072x64x128x1@1,8192x64x128x8@1"
-# b, L, H, P, G, N: b=1 segmented everywhere (walk 8 segments, backward 4 at 32k, 8 at 128k; at 4096 steps the walk's 4 segments in 2
-# pieces each); b=2 with a whole backward; P=128 at G=4; a length no segment count divides (the whole walk at b=1)
+# b, L, H, P, G, N: b=1 segmented everywhere (walk 8 segments, backward 4 at 32k, 8 at 128k; at 4096 steps the
+# walk's 4 segments in 2 pieces each); b=2 with a whole backward; P=128 at G=4; a length no segment count divides
+# (the whole walk at b=1)
 CHECKS = [(1, 8192, 32, 64, 8, 128), (1, 4096, 32, 64, 8, 128), (2, 4096, 32, 64, 1, 128), (1, 4096, 32, 128, 4, 64),
           (1, 3000, 32, 64, 8, 128)]
 NAMES = ["y", "dx", "ddt", "dA", "dB", "dC"]
